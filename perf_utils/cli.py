@@ -1,0 +1,125 @@
+"""`python -m perf_utils`: the library without pytest.
+
+configs   the configuration matrix with availability here and the exact reason when unavailable
+run       measure configurations x batch sizes, print a table, optionally save JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from perf_utils import configs
+from perf_utils.checkpoints import CheckpointError
+from perf_utils.device import DeviceError, resolve_device
+from perf_utils.record import RunRecord
+from perf_utils.runner import RunPlan, run_matrix, stderr_progress
+from perf_utils.stack import current_stack
+
+RUN_COLUMNS = (  # (metric, header, format)
+    ("latency_s", "latency s", ".3f"),
+    ("throughput_sps", "samples/s", ".2f"),
+    ("rtf", "RTF", ".3f"),
+    ("host_peak_mb", "host peak MB", ".1f"),
+    ("accel_peak_mb", "accel peak MB", ".1f"),
+    ("nvml_process_peak_mb", "NVML proc MB", ".1f"),
+    ("energy_j", "energy J", ".2f"),
+    ("stage_semantic_s", "semantic s", ".3f"),
+    ("stage_coarse_s", "coarse s", ".3f"),
+    ("stage_fine_s", "fine s", ".3f"),
+    ("stage_codec_s", "codec s", ".3f"),
+)
+
+
+def configs_table(device_type: str) -> str:
+    stack = current_stack()
+    rows = []
+    for c in configs.select():
+        reason = configs.unavailable_reason(c, stack, device_type)
+        rows.append((c.name, c.summary, "available" if reason is None else reason))
+    return tabulate(
+        rows, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github"
+    )
+
+
+def run_table(record: RunRecord) -> str:
+    """Medians over the measured rounds; columns with no data anywhere (e.g. GPU memory on CPU) are dropped."""
+    ok = [r for r in record.results if r.status == "ok"]
+    columns = [c for c in RUN_COLUMNS if any(r.values(c[0]) for r in ok)]
+    rows = []
+    for r in record.results:
+        if r.status != "ok":
+            rows.append([r.id, r.status + ": " + (r.reason or "")] + [""] * (len(columns) + 3))
+            continue
+        cells = [format(r.summary(m).median, fmt) if r.values(m) else "-" for m, _, fmt in columns]
+        counts = r.counts or {}
+        overhead = r.summary("overhead_s").median / r.summary("latency_s").median
+        rows.append(
+            [
+                r.id,
+                len(r.rounds),
+                *cells,
+                counts.get("semantic_tokens"),
+                counts.get("audio_samples"),
+                f"{overhead:.2%}",
+            ]
+        )
+    headers = ["benchmark", "rounds", *(h for _, h, _ in columns), "sem tokens", "audio samples", "overhead"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m perf_utils", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("configs", help="list configurations and whether each can run here")
+    c.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    r = sub.add_parser("run", help="measure configurations on a checkpoint")
+    r.add_argument(
+        "--config", action="append", help="configuration name (repeatable; default: all available)"
+    )
+    r.add_argument(
+        "--batch-size", type=int, action="append", help="batch size (repeatable; default: 1 and 8)"
+    )
+    r.add_argument(
+        "--checkpoint", default=None, help="tiny (default), suno/bark-small, suno/bark, or a folder"
+    )
+    r.add_argument("--device", default="auto")
+    r.add_argument(
+        "--tokens", type=int, default=None, help="semantic tokens per call (default 32 cpu, 256 gpu)"
+    )
+    r.add_argument("--rounds", type=int, default=None, help="measured calls per benchmark")
+    r.add_argument("--warmup", type=int, default=None, help="unrecorded calls before measuring")
+    r.add_argument("--json", type=Path, default=None, help="also write the run record here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        if args.command == "configs":
+            print(configs_table(device.type))
+            return 0
+        plan = RunPlan.make(args.checkpoint, device, args.tokens, args.rounds, args.warmup)
+        selected = configs.select(args.config)
+    except (CheckpointError, DeviceError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if not args.config:
+        stack = current_stack()
+        selected = [c for c in selected if configs.unavailable_reason(c, stack, device.type) is None]
+    record = run_matrix(plan, selected, args.batch_size or configs.BATCH_SIZES, stderr_progress)
+    print(
+        f"checkpoint {plan.checkpoint.key} on {record.hardware} ({device}), "
+        f"{plan.n_tokens} semantic tokens, {plan.warmup} warm-up + {plan.rounds} rounds; medians:"
+    )
+    print(run_table(record))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record.to_dict(), indent=2))
+        print(f"run record written to {args.json}")
+    return 1 if any(r.status == "failed" for r in record.results) else 0
