@@ -183,9 +183,7 @@ def resolve(spec: str | None = None) -> Checkpoint:
     local = Path(spec).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise CheckpointError(
-                f"checkpoint folder {str(local)!r} has no config.json; is it a saved BarkModel?"
-            )
+            raise CheckpointError(f"checkpoint folder {str(local)!r} has no config.json; is it a saved BarkModel?")
         return Checkpoint(key=f"local:{local.resolve().name}", path=local.resolve(), kind="local")
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return _resolve_hub(spec)

@@ -41,9 +41,7 @@ def configs_table(device_type: str) -> str:
     for c in configs.select():
         reason = configs.unavailable_reason(c, stack, device_type)
         rows.append((c.name, c.summary, "available" if reason is None else reason))
-    return tabulate(
-        rows, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github"
-    )
+    return tabulate(rows, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github")
 
 
 def run_table(record: RunRecord) -> str:
@@ -78,19 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("configs", help="list configurations and whether each can run here")
     c.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     r = sub.add_parser("run", help="measure configurations on a checkpoint")
-    r.add_argument(
-        "--config", action="append", help="configuration name (repeatable; default: all available)"
-    )
-    r.add_argument(
-        "--batch-size", type=int, action="append", help="batch size (repeatable; default: 1 and 8)"
-    )
-    r.add_argument(
-        "--checkpoint", default=None, help="tiny (default), suno/bark-small, suno/bark, or a folder"
-    )
+    r.add_argument("--config", action="append", help="configuration name (repeatable; default: all available)")
+    r.add_argument("--batch-size", type=int, action="append", help="batch size (repeatable; default: 1 and 8)")
+    r.add_argument("--checkpoint", default=None, help="tiny (default), suno/bark-small, suno/bark, or a folder")
     r.add_argument("--device", default="auto")
-    r.add_argument(
-        "--tokens", type=int, default=None, help="semantic tokens per call (default 32 cpu, 256 gpu)"
-    )
+    r.add_argument("--tokens", type=int, default=None, help="semantic tokens per call (default 32 cpu, 256 gpu)")
     r.add_argument("--rounds", type=int, default=None, help="measured calls per benchmark")
     r.add_argument("--warmup", type=int, default=None, help="unrecorded calls before measuring")
     r.add_argument("--json", type=Path, default=None, help="also write the run record here")

@@ -25,9 +25,7 @@ def dtype_kwarg(stack: Stack) -> str:
 
 def bettertransformer_missing(stack: Stack) -> str | None:
     optimum, tf = stack.version("optimum"), stack.version("transformers")
-    if version_lt(optimum, BETTERTRANSFORMER_MAX_OPTIMUM) and version_lt(
-        tf, BETTERTRANSFORMER_MAX_TRANSFORMERS
-    ):
+    if version_lt(optimum, BETTERTRANSFORMER_MAX_OPTIMUM) and version_lt(tf, BETTERTRANSFORMER_MAX_TRANSFORMERS):
         return None
     return (
         f"needs optimum<{BETTERTRANSFORMER_MAX_OPTIMUM} and transformers<{BETTERTRANSFORMER_MAX_TRANSFORMERS}; "

@@ -35,9 +35,7 @@ class OptimizationConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise ValueError(
-                f"configuration {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}"
-            )
+            raise ValueError(f"configuration {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -60,9 +58,7 @@ class OptimizationConfig:
 
 _BUILTIN = (
     OptimizationConfig("baseline", "fp32, eager attention: the reference"),
-    OptimizationConfig(
-        "bettertransformer", "optimum BetterTransformer fused attention", bettertransformer=True
-    ),
+    OptimizationConfig("bettertransformer", "optimum BetterTransformer fused attention", bettertransformer=True),
     OptimizationConfig(
         "flash_attention_2",
         "FlashAttention-2 kernels (they require half precision: runs in bf16)",
@@ -85,9 +81,7 @@ _BUILTIN = (
         cpu_offload=True,
         bettertransformer=True,
     ),
-    OptimizationConfig(
-        "bettertransformer+fp16", "BetterTransformer in fp16", dtype="float16", bettertransformer=True
-    ),
+    OptimizationConfig("bettertransformer+fp16", "BetterTransformer in fp16", dtype="float16", bettertransformer=True),
     OptimizationConfig(
         "fp16+flash_attention_2",
         "FlashAttention-2 in fp16",
@@ -95,9 +89,7 @@ _BUILTIN = (
         attn_implementation="flash_attention_2",
     ),
     OptimizationConfig("offload+fp16", "CPU offload in fp16", dtype="float16", cpu_offload=True),
-    OptimizationConfig(
-        "torch_compile", "semantic, coarse and fine compiled with torch.compile", compile=True
-    ),
+    OptimizationConfig("torch_compile", "semantic, coarse and fine compiled with torch.compile", compile=True),
 )
 
 CONFIGS: dict[str, OptimizationConfig] = {c.name: c for c in _BUILTIN}
@@ -119,9 +111,7 @@ def get(name: str) -> OptimizationConfig:
         raise KeyError(f"unknown configuration {name!r}; known: {known}") from None
 
 
-def select(
-    names: Iterable[str] | None = None, *, include_test_only: bool = False
-) -> list[OptimizationConfig]:
+def select(names: Iterable[str] | None = None, *, include_test_only: bool = False) -> list[OptimizationConfig]:
     if names:
         return [get(n) for n in names]
     return [c for c in CONFIGS.values() if include_test_only or not c.test_only]
@@ -155,20 +145,14 @@ def unavailable_reasons(config: OptimizationConfig, stack: Stack, device_type: s
         if stack.version("flash-attn") is None:
             missing.append("flash-attn not installed")
         if missing:
-            reasons.append(
-                "flash_attention_2 needs CUDA and the flash-attn package; found " + ", ".join(missing)
-            )
+            reasons.append("flash_attention_2 needs CUDA and the flash-attn package; found " + ", ".join(missing))
     if config.compile:
         if device_type == "cpu" and stack.cxx_compiler is None:
-            reasons.append(
-                "torch_compile needs a C++ compiler for inductor's CPU backend; none found (set CXX)"
-            )
+            reasons.append("torch_compile needs a C++ compiler for inductor's CPU backend; none found (set CXX)")
         if device_type == "cuda" and stack.version("triton") is None:
             reasons.append("torch_compile needs triton on CUDA; not installed")
     if config.dtype == "float16" and device_type == "cpu" and version_lt(stack.version("torch"), "2.1"):
-        reasons.append(
-            f"fp16 on cpu needs torch>=2.1 (half LayerNorm kernel); found torch {stack.version('torch')}"
-        )
+        reasons.append(f"fp16 on cpu needs torch>=2.1 (half LayerNorm kernel); found torch {stack.version('torch')}")
     return reasons
 
 

@@ -83,10 +83,7 @@ def run_config(
     batch_sizes = list(batch_sizes)
     reason = configs.unavailable_reason(config, current_stack(), plan.device.type)
     if reason:
-        return [
-            ConfigResult(config.name, bs, "unavailable", reason, changes=config.changes())
-            for bs in batch_sizes
-        ]
+        return [ConfigResult(config.name, bs, "unavailable", reason, changes=config.changes()) for bs in batch_sizes]
     try:
         loaded = loading.load(plan.checkpoint, config, plan.device)
     except Exception as exc:  # noqa: BLE001 - a configuration that fails to load is a result, not a crash
@@ -106,9 +103,7 @@ def run_config(
                 rounds = measurer.rounds(plan.rounds, plan.warmup, report)
             except Exception as exc:  # noqa: BLE001
                 results.append(
-                    ConfigResult(
-                        config.name, bs, "failed", f"{type(exc).__name__}: {exc}", changes=config.changes()
-                    )
+                    ConfigResult(config.name, bs, "failed", f"{type(exc).__name__}: {exc}", changes=config.changes())
                 )
                 continue
             results.append(

@@ -53,9 +53,7 @@ class Workload:
         if not 1 <= self.batch_size <= len(PROMPTS):
             raise ValueError(f"batch size must be between 1 and {len(PROMPTS)}; got {self.batch_size}")
         if self.n_tokens < 8:
-            raise ValueError(
-                f"n_tokens must be at least 8 (an immediate EOS crashes the codec); got {self.n_tokens}"
-            )
+            raise ValueError(f"n_tokens must be at least 8 (an immediate EOS crashes the codec); got {self.n_tokens}")
 
     def prompts(self) -> list[str]:
         return list(PROMPTS[: self.batch_size])
