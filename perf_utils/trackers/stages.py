@@ -18,6 +18,8 @@ from perf_utils import device as dev
 from perf_utils.trackers.base import Tracker
 from perf_utils.workload import Counts
 
+_ABSENT = object()
+
 # stage name -> (attribute path of the owner on BarkModel, method name)
 STAGES: dict[str, tuple[str, str]] = {
     "semantic": ("semantic", "generate"),
@@ -43,7 +45,7 @@ class StageTracker(Tracker):
         self.model, self.device = model, device
         self.times: dict[str, float] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self._patched: list[tuple[Any, str]] = []
+        self._patched: list[tuple[Any, str, Any]] = []  # (owner, method, instance attribute it shadowed)
 
     def _wrap(self, stage: str, inner: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -65,13 +67,16 @@ class StageTracker(Tracker):
         self.shapes.clear()
         for stage, (owner_path, method) in STAGES.items():
             owner = self.model.get_submodule(owner_path) if owner_path else self.model
+            self._patched.append((owner, method, vars(owner).get(method, _ABSENT)))
             setattr(owner, method, self._wrap(stage, getattr(owner, method)))
-            self._patched.append((owner, method))
 
     def stop(self) -> None:
-        for owner, method in self._patched:
-            if method in vars(owner):
-                delattr(owner, method)  # back to the class's method
+        """Put back exactly what was there: the class's method, or an instance patch someone else made."""
+        for owner, method, previous in reversed(self._patched):
+            if previous is _ABSENT:
+                vars(owner).pop(method, None)
+            else:
+                setattr(owner, method, previous)
         self._patched.clear()
 
     def counts(self) -> Counts:
