@@ -1,0 +1,177 @@
+"""Stored baselines: where they live, their schema, strict loading, and atomic, merging writes.
+
+Layout: `baselines/<hardware>/<checkpoint>.json`, one adopted run per hardware and checkpoint. A bad file is
+an error that names the file and the field; a write goes to a temporary file that replaces the old one only
+once complete, so a crash or Ctrl-C never leaves a damaged baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from perf_utils.record import SCHEMA_VERSION, ConfigResult, RunRecord
+
+_NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "bark-perf run record / baseline",
+    "type": "object",
+    "required": ["schema_version", "hardware", "device", "checkpoint", "workload", "environment", "results"],
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "hardware": {"type": "string", "minLength": 1},
+        "device": {"type": "string"},
+        "created": {"type": "string"},
+        "suite_version": {"type": "string"},
+        "checkpoint": {
+            "type": "object",
+            "required": ["key", "kind"],
+            "properties": {
+                "key": {"type": "string", "minLength": 1},
+                "kind": {"enum": ["tiny", "hub", "local"]},
+                "revision": {"type": ["string", "null"]},
+            },
+        },
+        "workload": {
+            "type": "object",
+            "required": ["n_tokens", "prompts_sha256", "seed", "sampling"],
+            "properties": {
+                "n_tokens": {"type": "integer", "minimum": 1},
+                "prompts_sha256": {"type": "string"},
+                "seed": {"type": "integer"},
+                "sampling": {"type": "object"},
+            },
+        },
+        "environment": {"type": "object"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["config", "batch_size", "status", "rounds"],
+                "additionalProperties": False,
+                "properties": {
+                    "config": {"type": "string", "minLength": 1},
+                    "batch_size": {"type": "integer", "minimum": 1},
+                    "status": {"enum": ["ok", "unavailable", "failed"]},
+                    "reason": {"type": ["string", "null"]},
+                    "rounds": {"type": "array", "items": _NUMBER_MAP},
+                    "counts": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+                    "load_s": {"type": ["number", "null"]},
+                    "changes": {"type": "object"},
+                    "fidelity": {"type": ["object", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+class BaselineError(Exception):
+    """A baseline file that cannot be used; names the file and, where there is one, the field."""
+
+    def __init__(self, path: Path, message: str, field: str | None = None) -> None:
+        self.path, self.field = path, field
+        where = f"{path}: field {field!r}: " if field else f"{path}: "
+        super().__init__(where + message)
+
+
+def _field_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate(data: Any, path: Path) -> RunRecord:
+    if not isinstance(data, dict):
+        raise BaselineError(path, f"expected a JSON object at the top level, found {type(data).__name__}")
+    version = data.get("schema_version")
+    if isinstance(version, int) and version != SCHEMA_VERSION:
+        raise BaselineError(
+            path, f"unknown schema version {version} (this suite reads {SCHEMA_VERSION})", "schema_version"
+        )
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is not None:
+        raise BaselineError(path, error.message, _field_path(error.absolute_path))
+    return RunRecord.from_dict(data)
+
+
+def load(path: Path) -> RunRecord:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BaselineError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return validate(data, path)
+
+
+def file_name(checkpoint_key: str) -> str:
+    return checkpoint_key.replace("/", "__").replace(":", "-") + ".json"
+
+
+def path_for(root: Path, hardware: str, checkpoint_key: str) -> Path:
+    return root / hardware / file_name(checkpoint_key)
+
+
+def other_hardware(root: Path, hardware: str, checkpoint_key: str) -> list[Path]:
+    """Baselines of the same checkpoint measured on other hardware (never compared silently)."""
+    if not root.is_dir():
+        return []
+    name = file_name(checkpoint_key)
+    return sorted(p for p in root.glob(f"*/{name}") if p.parent.name != hardware)
+
+
+def incompatibilities(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """Why these two runs must not be compared; empty when they may."""
+    problems = []
+    if baseline.hardware != current.hardware:
+        problems.append(f"hardware differs: baseline {baseline.hardware}, now {current.hardware}")
+    if baseline.checkpoint.get("key") != current.checkpoint.get("key"):
+        problems.append(
+            f"checkpoint differs: baseline {baseline.checkpoint.get('key')}, now {current.checkpoint['key']}"
+        )
+    if baseline.workload != current.workload:
+        diff = {
+            k for k in {*baseline.workload, *current.workload} if baseline.workload.get(k) != current.workload.get(k)
+        }
+        detail = ", ".join(f"{k} {baseline.workload.get(k)} -> {current.workload.get(k)}" for k in sorted(diff))
+        problems.append(f"workload differs: {detail}")
+    return problems
+
+
+def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
+    """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept."""
+    if old is None:
+        return new
+    ran = new.by_id()
+    kept: list[ConfigResult] = [r for r in old.results if r.id not in ran]
+    out = RunRecord.from_dict(new.to_dict())
+    out.results = [*out.results, *kept]
+    return out
+
+
+def write_atomic(path: Path, record: RunRecord) -> None:
+    """Validate, write to a temporary file beside `path`, fsync, then rename over it."""
+    data = record.to_dict()
+    validate(data, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

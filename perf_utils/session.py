@@ -1,0 +1,144 @@
+"""State of one benchmark session: the plan, the model currently loaded, and every result so far.
+
+Benchmarks are ordered configuration by configuration, so each model is loaded once for all its batch sizes
+and freed (collected, accelerator cache emptied, peaks reset) before the next configuration loads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perf_utils import baselines, configs, loading
+from perf_utils.configs import OptimizationConfig
+from perf_utils.loading import LoadedBark
+from perf_utils.measure import Measurer
+from perf_utils.record import ConfigResult, RunRecord, benchmark_id
+from perf_utils.runner import RunPlan, new_record
+from perf_utils.stack import current_stack
+
+
+class Unavailable(Exception):
+    """The configuration cannot run here; the message is the exact reason."""
+
+
+@dataclass(frozen=True)
+class Case:
+    config: OptimizationConfig
+    batch_size: int
+
+    @property
+    def id(self) -> str:
+        return benchmark_id(self.config.name, self.batch_size)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def cases(selected: list[OptimizationConfig], batch_sizes: list[int]) -> list[Case]:
+    return [Case(c, bs) for c in selected for bs in batch_sizes]
+
+
+@dataclass
+class BenchSession:
+    plan: RunPlan
+    record: RunRecord = field(init=False)
+    progress: Callable[[str], None] | None = None
+    _loaded: LoadedBark | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        loading.quiet_transformers()
+        self.record = new_record(self.plan)
+
+    def _add(self, result: ConfigResult) -> ConfigResult:
+        self.record.results = [r for r in self.record.results if r.id != result.id] + [result]
+        return result
+
+    def _model_for(self, config: OptimizationConfig) -> LoadedBark:
+        if self._loaded is not None and self._loaded.config.name == config.name:
+            return self._loaded
+        self.release()
+        self._loaded = loading.load(self.plan.checkpoint, config, self.plan.device)
+        return self._loaded
+
+    def release(self) -> None:
+        if self._loaded is not None:
+            loading.unload(self._loaded)
+            self._loaded = None
+
+    def measure(self, case: Case, timed: Callable[[Callable[[], None], int, int], None]) -> ConfigResult:
+        """Run `case` through `timed(fn, rounds, warmup)` (pytest-benchmark's pedantic, or a plain loop).
+
+        Raises Unavailable (skip) with the exact reason; any other failure is recorded, then re-raised.
+        """
+        config = case.config
+        reason = configs.unavailable_reason(config, current_stack(), self.plan.device.type)
+        if reason:
+            self._add(ConfigResult(config.name, case.batch_size, "unavailable", reason, changes=config.changes()))
+            raise Unavailable(reason)
+        try:
+            loaded = self._model_for(config)
+            measurer = Measurer(loaded, self.plan.workload(case.batch_size))
+            records: list[dict[str, float]] = []
+            total = self.plan.warmup + self.plan.rounds
+            started = time.perf_counter()
+
+            def one_call() -> None:
+                if self.progress:
+                    done = len(records)
+                    eta = (time.perf_counter() - started) / done * (total - done) if done else float("nan")
+                    phase = "warm-up" if done < self.plan.warmup else "round"
+                    self.progress(f"{case.id}: {phase} call {done + 1}/{total}, ~{eta:.0f}s left")
+                records.append(measurer.call())
+
+            timed(one_call, self.plan.rounds, self.plan.warmup)
+        except Exception as exc:
+            self._add(
+                ConfigResult(
+                    config.name, case.batch_size, "failed", f"{type(exc).__name__}: {exc}", changes=config.changes()
+                )
+            )
+            self.release()
+            raise
+        result = ConfigResult(
+            config.name,
+            case.batch_size,
+            "ok",
+            rounds=records[self.plan.warmup :],
+            counts=measurer.last_counts.to_dict() if measurer.last_counts else None,
+            load_s=loaded.load_s,
+            changes=config.changes(),
+        )
+        return self._add(result)
+
+    def save_run(self, results_dir: Path) -> Path:
+        """Every run is kept (history for trends); written atomically like a baseline."""
+        stamp = self.record.created.replace(":", "").replace("+0000", "Z")
+        path = results_dir / f"{stamp}-{self.record.hardware}-{baselines.file_name(self.record.checkpoint['key'])}"
+        baselines.write_atomic(path, self.record)
+        return path
+
+
+def plain_timed(fn: Callable[[], None], rounds: int, warmup: int) -> None:
+    for _ in range(warmup + rounds):
+        fn()
+
+
+def dump(record: RunRecord) -> str:
+    return json.dumps(record.to_dict(), indent=1)
+
+
+def benchmark_extra_info(result: ConfigResult) -> dict[str, Any]:
+    """What goes into pytest-benchmark's JSON beside its own stats: our medians and every raw round."""
+    return {
+        "config": result.config,
+        "batch_size": result.batch_size,
+        "counts": result.counts,
+        "medians": {m: result.summary(m).median for m in result.metrics()},
+        "rounds": result.rounds,
+        "changes": result.changes,
+    }

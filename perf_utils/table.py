@@ -1,0 +1,98 @@
+"""The verdict table: one row per benchmark, readable at a glance (plain text in a terminal, Markdown in CI)."""
+
+from __future__ import annotations
+
+import math
+
+from tabulate import tabulate
+
+from perf_utils.compare import LOST, REGRESSED, BenchmarkVerdict, Comparison
+from perf_utils.metrics import METRICS
+
+_MARK = {"regressed": "REGRESSED", "lost": "LOST", "improved": "improved", "new": "new"}
+
+
+def _num(value: float, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def _pct(change: float) -> str:
+    return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
+
+
+def memory_metric(v: BenchmarkVerdict) -> str | None:
+    """The memory figure a reader expects: the accelerator allocator's peak on a GPU, host peak on the CPU."""
+    for name in ("accel_peak_mb", "host_peak_mb"):
+        if v.metric(name) is not None:
+            return name
+    return None
+
+
+def _note(v: BenchmarkVerdict) -> str:
+    if v.reason:
+        return v.reason + (" (allowed)" if v.allowed else "")
+    bad = [m for m in v.metrics if m.info.gated and m.verdict in (REGRESSED, "improved")]
+    return ", ".join(f"{m.info.label} {_pct(m.change)} (p={m.p_value:.3f})" for m in bad)
+
+
+def verdict_rows(comparison: Comparison) -> list[list[str]]:
+    rows = []
+    for v in comparison.verdicts:
+        lat = v.metric("latency_s")
+        mem_name = memory_metric(v)
+        mem = v.metric(mem_name) if mem_name else None
+        thr = v.metric("throughput_sps")
+        verdict = _MARK.get(v.verdict, v.verdict)
+        if v.verdict == LOST and v.allowed:
+            verdict = "lost (allowed)"
+        rows.append(
+            [
+                v.id,
+                _num(lat.baseline, ".3f") if lat else "-",
+                _num(lat.current, ".3f") if lat else "-",
+                _pct(lat.change) if lat else "-",
+                _num(mem.baseline, ".1f") if mem else "-",
+                _num(mem.current, ".1f") if mem else "-",
+                _pct(mem.change) if mem else "-",
+                _pct(thr.change) if thr else "-",
+                verdict,
+                _note(v),
+            ]
+        )
+    return rows
+
+
+HEADERS = [
+    "benchmark",
+    "latency s (base)",
+    "latency s (now)",
+    "change",
+    "peak MB (base)",
+    "peak MB (now)",
+    "change",
+    "throughput",
+    "verdict",
+    "why",
+]
+
+
+def verdict_table(comparison: Comparison, tablefmt: str = "simple") -> str:
+    return tabulate(verdict_rows(comparison), headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+
+
+def summary_line(comparison: Comparison) -> str:
+    counts: dict[str, int] = {}
+    for v in comparison.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    th = comparison.thresholds
+    rule = (
+        f"a change is called when p<{th.alpha} (Mann-Whitney U over rounds) and larger than "
+        f"{th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) memory"
+    )
+    status = "FAILED" if comparison.failed else "passed"
+    return f"bark gate {status}: {parts}; {rule}"
+
+
+def metric_label(name: str) -> str:
+    return METRICS[name].label if name in METRICS else name

@@ -1,0 +1,53 @@
+"""How large and how certain a change must be before the gate calls it (asv's idea: significant AND large).
+
+Defaults come from measuring this suite's own noise (`python -m perf_utils gate-quality`, see README);
+a project overrides them in `pyproject.toml` under `[tool.bark-perf.thresholds]`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+class ThresholdsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # Minimum relative change of the median, per metric kind (see metrics.Metric.kind).
+    time: float = 0.15
+    throughput: float = 0.15
+    memory: float = 0.05
+    energy: float = 0.10
+    # Memory changes smaller than this many MB are never called (allocator rounding, page granularity).
+    memory_floor_mb: float = 4.0
+    # One-sided Mann-Whitney U p-value below which a change is significant.
+    alpha: float = 0.01
+
+    def min_effect(self, kind: str) -> float | None:
+        return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy"} else None
+
+    @classmethod
+    def from_pyproject(cls, path: Path) -> Thresholds:
+        """Reads `[tool.bark-perf.thresholds]`; unknown keys or non-numbers are errors naming the key."""
+        if not path.is_file():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ThresholdsError(f"{path}: not valid TOML ({exc})") from None
+        table = data.get("tool", {}).get("bark-perf", {}).get("thresholds", {})
+        known = {f.name for f in fields(cls)}
+        updates: dict[str, float] = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ThresholdsError(
+                    f"{path}: [tool.bark-perf.thresholds] has unknown key {key!r}; known: {', '.join(sorted(known))}"
+                )
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ThresholdsError(f"{path}: [tool.bark-perf.thresholds].{key} must be a number >= 0; got {value!r}")
+            updates[key] = float(value)
+        return replace(cls(), **updates)
