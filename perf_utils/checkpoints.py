@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 TINY = "tiny"
-TINY_FIXTURE_VERSION = 1
+TINY_FIXTURE_VERSION = 2  # 2: the tokenizer keeps its vocabulary under transformers 5
 TINY_SEED = 1234
 HUB_CHECKPOINTS = ("suno/bark-small", "suno/bark")
 ENV_CHECKPOINT = "BARK_PERF_CHECKPOINT"
@@ -120,8 +120,10 @@ def build_tiny(target: Path) -> None:
     target.mkdir(parents=True)
     vocab_file = target / "vocab.txt"
     vocab_file.write_text("\n".join(tiny_vocabulary()) + "\n", encoding="utf-8")
-    # Cased like Bark's real tokenizer; the normalizer's lowercasing follows do_lower_case.
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=False)
+    # Cased like Bark's real tokenizer; the normalizer's lowercasing follows do_lower_case. The vocabulary goes
+    # positionally: 4.x names that parameter `vocab_file`, 5.x `vocab` (and silently ignores `vocab_file=`,
+    # leaving only the 5 special tokens: every prompt became [UNK]s).
+    tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=False)
     model.save_pretrained(target)
     BarkProcessor(tokenizer=tokenizer).save_pretrained(target)
 

@@ -19,6 +19,7 @@ from perf_utils.device import DeviceError, resolve_device
 from perf_utils.record import RunRecord
 from perf_utils.runner import RunPlan, run_matrix, stderr_progress
 from perf_utils.stack import current_stack
+from perf_utils.thresholds import Thresholds, ThresholdsError
 
 RUN_COLUMNS = (  # (metric, header, format)
     ("latency_s", "latency s", ".3f"),
@@ -70,6 +71,30 @@ def run_table(record: RunRecord) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def _gate_quality(args: argparse.Namespace, plan: RunPlan) -> int:
+    from perf_utils.quality import measure_quality, quality_table
+
+    thresholds = Thresholds.from_pyproject(args.pyproject)
+    configs.get(args.config)
+    rows = measure_quality(
+        plan,
+        thresholds,
+        args.config,
+        args.batch_size or [1],
+        args.repeats,
+        args.trials,
+        [float(s) for s in args.slowdowns.split(",") if s],
+        [int(s) for s in args.buffers_mb.split(",") if s],
+        stderr_progress,
+    )
+    print(
+        f"gate quality for {args.config} on {plan.checkpoint.key}, {plan.device}: "
+        f"{plan.warmup} warm-up + {plan.rounds} rounds per run, each run compared with one reference run"
+    )
+    print(quality_table(rows, thresholds))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m perf_utils", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=None, help="measured calls per benchmark")
     r.add_argument("--warmup", type=int, default=None, help="unrecorded calls before measuring")
     r.add_argument("--json", type=Path, default=None, help="also write the run record here")
+    q = sub.add_parser("gate-quality", help="measure the gate's false alarms and sensitivity here")
+    q.add_argument("--config", default="baseline")
+    q.add_argument("--batch-size", type=int, action="append", help="repeatable; default 1")
+    q.add_argument("--checkpoint", default=None)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--tokens", type=int, default=None)
+    q.add_argument("--rounds", type=int, default=None)
+    q.add_argument("--warmup", type=int, default=None)
+    q.add_argument("--repeats", type=int, default=10, help="unchanged runs compared with the reference")
+    q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
+    q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
+    q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra host buffers in MB")
+    q.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="thresholds from here")
     return p
 
 
@@ -95,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             print(configs_table(device.type))
             return 0
         plan = RunPlan.make(args.checkpoint, device, args.tokens, args.rounds, args.warmup)
+        if args.command == "gate-quality":
+            return _gate_quality(args, plan)
         selected = configs.select(args.config)
-    except (CheckpointError, DeviceError, KeyError, ValueError) as exc:
+    except (CheckpointError, DeviceError, KeyError, ValueError, ThresholdsError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     if not args.config:

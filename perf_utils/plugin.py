@@ -81,8 +81,15 @@ class _Bark:
         return self.session
 
     def _progress(self, message: str) -> None:
+        """Progress of long runs; shown with -v, written past pytest's output capture."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and self.config.getoption("verbose") > 0:
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or self.config.getoption("verbose") <= 0:
+            return
+        if capture is None:
+            reporter.write_line(f"  [bark] {message}")
+            return
+        with capture.global_and_fixture_disabled():
             reporter.write_line(f"  [bark] {message}")
 
 

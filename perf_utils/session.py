@@ -90,9 +90,9 @@ class BenchSession:
             def one_call() -> None:
                 if self.progress:
                     done = len(records)
-                    eta = (time.perf_counter() - started) / done * (total - done) if done else float("nan")
+                    left = f", ~{(time.perf_counter() - started) / done * (total - done):.0f}s left" if done else ""
                     phase = "warm-up" if done < self.plan.warmup else "round"
-                    self.progress(f"{case.id}: {phase} call {done + 1}/{total}, ~{eta:.0f}s left")
+                    self.progress(f"{case.id}: {phase} call {done + 1}/{total}{left}")
                 records.append(measurer.call())
 
             timed(one_call, self.plan.rounds, self.plan.warmup)

@@ -1,0 +1,127 @@
+"""The comparison rules on synthetic rounds: deterministic, no model involved."""
+
+import math
+
+import pytest
+
+from perf_utils.compare import IMPROVED, LOST, NEW, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
+from perf_utils.metrics import METRICS
+from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.thresholds import Thresholds, ThresholdsError
+
+TH = Thresholds()
+
+
+def result(config="baseline", bs=1, latency=(1.0,) * 5, memory=(100.0,) * 5, status="ok", reason=None, counts=None):
+    rounds = [
+        {"latency_s": lat, "host_peak_mb": mem, "throughput_sps": bs / lat}
+        for lat, mem in zip(latency, memory, strict=True)
+    ]
+    return ConfigResult(config, bs, status, reason, rounds if status == "ok" else [], counts or {"semantic_tokens": 32})
+
+
+def record(*results):
+    return RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, {"n_tokens": 32}, {}, list(results))
+
+
+def verdict(base, now, **kw):
+    return compare(record(base), record(now), TH, **kw).verdicts[0]
+
+
+SPREAD = (0.98, 1.0, 1.02, 0.99, 1.01)
+
+
+def test_identical_runs_are_unchanged():
+    v = verdict(result(latency=SPREAD), result(latency=SPREAD))
+    assert v.verdict == UNCHANGED
+    assert not compare(record(result()), record(result()), TH).failed
+
+
+def test_large_significant_slowdown_regresses_and_names_latency():
+    v = verdict(result(latency=SPREAD), result(latency=[x * 1.5 for x in SPREAD]))
+    assert v.verdict == REGRESSED
+    lat = v.metric("latency_s")
+    assert lat.verdict == REGRESSED and lat.change == pytest.approx(0.5)
+    assert v.metric("throughput_sps").verdict == REGRESSED  # lower throughput is worse
+
+
+def test_small_significant_change_is_not_called():
+    """Significant but below the minimum effect (asv's rule: both are needed)."""
+    v = verdict(result(latency=SPREAD), result(latency=[x * 1.08 for x in SPREAD]))
+    assert v.metric("latency_s").p_value < TH.alpha
+    assert v.verdict == UNCHANGED
+
+
+def test_large_but_insignificant_change_is_not_called():
+    """One wild round must not trip the gate: the medians barely move, the test sees overlap."""
+    noisy = (1.0, 3.0, 0.9, 1.1, 1.0)
+    v = verdict(result(latency=SPREAD), result(latency=(0.7, 1.9, 1.8, 0.8, 1.9)))
+    assert v.verdict == UNCHANGED
+    assert verdict(result(latency=SPREAD), result(latency=noisy)).verdict == UNCHANGED
+
+
+def test_improvement():
+    v = verdict(result(latency=SPREAD), result(latency=[x * 0.5 for x in SPREAD]))
+    assert v.verdict == IMPROVED
+
+
+def test_memory_needs_relative_and_absolute_change():
+    base = result(memory=(100.0, 100.1, 100.0, 99.9, 100.0))
+    assert verdict(base, result(memory=(164.0, 164.1, 164.0, 163.9, 164.2))).verdict == REGRESSED
+    # +6% but only 3 MB: under the floor
+    small = result(memory=(50.0, 50.1, 50.0, 49.9, 50.0))
+    assert verdict(small, result(memory=(53.0, 53.1, 53.0, 52.9, 53.0))).verdict == UNCHANGED
+
+
+def test_too_few_rounds_never_regress():
+    assert verdict(result(latency=(1.0,), memory=(1.0,)), result(latency=(9.0,), memory=(99.0,))).verdict == UNCHANGED
+
+
+def test_lost_new_unavailable_not_run():
+    base = record(result("bettertransformer"), result("baseline"), result("gone"))
+    now = record(
+        result("bettertransformer", status="unavailable", reason="bettertransformer needs optimum<2.0 ..."),
+        result("baseline"),
+        result("fp16"),
+    )
+    cmp = compare(base, now, TH)
+    by_id = {v.id: v for v in cmp.verdicts}
+    lost = by_id["bs1-bettertransformer"]
+    assert lost.verdict == LOST and "optimum<2.0" in lost.reason
+    assert lost.metric("latency_s").baseline == pytest.approx(1.0)  # the latency it had
+    assert math.isnan(lost.metric("latency_s").current)
+    assert by_id["bs1-fp16"].verdict == NEW
+    assert by_id["bs1-gone"].verdict == NOT_RUN
+    assert cmp.failed
+    allowed = compare(base, now, TH, allow_lost={"bettertransformer"})
+    assert not allowed.failed
+    assert not compare(base, now, TH, allow_lost={"all"}).failed
+    both_unavailable = compare(
+        record(result("x", status="unavailable", reason="r")), record(result("x", status="unavailable", reason="r")), TH
+    )
+    assert both_unavailable.verdicts[0].verdict == UNAVAILABLE and not both_unavailable.failed
+
+
+def test_changed_work_is_a_regression():
+    v = verdict(result(counts={"semantic_tokens": 32}), result(counts={"semantic_tokens": 16}))
+    assert v.verdict == REGRESSED and "work changed" in v.reason
+
+
+def test_every_gated_metric_has_a_threshold():
+    for metric in METRICS.values():
+        if metric.gated:
+            assert TH.min_effect(metric.kind) is not None, metric.name
+
+
+def test_thresholds_from_pyproject(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text("[tool.bark-perf.thresholds]\ntime = 0.3\nalpha = 0.05\n")
+    th = Thresholds.from_pyproject(p)
+    assert th.time == 0.3 and th.alpha == 0.05 and th.memory == TH.memory
+    p.write_text("[tool.bark-perf.thresholds]\ntiem = 0.3\n")
+    with pytest.raises(ThresholdsError, match="unknown key 'tiem'"):
+        Thresholds.from_pyproject(p)
+    p.write_text('[tool.bark-perf.thresholds]\ntime = "fast"\n')
+    with pytest.raises(ThresholdsError, match=r"thresholds\]\.time must be a number"):
+        Thresholds.from_pyproject(p)
+    assert Thresholds.from_pyproject(tmp_path / "missing.toml") == Thresholds()
