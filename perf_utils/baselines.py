@@ -135,15 +135,14 @@ def incompatibilities(baseline: RunRecord, current: RunRecord) -> list[str]:
     problems = []
     if baseline.hardware != current.hardware:
         problems.append(f"hardware differs: baseline {baseline.hardware}, now {current.hardware}")
-    if baseline.checkpoint.get("key") != current.checkpoint.get("key"):
-        problems.append(
-            f"checkpoint differs: baseline {baseline.checkpoint.get('key')}, now {current.checkpoint['key']}"
-        )
-    if baseline.workload != current.workload:
-        diff = {
-            k for k in {*baseline.workload, *current.workload} if baseline.workload.get(k) != current.workload.get(k)
-        }
-        detail = ", ".join(f"{k} {baseline.workload.get(k)} -> {current.workload.get(k)}" for k in sorted(diff))
+    for part in ("key", "revision"):
+        old_ck, new_ck = baseline.checkpoint.get(part), current.checkpoint.get(part)
+        if old_ck != new_ck:
+            problems.append(f"checkpoint {part} differs: baseline {old_ck}, now {new_ck}")
+    old_w, new_w = baseline.workload, current.workload
+    if old_w != new_w:
+        diff = sorted(k for k in {*old_w, *new_w} if old_w.get(k) != new_w.get(k))
+        detail = ", ".join(f"{k} {old_w.get(k)} -> {new_w.get(k)}" for k in diff)
         problems.append(f"workload differs: {detail}")
     return problems
 
