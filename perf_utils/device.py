@@ -43,8 +43,15 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+def _backend_initialized(device: torch.device) -> bool:
+    """CUDA's allocator exists only once the device is first used: before that there is no peak to reset, and
+    resetting raises 'Invalid device argument' (torch 2.11, H200). Backends with no such query: assume yes."""
+    is_initialized = getattr(getattr(torch, device.type, None), "is_initialized", None)
+    return bool(is_initialized()) if callable(is_initialized) else True
+
+
 def reset_peak_memory(device: torch.device) -> None:
-    if is_accelerator(device):
+    if is_accelerator(device) and _backend_initialized(device):
         torch.accelerator.reset_peak_memory_stats(device)
 
 
