@@ -1,0 +1,79 @@
+"""Session fixtures shared by the core-library tests: one tiny checkpoint and one loaded baseline model.
+
+Building the tiny checkpoint costs seconds and loading it about half a second, so both are built once per
+session. The checkpoint cache (`BARK_PERF_CACHE`) points into the session's tmp dir so a test run never
+reads or writes the user's real cache; the variable is restored when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from perf_utils import checkpoints, configs, loading
+from perf_utils.checkpoints import Checkpoint
+from perf_utils.loading import LoadedBark
+
+CPU = torch.device("cpu")
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread, restored afterwards.
+
+    On a 2-core machine shared with another torch process, torch's default of one OpenMP thread per core
+    oversubscribes the cores and a tiny-model call collapses from ~0.5 s to ~11 s (seen here); with one
+    thread it stays ~0.5 s. These tests check how things are measured, not how fast Bark is, so everything
+    that runs the model here runs single-threaded.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread() -> Iterator[None]:
+    """`single_thread` for a whole test module (not the session: benchmark tests in the same session keep the
+    thread count they measure with)."""
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def bark_perf_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`BARK_PERF_CACHE` pointed at a session tmp dir for the whole session (monkeypatch is function scoped)."""
+    path = tmp_path_factory.mktemp("bark-perf-cache")
+    previous = os.environ.get(checkpoints.ENV_CACHE)
+    os.environ[checkpoints.ENV_CACHE] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(checkpoints.ENV_CACHE, None)
+        else:
+            os.environ[checkpoints.ENV_CACHE] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(bark_perf_cache: Path) -> Checkpoint:
+    """The offline tiny Bark, built once into the session cache."""
+    with single_thread():
+        return checkpoints.resolve(checkpoints.TINY)
+
+
+@pytest.fixture(scope="session")
+def loaded_baseline(tiny_checkpoint: Checkpoint) -> Iterator[LoadedBark]:
+    """The tiny checkpoint loaded with the `baseline` configuration (fp32, eager) on the CPU."""
+    loading.quiet_transformers()
+    with single_thread():
+        loaded = loading.load(tiny_checkpoint, configs.get("baseline"), CPU)
+    yield loaded
+    loading.unload(loaded)

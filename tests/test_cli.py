@@ -1,0 +1,144 @@
+"""`python -m perf_utils`: the configuration table, a real run on the tiny checkpoint, and usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perf_utils import cli, configs
+from perf_utils.checkpoints import ENV_CHECKPOINT, Checkpoint
+from perf_utils.configs import OptimizationConfig
+from perf_utils.device import resolve_device
+from perf_utils.stack import current_stack
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def _table_rows(table: str) -> dict[str, list[str]]:
+    """github-style table -> {first cell: all cells}."""
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("|") and not line.startswith("|--"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_configs_subprocess_lists_every_configuration_with_its_availability(tmp_path: Path) -> None:
+    env = {**os.environ, "BARK_PERF_CACHE": str(tmp_path / "cache")}
+    env.pop(ENV_CHECKPOINT, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "perf_utils", "configs"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = _table_rows(done.stdout)
+    device_type = resolve_device("auto").type  # what the child resolved `auto` to
+    assert f"on {device_type}" in rows["configuration"]
+    stack = current_stack()
+    listed = {name for name in rows if name != "configuration"}
+    assert listed == {c.name for c in configs.select()}  # every non-test configuration, nothing else
+    for config in configs.select():
+        expected = configs.unavailable_reason(config, stack, device_type) or "available"
+        assert rows[config.name][2] == expected, config.name
+        assert rows[config.name][1] == config.summary
+    assert not (tmp_path / "cache").exists()  # listing builds nothing
+
+
+def test_configs_table_on_cpu_shows_the_reasons() -> None:
+    rows = _table_rows(cli.configs_table("cpu"))
+    assert rows["baseline"][2] == "available"
+    assert rows["cpu_offload"][2].startswith("cpu_offload needs an accelerator")
+    assert rows["flash_attention_2"][2].startswith("flash_attention_2 needs CUDA")
+
+
+def test_configs_table_hides_test_only_configurations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(configs, "CONFIGS", dict(configs.CONFIGS))
+    configs.register(OptimizationConfig("fault_injection", "test only", test_only=True))
+    assert "fault_injection" not in _table_rows(cli.configs_table("cpu"))
+
+
+def test_run_baseline_prints_a_table_and_writes_json(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)  # the default checkpoint: tiny, from the session cache
+    path = tmp_path / "out" / "run.json"
+    argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "0"]
+    # --device cpu: on a machine with an accelerator `auto` would pick it (and 256 tokens instead of 32)
+    code = cli.main([*argv, "--device", "cpu", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+
+    rows = _table_rows(out)
+    header = rows["benchmark"]
+    for column in ("latency s", "samples/s", "RTF", "host peak MB", "semantic s", "coarse s", "fine s", "codec s"):
+        assert column in header, column
+    for column in ("accel peak MB", "NVML proc MB", "energy J"):  # no data on the CPU: dropped
+        assert column not in header, column
+    row = dict(zip(header, rows["bs1-baseline"], strict=True))
+    assert row["rounds"] == "1"
+    assert row["sem tokens"] == "32"
+    assert row["audio samples"] == "15360"
+    assert float(row["latency s"]) > 0
+    assert "checkpoint tiny" in out
+    assert f"run record written to {path}" in out
+
+    data = json.loads(path.read_text())
+    assert data["checkpoint"]["key"] == "tiny"
+    assert data["device"] == "cpu"
+    assert data["workload"]["n_tokens"] == 32
+    assert len(data["results"]) == 1
+    result = data["results"][0]
+    assert (result["config"], result["batch_size"], result["status"]) == ("baseline", 1, "ok")
+    assert len(result["rounds"]) == 1
+    round_ = result["rounds"][0]
+    for key in ("latency_s", "stage_semantic_s", "host_peak_mb", "throughput_sps", "rtf"):
+        assert key in round_, key
+    assert round_["latency_s"] > 0
+    assert round_["throughput_sps"] == pytest.approx(1 / round_["latency_s"])
+    assert result["counts"]["semantic_tokens"] == 32
+    assert result["counts"]["batch_size"] == 1
+    assert tiny_checkpoint.path.exists()
+
+
+def test_run_unknown_config_exits_2(tiny_checkpoint: Checkpoint, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--config", "warp_drive", "--device", "cpu", "--checkpoint", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown configuration 'warp_drive'" in err
+    assert "baseline" in err  # and what would have been valid
+
+
+def test_run_unknown_checkpoint_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--config", "baseline", "--device", "cpu", "--checkpoint", "no such checkpoint"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'no such checkpoint'" in err
+
+
+def test_run_checkpoint_folder_without_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--config", "baseline", "--device", "cpu", "--checkpoint", str(tmp_path)])
+    assert code == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_unknown_device_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["configs", "--device", "not-a-device"]) == 2
+    assert "'not-a-device'" in capsys.readouterr().err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["frobnicate"])
+    assert exc.value.code == 2
