@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tokens", type=int, default=None, help="semantic tokens per call (default 32 cpu, 256 gpu)")
     r.add_argument("--rounds", type=int, default=None, help="measured calls per benchmark")
     r.add_argument("--warmup", type=int, default=None, help="unrecorded calls before measuring")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     r.add_argument("--json", type=Path, default=None, help="also write the run record here")
     q = sub.add_parser("gate-quality", help="measure the gate's false alarms and sensitivity here")
     q.add_argument("--config", default="baseline")
@@ -117,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--tokens", type=int, default=None)
     q.add_argument("--rounds", type=int, default=None)
     q.add_argument("--warmup", type=int, default=None)
+    q.add_argument("--threads", type=int, default=None)
     q.add_argument("--repeats", type=int, default=10, help="unchanged runs compared with the reference")
     q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "configs":
             print(configs_table(device.type))
             return 0
-        plan = RunPlan.make(args.checkpoint, device, args.tokens, args.rounds, args.warmup)
+        plan = RunPlan.make(args.checkpoint, device, args.tokens, args.rounds, args.warmup, args.threads)
         if args.command == "gate-quality":
             return _gate_quality(args, plan)
         selected = configs.select(args.config)

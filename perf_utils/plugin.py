@@ -30,6 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bark-tokens", type=int, default=None, help="semantic tokens per call (default: 32 cpu, 256 gpu)")
     g.addoption("--bark-rounds", type=int, default=None, help="measured rounds per benchmark (default: 5 cpu, 10 gpu)")
     g.addoption("--bark-warmup", type=int, default=None, help="warm-up rounds (default: 1 cpu, 2 gpu)")
+    g.addoption("--bark-threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     g.addoption("--bark-compare", action="store_true", help="run the gate (implied by --benchmark-compare)")
     g.addoption("--bark-baselines-dir", default=None, help="where baselines live (default: <rootdir>/baselines)")
     g.addoption("--bark-baseline", default=None, help="compare with this baseline file instead of the matching one")
@@ -76,6 +77,7 @@ class _Bark:
                 tokens,
                 self.option("bark_rounds"),
                 self.option("bark_warmup"),
+                self.option("bark_threads"),
             )
             self.session = BenchSession(plan, progress=self._progress)
         return self.session

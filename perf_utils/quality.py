@@ -59,6 +59,7 @@ def measure_quality(
     progress: Callable[[str], None] | None = None,
 ) -> list[QualityRow]:
     loading.quiet_transformers()
+    plan.apply()
     loaded = loading.load(plan.checkpoint, configs.get(config_name), plan.device)
     rows: list[QualityRow] = []
     try:

@@ -37,6 +37,13 @@ class RunPlan:
     n_tokens: int
     rounds: int
     warmup: int
+    threads: int | None = None  # CPU intra-op threads; None keeps torch's default
+
+    def apply(self) -> None:
+        """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
+        fighting another process for two cores made a tiny call ~20x slower here."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
     @classmethod
     def make(
@@ -46,6 +53,7 @@ class RunPlan:
         n_tokens: int | None = None,
         rounds: int | None = None,
         warmup: int | None = None,
+        threads: int | None = None,
     ) -> RunPlan:
         on_cpu = device.type == "cpu"
         return cls(
@@ -54,6 +62,7 @@ class RunPlan:
             n_tokens=n_tokens or default_tokens(device.type),
             rounds=rounds if rounds is not None else (5 if on_cpu else 10),
             warmup=warmup if warmup is not None else (1 if on_cpu else 2),
+            threads=threads,
         )
 
     def workload(self, batch_size: int) -> Workload:
@@ -71,7 +80,8 @@ def new_record(plan: RunPlan, stack: Stack | None = None) -> RunRecord:
         hardware=hardware_key(stack, plan.device.type),
         device=str(plan.device),
         checkpoint={"key": ck.key, "kind": ck.kind, "revision": ck.revision},
-        workload=plan.workload(1).identity(),
+        # The thread count changes what a CPU timing means: part of what must match to compare.
+        workload={**plan.workload(1).identity(), "threads": torch.get_num_threads()},
         environment=environment(stack),
         suite_version=perf_utils.__version__,
     )
@@ -129,6 +139,7 @@ def run_matrix(
     progress: Progress | None = None,
 ) -> RunRecord:
     loading.quiet_transformers()
+    plan.apply()
     record = new_record(plan)
     batch_sizes = list(batch_sizes)
     for config in selected:

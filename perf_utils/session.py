@@ -52,6 +52,7 @@ class BenchSession:
 
     def __post_init__(self) -> None:
         loading.quiet_transformers()
+        self.plan.apply()
         self.record = new_record(self.plan)
 
     def _add(self, result: ConfigResult) -> ConfigResult:
