@@ -158,12 +158,37 @@ def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
     return out
 
 
+def merge_shards(paths: list[Path]) -> RunRecord:
+    """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice."""
+    if not paths:
+        raise ValueError("no shard files given")
+    records = [load(p) for p in paths]
+    first = records[0]
+    seen: dict[str, Path] = {}
+    results: list[ConfigResult] = []
+    for path, rec in zip(paths, records, strict=True):
+        problems = incompatibilities(first, rec)
+        if problems:
+            raise BaselineError(path, "cannot be merged with " + str(paths[0]) + ": " + "; ".join(problems))
+        for r in rec.results:
+            if r.id in seen:
+                raise BaselineError(path, f"benchmark {r.id} is also in {seen[r.id]}: overlapping shards")
+            seen[r.id] = path
+            results.append(r)
+    out = RunRecord.from_dict(first.to_dict())
+    out.results = results
+    return out
+
+
 def write_atomic(path: Path, record: RunRecord) -> None:
     """Validate, write to a temporary file beside `path`, fsync, then rename over it."""
     data = record.to_dict()
     validate(data, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a baseline is meant to be shared
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, allow_nan=False)

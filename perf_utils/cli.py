@@ -95,6 +95,74 @@ def _gate_quality(args: argparse.Namespace, plan: RunPlan) -> int:
     return 0
 
 
+def _saved_runs(args: argparse.Namespace) -> int:
+    """`merge` and `gate`: work on saved run records only (no torch model involved)."""
+    from perf_utils import baselines
+    from perf_utils.gate import EXIT_BAD_BASELINE, GateOptions, run_gate
+    from perf_utils.table import markdown_section, summary_line, verdict_table
+
+    try:
+        if args.command == "merge":
+            merged = baselines.merge_shards(args.shards)
+            baselines.write_atomic(args.output, merged)
+            print(f"merged {len(args.shards)} shards ({len(merged.results)} benchmarks) into {args.output}")
+            return 0
+        run = baselines.load(args.run)
+        opts = GateOptions(
+            baselines_dir=args.baselines_dir,
+            thresholds=Thresholds.from_pyproject(args.pyproject),
+            baseline_file=args.baseline,
+            force=args.force_compare,
+            allow_lost=frozenset(a.strip() for a in args.allow_lost.split(",") if a.strip()),
+        )
+    except (baselines.BaselineError, ThresholdsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_BASELINE
+    outcome = run_gate(run, opts)
+    for line in outcome.messages:
+        print(line)
+    if outcome.comparison is not None:
+        print(f"baseline: {outcome.baseline_path}")
+        print(verdict_table(outcome.comparison))
+        print(summary_line(outcome.comparison))
+        if args.markdown:
+            with args.markdown.open("a", encoding="utf-8") as f:
+                f.write(markdown_section(outcome.comparison, outcome.baseline_path))
+    return outcome.exit_code
+
+
+def _compare_stacks(args: argparse.Namespace) -> int:
+    from perf_utils import stacks
+    from perf_utils.gate import EXIT_REGRESSION
+    from perf_utils.table import markdown_section, summary_line, verdict_table
+
+    try:
+        pinned = stacks.StackSpec.parse("pinned", args.pinned)
+        candidate = stacks.StackSpec.parse("candidate", args.candidate)
+        old, new, comparison = stacks.compare_stacks(
+            pinned,
+            candidate,
+            args.venvs_dir.resolve(),
+            args.results_dir.resolve(),
+            [a for a in args.pytest_args if a != "--"],
+            Thresholds.from_pyproject(args.pyproject),
+            {a.strip() for a in args.allow_lost.split(",") if a.strip()},
+            args.torch or stacks.TORCH_REQUIREMENT,
+            stderr_progress,
+        )
+    except (stacks.StackError, ThresholdsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pinned:    {stacks.versions_line(old)}")
+    print(f"candidate: {stacks.versions_line(new)}")
+    print(verdict_table(comparison))
+    print(summary_line(comparison))
+    if args.markdown:
+        with args.markdown.open("a", encoding="utf-8") as f:
+            f.write(markdown_section(comparison, f"pinned stack ({stacks.versions_line(old)})"))
+    return EXIT_REGRESSION if comparison.failed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m perf_utils", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +178,27 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=int, default=None, help="unrecorded calls before measuring")
     r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     r.add_argument("--json", type=Path, default=None, help="also write the run record here")
+    m = sub.add_parser("merge", help="merge the run records of shards into one")
+    m.add_argument("output", type=Path)
+    m.add_argument("shards", type=Path, nargs="+")
+    g = sub.add_parser("gate", help="compare a saved run with its baseline, as `pytest --benchmark-compare` does")
+    g.add_argument("run", type=Path, help="a run record (results/*.json, or a merged one)")
+    g.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
+    g.add_argument("--baseline", type=Path, default=None)
+    g.add_argument("--force-compare", action="store_true")
+    g.add_argument("--allow-lost", default="")
+    g.add_argument("--markdown", type=Path, default=None, help="also append the table as Markdown here")
+    g.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="thresholds from here")
+    s = sub.add_parser("compare-stacks", help="run the suite in two software stacks here and gate the candidate")
+    s.add_argument("--pinned", required=True, help="requirements file or 'pkg==v pkg==v' (e.g. stacks/legacy.txt)")
+    s.add_argument("--candidate", required=True, help="requirements file or 'pkg==v pkg==v' (e.g. stacks/current.txt)")
+    s.add_argument("--venvs-dir", type=Path, default=Path(".stacks"), help="venvs are cached here by requirements")
+    s.add_argument("--results-dir", type=Path, default=Path("results/stacks"))
+    s.add_argument("--torch", default=None, help="torch requirement for both venvs (default torch==2.13.0, CPU)")
+    s.add_argument("--allow-lost", default="")
+    s.add_argument("--markdown", type=Path, default=None, help="also append the table as Markdown here")
+    s.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="thresholds from here")
+    s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to `pytest benchmarks`")
     q = sub.add_parser("gate-quality", help="measure the gate's false alarms and sensitivity here")
     q.add_argument("--config", default="baseline")
     q.add_argument("--batch-size", type=int, action="append", help="repeatable; default 1")
@@ -129,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("merge", "gate"):
+        return _saved_runs(args)
+    if args.command == "compare-stacks":
+        return _compare_stacks(args)
     try:
         device = resolve_device(args.device)
         if args.command == "configs":

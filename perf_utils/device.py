@@ -70,3 +70,19 @@ def release_memory(device: torch.device) -> None:
         synchronize(device)
         torch.accelerator.empty_cache()
         reset_peak_memory(device)
+
+
+def cpu_busy_message(threshold: float = 0.5) -> str | None:
+    """A CPU run on a machine already busy with other work times the neighbours, not Bark: say so up front."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if load <= threshold * cores:
+        return None
+    return (
+        f"the machine is busy before measuring (1-minute load {load:.1f} on {cores} cores): CPU timings may be skewed"
+    )

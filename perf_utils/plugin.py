@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 _KEY = pytest.StashKey["_Bark"]()
+_CASES = pytest.StashKey[list]()
 ENV_TOKENS = "BARK_PERF_TOKENS"
 
 
@@ -31,6 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bark-rounds", type=int, default=None, help="measured rounds per benchmark (default: 5 cpu, 10 gpu)")
     g.addoption("--bark-warmup", type=int, default=None, help="warm-up rounds (default: 1 cpu, 2 gpu)")
     g.addoption("--bark-threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
+    g.addoption("--bark-allow-busy-gpu", action="store_true", help="measure even if other processes use the GPU")
+    g.addoption("--bark-shard", default=None, help="K/N: run the K-th of N shards (whole configurations)")
     g.addoption("--bark-compare", action="store_true", help="run the gate (implied by --benchmark-compare)")
     g.addoption("--bark-baselines-dir", default=None, help="where baselines live (default: <rootdir>/baselines)")
     g.addoption("--bark-baseline", default=None, help="compare with this baseline file instead of the matching one")
@@ -64,9 +67,10 @@ class _Bark:
         return Path(value) if value else Path(self.config.rootpath) / default
 
     def bench(self) -> Any:
-        from perf_utils.device import resolve_device
+        from perf_utils.device import DeviceError, cpu_busy_message, resolve_device
         from perf_utils.runner import RunPlan
         from perf_utils.session import BenchSession
+        from perf_utils.trackers.nvml import other_gpu_processes_message
 
         if self.session is None:
             self.used = True
@@ -79,6 +83,13 @@ class _Bark:
                 self.option("bark_warmup"),
                 self.option("bark_threads"),
             )
+            busy = other_gpu_processes_message(plan.device)
+            if busy and not self.option("bark_allow_busy_gpu"):
+                raise DeviceError(busy + "; free the GPU or pass --bark-allow-busy-gpu to measure anyway")
+            if busy:
+                self.notes.append("WARNING: " + busy + "; timings and NVML memory include their load")
+            if plan.device.type == "cpu" and (load := cpu_busy_message()):
+                self.notes.append("WARNING: " + load)
             self.session = BenchSession(plan, progress=self._progress)
         return self.session
 
@@ -99,19 +110,43 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_KEY] = _Bark(config)
 
 
+def _cases(config: pytest.Config) -> list[Any]:
+    """The benchmarks this run selects; bad options are usage errors (exit 4) that name the option."""
+    from perf_utils import configs
+    from perf_utils.session import cases, parse_shard, shard
+
+    try:
+        selected = configs.select(_csv(config.getoption("bark_configs")))
+    except KeyError as exc:
+        raise pytest.UsageError(f"--bark-configs: {exc.args[0]}") from None
+    raw = config.getoption("bark_batch_sizes")
+    try:
+        sizes = [int(b) for b in _csv(raw)]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(1 <= b <= 8 for b in sizes):
+        raise pytest.UsageError(f"--bark-batch-sizes {raw!r}: integers from 1 to 8 (8 prompts), e.g. 1,8")
+    all_cases = cases(selected, sizes)
+    if config.getoption("bark_shard"):
+        try:
+            all_cases = shard(all_cases, *parse_shard(config.getoption("bark_shard")))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return all_cases
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Validate the options once, after every plugin registered its configurations."""
+    session.config.stash[_CASES] = _cases(session.config)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bark_case" not in metafunc.fixturenames:
         return
-    from perf_utils import configs
-    from perf_utils.session import cases
-
-    opts = metafunc.config
-    try:
-        selected = configs.select(_csv(opts.getoption("bark_configs")))
-        sizes = [int(b) for b in _csv(opts.getoption("bark_batch_sizes"))]
-    except (KeyError, ValueError) as exc:
-        raise pytest.UsageError(f"--bark-configs / --bark-batch-sizes: {exc.args[0]}") from None
-    all_cases = cases(selected, sizes)
+    all_cases = metafunc.config.stash.get(_CASES, None)
+    if all_cases is None:
+        all_cases = _cases(metafunc.config)
     metafunc.parametrize("bark_case", all_cases, ids=[c.id for c in all_cases])
 
 
@@ -211,10 +246,13 @@ def _save_baseline(state: _Bark, session: pytest.Session, record: Any, root: Pat
             return
     new = baselines.merged(old, record)
     baselines.write_atomic(path, new)
-    added = sorted(set(new.by_id()) - set(old.by_id())) if old else sorted(new.by_id())
+    ran = sum(r.status == "ok" for r in record.results)
+    added = sorted(set(new.by_id()) - set(old.by_id())) if old else []
     state.notes.append(
-        f"baseline {'updated' if old else 'created'}: {path} ({len(record.results)} benchmarks from this run"
+        f"baseline {'updated' if old else 'created'}: {path} ({ran} measured, "
+        f"{len(record.results) - ran} unavailable here"
         + (f"; new: {', '.join(added)}" if added else "")
+        + (f"; kept from before: {len(new.results) - len(record.results)}" if old else "")
         + ")"
     )
 
@@ -235,9 +273,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(f"baseline: {outcome.baseline_path}")
             tr.write_line(verdict_table(outcome.comparison))
             tr.write_line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True)
+            _job_summary(outcome)
     elif state.session is not None:
         tr.write_line("gate not run (add --benchmark-compare or --bark-compare to compare with the baseline)")
     for note in state.notes:
         tr.write_line(note)
     if state.saved_run is not None:
         tr.write_line(f"run saved: {state.saved_run}")
+
+
+def _job_summary(outcome: Any) -> None:
+    """In GitHub Actions, the verdict table goes to the job summary as Markdown."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    from perf_utils.table import markdown_section
+
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(markdown_section(outcome.comparison, outcome.baseline_path))

@@ -6,7 +6,6 @@ and freed (collected, accelerator cache emptied, peaks reset) before the next co
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,24 @@ class Case:
 
 def cases(selected: list[OptimizationConfig], batch_sizes: list[int]) -> list[Case]:
     return [Case(c, bs) for c in selected for bs in batch_sizes]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`K/N`, 1-based, as GitHub Actions' matrix gives it."""
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--bark-shard {spec!r} must look like K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--bark-shard {spec!r}: K must be between 1 and N")
+    return k, n
+
+
+def shard(all_cases: list[Case], k: int, n: int) -> list[Case]:
+    """Whole configurations go round-robin to shards, so each model is still loaded once per shard."""
+    names = list(dict.fromkeys(c.config.name for c in all_cases))
+    mine = {name for i, name in enumerate(names) if i % n == k - 1}
+    return [c for c in all_cases if c.config.name in mine]
 
 
 @dataclass
@@ -109,7 +126,8 @@ class BenchSession:
             config.name,
             case.batch_size,
             "ok",
-            rounds=records[self.plan.warmup :],
+            # pytest-benchmark calls once, without warm-up, when disabled (--benchmark-disable, xdist)
+            rounds=records[self.plan.warmup :] if len(records) > self.plan.warmup else records,
             counts=measurer.last_counts.to_dict() if measurer.last_counts else None,
             load_s=loaded.load_s,
             changes=config.changes(),
@@ -122,15 +140,6 @@ class BenchSession:
         path = results_dir / f"{stamp}-{self.record.hardware}-{baselines.file_name(self.record.checkpoint['key'])}"
         baselines.write_atomic(path, self.record)
         return path
-
-
-def plain_timed(fn: Callable[[], None], rounds: int, warmup: int) -> None:
-    for _ in range(warmup + rounds):
-        fn()
-
-
-def dump(record: RunRecord) -> str:
-    return json.dumps(record.to_dict(), indent=1)
 
 
 def benchmark_extra_info(result: ConfigResult) -> dict[str, Any]:

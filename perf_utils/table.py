@@ -7,7 +7,6 @@ import math
 from tabulate import tabulate
 
 from perf_utils.compare import LOST, REGRESSED, BenchmarkVerdict, Comparison
-from perf_utils.metrics import METRICS
 
 _MARK = {"regressed": "REGRESSED", "lost": "LOST", "improved": "improved", "new": "new"}
 
@@ -94,5 +93,9 @@ def summary_line(comparison: Comparison) -> str:
     return f"bark gate {status}: {parts}; {rule}"
 
 
-def metric_label(name: str) -> str:
-    return METRICS[name].label if name in METRICS else name
+def markdown_section(comparison: Comparison, baseline: object) -> str:
+    """The verdict as Markdown, for GitHub Actions' job summary and the report."""
+    return (
+        f"### Bark performance gate\n\n{summary_line(comparison)}\n\nbaseline: `{baseline}`\n\n"
+        f"{verdict_table(comparison, 'github')}\n\n"
+    )

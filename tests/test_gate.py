@@ -26,9 +26,13 @@ HARDWARE = hardware_key(current_stack(), "cpu")
 FAST = ["--bark-tokens", "16", "--bark-device", "cpu"]
 
 
-def bench(tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "baseline", popen: bool = False):
+def bench(
+    tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "baseline", popen: bool = False, **extra_env
+):
     """Run `pytest benchmarks` with baselines and results under `tmp`."""
-    env = dict(os.environ)
+    env = dict(os.environ, **extra_env)
+    if "GITHUB_STEP_SUMMARY" not in extra_env:
+        env.pop("GITHUB_STEP_SUMMARY", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     env.pop("BARK_PERF_FAULT", None)
     if fault:
@@ -62,7 +66,7 @@ def baseline_file(tmp: Path) -> Path:
 def healthy(tmp_path_factory) -> Path:
     """A baseline of bs1 and bs8 `baseline`, adopted from a clean run."""
     tmp = tmp_path_factory.mktemp("healthy")
-    proc = bench(tmp, "--bark-configs", "baseline", "--bark-save-baseline")
+    proc = bench(tmp, "--bark-configs", "baseline", "--bark-save-baseline", "--benchmark-autosave")
     assert proc.returncode == 0, out(proc)
     assert "baseline created" in proc.stdout
     assert baseline_file(tmp).exists()
@@ -73,16 +77,20 @@ def healthy(tmp_path_factory) -> Path:
 def work(healthy, tmp_path) -> Path:
     """A private copy of the healthy baselines for one test to compare against (or damage)."""
     shutil.copytree(healthy / "baselines", tmp_path / "baselines")
+    shutil.copytree(healthy / "benchmark-storage", tmp_path / "benchmark-storage")
     return tmp_path
 
 
 def test_unchanged_code_compares_clean(work):
-    proc = bench(work, "--bark-configs", "baseline", "--benchmark-compare")
+    summary = work / "job-summary.md"
+    proc = bench(work, "--bark-configs", "baseline", "--benchmark-compare", GITHUB_STEP_SUMMARY=str(summary))
     output = out(proc)
     assert proc.returncode == EXIT_OK, output
     for bid in ("bs1-baseline", "bs8-baseline"):
         assert "REGRESSED" not in row(output, bid)
     assert "bark gate passed" in output
+    markdown = summary.read_text()  # GitHub Actions' job summary gets the same table as Markdown
+    assert "| bs1-baseline " in markdown and "bark gate passed" in markdown
 
 
 def test_attention_done_twice_fails_naming_config_and_metric(work):
@@ -92,6 +100,14 @@ def test_attention_done_twice_fails_naming_config_and_metric(work):
     line = row(output, "bs8-baseline")
     assert "REGRESSED" in line and "latency" in line
     assert "bark gate FAILED" in output
+
+
+def test_pytest_benchmark_compare_fail_keeps_working(work):
+    """pytest-benchmark's own gate, on its own storage, next to ours."""
+    args = ["--bark-configs", "baseline", "--bark-batch-sizes", "8", "--benchmark-compare"]
+    proc = bench(work, *args, "--benchmark-compare-fail=median:40%", fault="double_attention")
+    assert proc.returncode == EXIT_REGRESSION, out(proc)
+    assert "Performance has regressed" in out(proc)
 
 
 def test_extra_buffer_fails_on_host_memory(work):

@@ -40,3 +40,12 @@ def other_processes(device: torch.device) -> list[tuple[int, int]] | None:
         return None
     me = os.getpid()
     return [(p.pid, int(p.usedGpuMemory or 0)) for p in procs if p.pid != me]
+
+
+def other_gpu_processes_message(device: torch.device) -> str | None:
+    """Like optimum-benchmark's device isolation: another process on the GPU skews time and memory."""
+    others = other_processes(device)
+    if not others:
+        return None
+    listed = ", ".join(f"pid {pid} ({used / 2**20:.0f} MB)" for pid, used in others)
+    return f"{len(others)} other process(es) use {device}: {listed}"

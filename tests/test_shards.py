@@ -1,0 +1,112 @@
+"""Sharding covers every benchmark exactly once, and merged shards give the verdict of an unsharded run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perf_utils import baselines, configs
+from perf_utils.compare import compare
+from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.session import Case, cases, parse_shard, shard
+from perf_utils.thresholds import Thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def collected(*args: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [ln.split("[", 1)[1].rstrip("]") for ln in proc.stdout.splitlines() if "::test_generate[" in ln]
+
+
+def test_shards_of_the_real_suite_cover_each_benchmark_once():
+    everything = collected()
+    assert len(everything) == len(configs.select()) * 2
+    parts = [collected("--bark-shard", f"{k}/3") for k in (1, 2, 3)]
+    flat = [bid for part in parts for bid in part]
+    assert sorted(flat) == sorted(everything)
+    assert len(flat) == len(set(flat))
+    assert all(parts), "no shard may be empty with 12 configurations over 3 shards"
+
+
+def test_a_configuration_stays_in_one_shard():
+    all_cases = cases(configs.select(), [1, 8])
+    for n in (1, 2, 5, 12, 20):
+        owners: dict[str, set[int]] = {}
+        for k in range(1, n + 1):
+            for case in shard(all_cases, k, n):
+                owners.setdefault(case.config.name, set()).add(k)
+        assert all(len(v) == 1 for v in owners.values())
+        assert set(owners) == {c.name for c in configs.select()}
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "2"])
+def test_bad_shard_spec(spec):
+    with pytest.raises(ValueError, match="--bark-shard"):
+        parse_shard(spec)
+
+
+def test_bad_shard_option_is_a_usage_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "--bark-shard", "5/4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 4 and "--bark-shard '5/4'" in proc.stdout + proc.stderr
+
+
+def _record(results):
+    return RunRecord(
+        "hw", "cuda:0", {"key": "suno/bark-small", "kind": "hub", "revision": "abc"},
+        {"n_tokens": 256, "prompts_sha256": "p", "seed": 0, "sampling": {}}, {}, results,
+    )  # fmt: skip
+
+
+def _result(config, bs, factor=1.0, status="ok"):
+    rounds = [{"latency_s": factor * (1 + i / 100), "host_peak_mb": 100.0 * factor} for i in range(5)]
+    reason = None if status == "ok" else "needs an accelerator"
+    return ConfigResult(config, bs, status, reason, rounds if status == "ok" else [], {"semantic_tokens": 256})
+
+
+def test_merged_shards_give_the_unsharded_verdict(tmp_path):
+    names = [c.name for c in configs.select()]
+    base = _record([_result(n, bs) for n in names for bs in (1, 8)])
+    factors = {"fp16": 1.6, "bf16": 0.5}  # one regression, one improvement
+    now_results = [
+        _result(n, bs, factors.get(n, 1.0), "unavailable" if n == "bettertransformer" else "ok")
+        for n in names
+        for bs in (1, 8)
+    ]
+    unsharded = compare(base, _record(now_results), Thresholds())
+    all_cases = [Case(configs.get(r.config), r.batch_size) for r in now_results]
+    paths = []
+    for k in (1, 2, 3):
+        ids = {c.id for c in shard(all_cases, k, 3)}
+        path = tmp_path / f"shard{k}.json"
+        baselines.write_atomic(path, _record([r for r in now_results if r.id in ids]))
+        paths.append(path)
+    merged = baselines.merge_shards(paths)
+    sharded = compare(base, merged, Thresholds())
+    assert {v.id: v.verdict for v in sharded.verdicts} == {v.id: v.verdict for v in unsharded.verdicts}
+    assert sharded.failed == unsharded.failed is True
+    verdicts = {v.id: v.verdict for v in sharded.verdicts}
+    assert verdicts["bs1-fp16"] == "regressed" and verdicts["bs8-bf16"] == "improved"
+    assert verdicts["bs1-bettertransformer"] == "lost"
+
+
+def test_overlapping_or_mismatched_shards_are_refused(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    baselines.write_atomic(a, _record([_result("baseline", 1)]))
+    baselines.write_atomic(b, _record([_result("baseline", 1)]))
+    with pytest.raises(baselines.BaselineError, match="overlapping shards"):
+        baselines.merge_shards([a, b])
+    other = _record([_result("fp16", 1)])
+    other.hardware = "other-gpu"
+    baselines.write_atomic(b, other)
+    with pytest.raises(baselines.BaselineError, match="hardware differs"):
+        baselines.merge_shards([a, b])

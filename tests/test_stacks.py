@@ -1,0 +1,56 @@
+"""The two-stack upgrade gate: the legacy stack (BetterTransformer exists) against the current one, on CPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perf_utils.stacks import StackError, StackSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stack_spec_from_string_and_file(tmp_path):
+    assert StackSpec.parse("pinned", "transformers==4.48.3 optimum==1.27.0").requirements == (
+        "transformers==4.48.3",
+        "optimum==1.27.0",
+    )
+    f = tmp_path / "reqs.txt"
+    f.write_text("# a comment\ntransformers==5.24.0  # trailing\n\noptimum==2.3.0\n")
+    spec = StackSpec.parse("candidate", str(f))
+    assert spec.requirements == ("transformers==5.24.0", "optimum==2.3.0")
+    assert spec.key("torch==2.13.0") != StackSpec.parse("candidate", "transformers==5.23.0").key("torch==2.13.0")
+    with pytest.raises(StackError, match="--pinned"):
+        StackSpec.parse("pinned", "  ")
+
+
+def test_committed_stacks_pin_legacy_and_current():
+    legacy = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt")).requirements
+    assert "transformers==4.48.3" in legacy and "optimum==1.27.0" in legacy
+    current = StackSpec.parse("candidate", str(ROOT / "stacks/current.txt")).requirements
+    assert any(r.startswith("optimum==2") for r in current)
+
+
+@pytest.mark.slow
+def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
+    """End to end on CPU: two venvs, the real suite in each, the candidate judged against the pinned stack."""
+    venvs = Path(os.environ.get("BARK_PERF_STACKS_DIR", ROOT / ".stacks"))
+    cmd = [
+        sys.executable, "-m", "perf_utils", "compare-stacks",
+        "--pinned", "stacks/legacy.txt", "--candidate", "stacks/current.txt",
+        "--venvs-dir", str(venvs), "--results-dir", str(tmp_path / "results"),
+        "--", "--bark-configs", "baseline,bettertransformer", "--bark-batch-sizes", "1",
+        "--bark-rounds", "3", "--bark-warmup", "1", "--bark-device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    output = proc.stdout + proc.stderr
+    assert "pinned:    torch 2.13.0" in output and "transformers 4.48.3, optimum 1.27.0" in output, output
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("bs1-bettertransformer "))
+    assert "LOST" in line and "bettertransformer needs optimum<2.0 and transformers<4.49" in line
+    latency_before = line.split()[1]
+    assert float(latency_before) > 0  # the latency the lost configuration had on the pinned stack
+    assert "bs1-baseline " in proc.stdout
+    assert proc.returncode == 1, output  # a lost configuration fails the upgrade gate
+    print(proc.stdout)
