@@ -29,7 +29,7 @@ def test_busy_cpu_message(monkeypatch):
     monkeypatch.setattr("os.getloadavg", lambda: (7.5, 1.0, 1.0))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert device.cpu_busy_message() == (
-        "the machine is busy before measuring (1-minute load 7.5 on 2 cores): CPU timings may skew"
+        "the machine is busy before measuring (1-minute load 7.5 on 2 cores): CPU timings may be skewed"
     )
     monkeypatch.setattr("os.getloadavg", lambda: (0.2, 1.0, 1.0))
     assert device.cpu_busy_message() is None
