@@ -7,6 +7,7 @@ and fails the session on a regression. pytest-benchmark's own `--benchmark-compa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,7 @@ class _Bark:
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if reporter is None or self.config.getoption("verbose") <= 0:
             return
-        if capture is None:
-            reporter.write_line(f"  [bark] {message}")
-            return
-        with capture.global_and_fixture_disabled():
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"  [bark] {message}")
 
 
@@ -137,8 +135,11 @@ def _cases(config: pytest.Config) -> list[Any]:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Validate the options once, after every plugin registered its configurations."""
-    session.config.stash[_CASES] = _cases(session.config)
+    """Validate the selection options once, after every plugin registered its configurations (unused options
+    cost nothing: a plain test run never imports torch through here)."""
+    opts = session.config.getoption
+    if opts("bark_configs") or opts("bark_shard") or opts("bark_batch_sizes") != "1,8":
+        session.config.stash[_CASES] = _cases(session.config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
