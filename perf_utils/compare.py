@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from scipy.stats import mannwhitneyu
 
+from perf_utils import fidelity
 from perf_utils.metrics import METRICS, Metric
 from perf_utils.record import ConfigResult, RunRecord
 from perf_utils.thresholds import Thresholds
@@ -45,6 +46,7 @@ class BenchmarkVerdict:
     metrics: list[MetricChange] = field(default_factory=list)
     reason: str | None = None
     allowed: bool = False  # a lost configuration the user allowed
+    fidelity: str = "-"  # "ok" | "FAIL" | "-" (not checked)
 
     @property
     def failing(self) -> bool:
@@ -128,11 +130,21 @@ def compare_result(base: ConfigResult | None, now: ConfigResult | None, th: Thre
     if base.counts and now.counts and base.counts != now.counts:
         v.verdict, v.reason = REGRESSED, f"work changed: baseline produced {base.counts}, now {now.counts}"
         return v
+    fid_now, fid_base = now.fidelity, base.fidelity
+    if fid_now is not None:
+        v.fidelity = "ok" if fid_now.get("passed") else "FAIL"
+        problems = list(fid_now.get("problems", []))
+        if fid_base is not None:
+            problems += fidelity.worse_than_baseline(fid_now, fid_base)
+        if problems:
+            v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
     for metric in METRICS.values():
         change = compare_metric(metric, base.values(metric.name), now.values(metric.name), th)
         if change is not None:
             v.metrics.append(change)
     gated = [m for m in v.metrics if m.info.gated]
+    if v.verdict == REGRESSED:
+        return v
     if any(m.verdict == REGRESSED for m in gated):
         v.verdict = REGRESSED
     elif any(m.verdict == IMPROVED for m in gated):

@@ -66,6 +66,31 @@ def slowdown(fraction: float) -> Callable[[Any], None]:
     return patch
 
 
+def drop_attention_mask(model: Any) -> None:
+    """The semantic and coarse models ignore the attention mask (padding leaks into attention): same speed,
+    different result; only the fidelity gate can see it."""
+    for sub in (model.semantic, model.coarse_acoustics):
+        inner = sub.forward
+
+        def forward(*args: Any, _inner: Callable[..., Any] = inner, **kwargs: Any) -> Any:
+            kwargs["attention_mask"] = None
+            return _inner(*args, **kwargs)
+
+        sub.forward = forward
+
+
+def perturb_weights(scale: float = 0.05) -> Callable[[Any], None]:
+    """One layer of the fine model drifts slightly (as a bad conversion or a kernel bug would): same speed."""
+
+    @torch.no_grad()
+    def patch(model: Any) -> None:
+        weight = model.fine_acoustics.layers[0].mlp.in_proj.weight
+        g = torch.Generator().manual_seed(7)
+        weight += scale * weight.abs().mean() * torch.randn(weight.shape, generator=g).to(weight)
+
+    return patch
+
+
 def crash(model: Any) -> None:
     """`generate` raises: a run that fails must never update a baseline."""
 
@@ -77,6 +102,8 @@ def crash(model: Any) -> None:
 
 FAULTS: dict[str, Callable[[Any], None]] = {
     "crash": crash,
+    "drop_attention_mask": drop_attention_mask,
+    "perturb_weights": perturb_weights(),
     "double_attention": double_attention,
     "extra_buffer": extra_buffer(64),
 }
@@ -91,7 +118,8 @@ def parse(spec: str) -> Callable[[Any], None]:
         return extra_buffer(int(arg))
     if name in FAULTS and not arg:
         return FAULTS[name]
-    raise ValueError(f"unknown fault {spec!r}; known: crash, double_attention, extra_buffer[:MB], slowdown:FRACTION")
+    known = ", ".join([*FAULTS, "extra_buffer:MB", "slowdown:FRACTION"])
+    raise ValueError(f"unknown fault {spec!r}; known: {known}")
 
 
 def inject(config: OptimizationConfig, spec: str) -> OptimizationConfig:

@@ -35,6 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bark-threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     g.addoption("--bark-allow-busy-gpu", action="store_true", help="measure even if other processes use the GPU")
     g.addoption("--bark-shard", default=None, help="K/N: run the K-th of N shards (whole configurations)")
+    g.addoption("--bark-no-fidelity", action="store_true", help="skip the fidelity check against fp32 eager")
     g.addoption("--bark-compare", action="store_true", help="run the gate (implied by --benchmark-compare)")
     g.addoption("--bark-baselines-dir", default=None, help="where baselines live (default: <rootdir>/baselines)")
     g.addoption("--bark-baseline", default=None, help="compare with this baseline file instead of the matching one")
@@ -91,7 +92,9 @@ class _Bark:
                 self.notes.append("WARNING: " + busy + "; timings and NVML memory include their load")
             if plan.device.type == "cpu" and (load := cpu_busy_message()):
                 self.notes.append("WARNING: " + load)
-            self.session = BenchSession(plan, progress=self._progress)
+            self.session = BenchSession(
+                plan, progress=self._progress, check_fidelity=not self.option("bark_no_fidelity")
+            )
         return self.session
 
     def _progress(self, message: str) -> None:
@@ -180,6 +183,8 @@ def bark_measure(bark: Any, benchmark: Any) -> Any:
         except Unavailable as why:
             pytest.skip(str(why))
         benchmark.extra_info["bark"] = benchmark_extra_info(result)
+        if result.fidelity and not result.fidelity["passed"]:
+            pytest.fail(f"{case.id} computes something else: " + "; ".join(result.fidelity["problems"]))
         return result
 
     return run

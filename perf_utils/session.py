@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf_utils import baselines, configs, loading
+from perf_utils import baselines, configs, fidelity, loading
 from perf_utils.configs import OptimizationConfig
 from perf_utils.loading import LoadedBark
 from perf_utils.measure import Measurer
 from perf_utils.record import ConfigResult, RunRecord, benchmark_id
 from perf_utils.runner import RunPlan, new_record
 from perf_utils.stack import current_stack
+
+# What every configuration's fidelity is measured against: never the registry's `baseline`, which a test may
+# have replaced with a faulty copy.
+REFERENCE = OptimizationConfig("reference", "fp32, eager attention, unpatched: the fidelity reference")
 
 
 class Unavailable(Exception):
@@ -65,7 +69,10 @@ class BenchSession:
     plan: RunPlan
     record: RunRecord = field(init=False)
     progress: Callable[[str], None] | None = None
+    check_fidelity: bool = True
     _loaded: LoadedBark | None = field(default=None, init=False)
+    _reference: dict[str, Any] | None = field(default=None, init=False)
+    _fidelity: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         loading.quiet_transformers()
@@ -83,6 +90,23 @@ class BenchSession:
         self._loaded = loading.load(self.plan.checkpoint, config, self.plan.device)
         return self._loaded
 
+    def _fidelity_of(self, config: OptimizationConfig, loaded: LoadedBark) -> dict[str, Any]:
+        """Once per configuration, against the fp32 eager reference (computed once, before this model loads)."""
+        if config.name not in self._fidelity:
+            assert self._reference is not None
+            figures = fidelity.compare_outputs(fidelity.outputs(loaded.model), self._reference)
+            self._fidelity[config.name] = fidelity.report(figures, config.precision)
+        return self._fidelity[config.name]
+
+    def _ensure_reference(self) -> None:
+        if self._reference is None and self.check_fidelity:
+            self.release()
+            ref = loading.load(self.plan.checkpoint, REFERENCE, self.plan.device)
+            try:
+                self._reference = fidelity.outputs(ref.model)
+            finally:
+                loading.unload(ref)
+
     def release(self) -> None:
         if self._loaded is not None:
             loading.unload(self._loaded)
@@ -99,6 +123,7 @@ class BenchSession:
             self._add(ConfigResult(config.name, case.batch_size, "unavailable", reason, changes=config.changes()))
             raise Unavailable(reason)
         try:
+            self._ensure_reference()
             loaded = self._model_for(config)
             measurer = Measurer(loaded, self.plan.workload(case.batch_size))
             records: list[dict[str, float]] = []
@@ -114,6 +139,7 @@ class BenchSession:
                 records.append(measurer.call())
 
             timed(one_call, self.plan.rounds, self.plan.warmup)
+            fid = self._fidelity_of(config, loaded) if self.check_fidelity else None
         except Exception as exc:
             self._add(
                 ConfigResult(
@@ -131,6 +157,7 @@ class BenchSession:
             counts=measurer.last_counts.to_dict() if measurer.last_counts else None,
             load_s=loaded.load_s,
             changes=config.changes(),
+            fidelity=fid,
         )
         return self._add(result)
 
@@ -151,4 +178,5 @@ def benchmark_extra_info(result: ConfigResult) -> dict[str, Any]:
         "medians": {m: result.summary(m).median for m in result.metrics()},
         "rounds": result.rounds,
         "changes": result.changes,
+        "fidelity": result.fidelity,
     }

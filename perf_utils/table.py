@@ -54,6 +54,7 @@ def verdict_rows(comparison: Comparison) -> list[list[str]]:
                 _num(mem.current, ".1f") if mem else "-",
                 _pct(mem.change) if mem else "-",
                 _pct(thr.change) if thr else "-",
+                v.fidelity,
                 verdict,
                 _note(v),
             ]
@@ -70,6 +71,7 @@ HEADERS = [
     "peak MB (now)",
     "change",
     "throughput",
+    "fidelity",
     "verdict",
     "why",
 ]

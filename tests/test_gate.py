@@ -102,6 +102,17 @@ def test_attention_done_twice_fails_naming_config_and_metric(work):
     assert "bark gate FAILED" in output
 
 
+def test_fidelity_fault_fails_the_run_at_unchanged_speed(work):
+    """Slightly drifted fine-model weights: the same work, so only the fidelity gate can catch it."""
+    proc = bench(work, "--bark-configs", "baseline", "--bark-batch-sizes", "1", "--benchmark-compare",
+                 fault="perturb_weights")  # fmt: skip
+    output = out(proc)
+    assert proc.returncode == EXIT_REGRESSION, output
+    assert "computes something else: fine logits relative error" in output  # the benchmark itself fails
+    line = row(output, "bs1-baseline")
+    assert "FAIL" in line and "REGRESSED" in line and "fidelity: fine" in line
+
+
 def test_pytest_benchmark_compare_fail_keeps_working(work):
     """pytest-benchmark's own gate, on its own storage, next to ours."""
     args = ["--bark-configs", "baseline", "--bark-batch-sizes", "8", "--benchmark-compare"]
