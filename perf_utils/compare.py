@@ -46,7 +46,7 @@ class BenchmarkVerdict:
     metrics: list[MetricChange] = field(default_factory=list)
     reason: str | None = None
     allowed: bool = False  # a lost configuration the user allowed
-    fidelity: str = "-"  # "ok" | "FAIL" | "-" (not checked)
+    fidelity: str = "-"  # "ok" | "FAIL" | "not checked" (the check could not run) | "-" (off)
 
     @property
     def failing(self) -> bool:
@@ -132,7 +132,7 @@ def compare_result(base: ConfigResult | None, now: ConfigResult | None, th: Thre
         return v
     fid_now, fid_base = now.fidelity, base.fidelity
     if fid_now is not None:
-        v.fidelity = "ok" if fid_now.get("passed") else "FAIL"
+        v.fidelity = {True: "ok", False: "FAIL"}.get(fid_now.get("passed"), "not checked")
         problems = list(fid_now.get("problems", []))
         if fid_base is not None:
             problems += fidelity.worse_than_baseline(fid_now, fid_base)

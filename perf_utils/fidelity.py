@@ -89,9 +89,16 @@ def outputs(model: Any) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, sub in (("semantic", model.semantic), ("coarse", model.coarse_acoustics)):
         ids, mask = inputs[name].to(dev), inputs["mask"].to(dev)
-        out[name] = sub(input_ids=ids, attention_mask=mask, use_cache=False).logits.float().cpu()
-        out[name + "_alone"] = sub(input_ids=ids[:1], use_cache=False).logits.float().cpu()
-        out[name + "_batched"] = sub(input_ids=ids, use_cache=False).logits[:1].float().cpu()
+
+        def logits(token_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, sub: Any = sub) -> Any:
+            # Embed first, as Bark's own generate does: under CPU offload the semantic embedding layer has a
+            # hook of its own that brings it to the device (a plain forward with input_ids finds it on the CPU).
+            embeds = sub.input_embeds_layer(token_ids)
+            return sub(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits.float().cpu()
+
+        out[name] = logits(ids, mask)
+        out[name + "_alone"] = logits(ids[:1])
+        out[name + "_batched"] = logits(ids)[:1]
     fine_ids = inputs["fine"].to(dev)
     out["fine"] = torch.stack(
         [model.fine_acoustics(codebook_idx=i, input_ids=fine_ids).logits.float().cpu() for i in FINE_CODEBOOKS]
@@ -172,6 +179,11 @@ def report(figures: dict[str, SubmodelFidelity], precision: str) -> dict[str, An
         "problems": problems,
         "submodels": {k: {m: v for m, v in asdict(f).items() if v is not None} for k, f in figures.items()},
     }
+
+
+def not_checked(precision: str, exc: BaseException) -> dict[str, Any]:
+    """The check itself could not run (seen: teacher forcing under CPU offload on CUDA): neither pass nor fail."""
+    return {"precision": precision, "passed": None, "problems": [], "error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 def worse_than_baseline(now: dict[str, Any], base: dict[str, Any]) -> list[str]:

@@ -170,7 +170,7 @@ def bark(pytestconfig: pytest.Config) -> Any:
 
 
 @pytest.fixture
-def bark_measure(bark: Any, benchmark: Any) -> Any:
+def bark_measure(bark: Any, benchmark: Any, pytestconfig: pytest.Config) -> Any:
     """`bark_measure(case)`: measure one case through `benchmark.pedantic`, skipping unavailable ones."""
     from perf_utils.session import Unavailable, benchmark_extra_info
 
@@ -183,7 +183,9 @@ def bark_measure(bark: Any, benchmark: Any) -> Any:
         except Unavailable as why:
             pytest.skip(str(why))
         benchmark.extra_info["bark"] = benchmark_extra_info(result)
-        if result.fidelity and not result.fidelity["passed"]:
+        if result.fidelity and result.fidelity.get("error"):
+            pytestconfig.stash[_KEY].notes.append(f"{case.id}: fidelity not checked ({result.fidelity['error'][:200]})")
+        if result.fidelity and result.fidelity["passed"] is False:
             pytest.fail(f"{case.id} computes something else: " + "; ".join(result.fidelity["problems"]))
         return result
 

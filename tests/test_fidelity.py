@@ -116,3 +116,12 @@ def test_markedly_worse_than_the_baseline_figure():
 def test_tolerances_cover_every_precision():
     for config in configs.select():
         assert config.precision in fidelity.TOLERANCES
+
+
+def test_a_check_that_cannot_run_is_neither_pass_nor_fail():
+    report = fidelity.not_checked("exact", RuntimeError("tensors on two devices"))
+    assert report["passed"] is None and "RuntimeError: tensors on two devices" in report["error"]
+    rounds = [{"latency_s": 1.0 + i / 100} for i in range(5)]
+    base = ConfigResult("cpu_offload", 1, "ok", rounds=rounds)
+    verdict = compare_result(base, ConfigResult("cpu_offload", 1, "ok", rounds=rounds, fidelity=report), Thresholds())
+    assert verdict.verdict == UNCHANGED and verdict.fidelity == "not checked"
