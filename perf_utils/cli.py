@@ -74,7 +74,7 @@ def run_table(record: RunRecord) -> str:
 def _gate_quality(args: argparse.Namespace, plan: RunPlan) -> int:
     from perf_utils.quality import measure_quality, quality_table
 
-    thresholds = Thresholds.from_pyproject(args.pyproject)
+    thresholds = Thresholds.from_pyproject(args.pyproject, plan.device.type)
     configs.get(args.config)
     rows = measure_quality(
         plan,
@@ -110,7 +110,7 @@ def _saved_runs(args: argparse.Namespace) -> int:
         run = baselines.load(args.run)
         opts = GateOptions(
             baselines_dir=args.baselines_dir,
-            thresholds=Thresholds.from_pyproject(args.pyproject),
+            thresholds=Thresholds.from_pyproject(args.pyproject, run.device.split(":")[0]),
             baseline_file=args.baseline,
             force=args.force_compare,
             allow_lost=frozenset(a.strip() for a in args.allow_lost.split(",") if a.strip()),
@@ -145,7 +145,7 @@ def _compare_stacks(args: argparse.Namespace) -> int:
             args.venvs_dir.resolve(),
             args.results_dir.resolve(),
             [a for a in args.pytest_args if a != "--"],
-            Thresholds.from_pyproject(args.pyproject),
+            args.pyproject,
             {a.strip() for a in args.allow_lost.split(",") if a.strip()},
             args.torch or stacks.TORCH_REQUIREMENT,
             stderr_progress,

@@ -68,3 +68,9 @@ def make_generation_config(bark_generation_config: Any) -> Any:
     from transformers import GenerationConfig
 
     return GenerationConfig(**bark_generation_config.to_dict())
+
+
+def embeds_kwarg(submodel: Any) -> str:
+    """Bark's causal forward takes `input_embeds` in 4.x and `inputs_embeds` in 5.x."""
+    params = inspect.signature(type(submodel).forward).parameters  # the class's: a patched forward hides it
+    return "inputs_embeds" if "inputs_embeds" in params else "input_embeds"

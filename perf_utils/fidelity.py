@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from perf_utils import compat
+
 FIDELITY_SEED = 4321
 SEQ_LEN = 48
 PAD = 12  # left padding of the second sample: its first PAD positions are masked out
@@ -94,7 +96,8 @@ def outputs(model: Any) -> dict[str, torch.Tensor]:
             # Embed first, as Bark's own generate does: under CPU offload the semantic embedding layer has a
             # hook of its own that brings it to the device (a plain forward with input_ids finds it on the CPU).
             embeds = sub.input_embeds_layer(token_ids)
-            return sub(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits.float().cpu()
+            kwargs = {compat.embeds_kwarg(sub): embeds, "attention_mask": attention_mask, "use_cache": False}
+            return sub(**kwargs).logits.float().cpu()
 
         out[name] = logits(ids, mask)
         out[name + "_alone"] = logits(ids[:1])

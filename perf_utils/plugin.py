@@ -215,7 +215,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     explicit = state.option("bark_baseline")
     if _gate_requested(session.config) or explicit:
         try:
-            thresholds = Thresholds.from_pyproject(Path(session.config.rootpath) / "pyproject.toml")
+            thresholds = Thresholds.from_pyproject(
+                Path(session.config.rootpath) / "pyproject.toml", record.device.split(":")[0]
+            )
         except ThresholdsError as exc:
             state.notes.append(str(exc))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR

@@ -102,7 +102,7 @@ def compare_stacks(
     root: Path,
     out_dir: Path,
     pytest_args: list[str],
-    thresholds: Thresholds,
+    pyproject: Path,
     allow_lost: set[str],
     torch_requirement: str = TORCH_REQUIREMENT,
     progress: Callable[[str], None] = print,
@@ -117,4 +117,5 @@ def compare_stacks(
     problems = [p for p in baselines.incompatibilities(*records) if not p.startswith("checkpoint revision")]
     if problems:
         raise StackError("the two runs are not comparable: " + "; ".join(problems))
+    thresholds = Thresholds.from_pyproject(pyproject, records[1].device.split(":")[0])
     return records[0], records[1], compare(records[0], records[1], thresholds, allow_lost)

@@ -31,8 +31,10 @@ class Thresholds:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy"} else None
 
     @classmethod
-    def from_pyproject(cls, path: Path) -> Thresholds:
-        """Reads `[tool.bark-perf.thresholds]`; unknown keys or non-numbers are errors naming the key."""
+    def from_pyproject(cls, path: Path, device_type: str | None = None) -> Thresholds:
+        """Reads `[tool.bark-perf.thresholds]`, then `[tool.bark-perf.thresholds.<device type>]` on top (a shared
+        CPU machine and a dedicated GPU runner need different time thresholds). Unknown keys or non-numbers are
+        errors naming the key."""
         if not path.is_file():
             return cls()
         try:
@@ -40,14 +42,20 @@ class Thresholds:
         except tomllib.TOMLDecodeError as exc:
             raise ThresholdsError(f"{path}: not valid TOML ({exc})") from None
         table = data.get("tool", {}).get("bark-perf", {}).get("thresholds", {})
-        known = {f.name for f in fields(cls)}
-        updates: dict[str, float] = {}
-        for key, value in table.items():
-            if key not in known:
-                raise ThresholdsError(
-                    f"{path}: [tool.bark-perf.thresholds] has unknown key {key!r}; known: {', '.join(sorted(known))}"
-                )
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ThresholdsError(f"{path}: [tool.bark-perf.thresholds].{key} must be a number >= 0; got {value!r}")
-            updates[key] = float(value)
-        return replace(cls(), **updates)
+        base = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        override = table.get(device_type, {}) if device_type else {}
+        merged = {**_checked(path, "", base), **_checked(path, f".{device_type}", override)}
+        return replace(cls(), **merged)
+
+
+def _checked(path: Path, suffix: str, table: dict) -> dict[str, float]:
+    known = {f.name for f in fields(Thresholds)}
+    where = f"{path}: [tool.bark-perf.thresholds{suffix}]"
+    out: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ThresholdsError(f"{where} has unknown key {key!r}; known: {', '.join(sorted(known))}")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ThresholdsError(f"{where}.{key} must be a number >= 0; got {value!r}")
+        out[key] = float(value)
+    return out

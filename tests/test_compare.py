@@ -125,3 +125,9 @@ def test_thresholds_from_pyproject(tmp_path):
     with pytest.raises(ThresholdsError, match=r"thresholds\]\.time must be a number"):
         Thresholds.from_pyproject(p)
     assert Thresholds.from_pyproject(tmp_path / "missing.toml") == Thresholds()
+    p.write_text("[tool.bark-perf.thresholds]\ntime = 0.2\n[tool.bark-perf.thresholds.cpu]\ntime = 1.0\n")
+    assert Thresholds.from_pyproject(p, "cpu").time == 1.0
+    assert Thresholds.from_pyproject(p, "cuda").time == 0.2
+    p.write_text("[tool.bark-perf.thresholds.cpu]\ntiem = 1.0\n")
+    with pytest.raises(ThresholdsError, match=r"thresholds\.cpu\] has unknown key 'tiem'"):
+        Thresholds.from_pyproject(p, "cpu")

@@ -125,3 +125,19 @@ def test_a_check_that_cannot_run_is_neither_pass_nor_fail():
     base = ConfigResult("cpu_offload", 1, "ok", rounds=rounds)
     verdict = compare_result(base, ConfigResult("cpu_offload", 1, "ok", rounds=rounds, fidelity=report), Thresholds())
     assert verdict.verdict == UNCHANGED and verdict.fidelity == "not checked"
+
+
+def test_embeds_keyword_follows_the_transformers_version():
+    from perf_utils import compat
+
+    class Bark4:  # transformers 4.x: BarkCausalModel.forward(..., input_embeds=None, ...)
+        def forward(self, input_ids=None, input_embeds=None, attention_mask=None): ...
+
+    class Bark5:
+        def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None): ...
+
+    patched = Bark5()
+    patched.forward = lambda *a, **k: None  # a fault's wrapper must not hide the real signature
+    assert compat.embeds_kwarg(Bark4()) == "input_embeds"
+    assert compat.embeds_kwarg(Bark5()) == "inputs_embeds"
+    assert compat.embeds_kwarg(patched) == "inputs_embeds"
