@@ -41,7 +41,3 @@ METRICS: dict[str, Metric] = {
         Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False),
     )
 }
-
-
-def gated() -> list[Metric]:
-    return [m for m in METRICS.values() if m.gated]
