@@ -55,7 +55,6 @@ class _Bark:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.session: Any = None
-        self.error: str | None = None
         self.used = False
         self.outcome: Any = None
         self.saved_run: Path | None = None

@@ -93,14 +93,20 @@ def test_unchanged_code_compares_clean(work):
     assert "| bs1-baseline " in markdown and "bark gate passed" in markdown
 
 
-def test_injected_slowdown_fails_naming_config_and_metric(work):
-    """Every call takes 4x as long: beyond the CPU threshold (100%) however the shared machine drifts."""
-    proc = bench(work, "--bark-configs", "baseline", "--benchmark-compare", fault="slowdown:3")
+def assert_fault_regresses(work: Path, fault: str, metric_label: str) -> str:
+    """A faulty run fails the gate, and both batch sizes' rows name the metric."""
+    proc = bench(work, "--bark-configs", "baseline", "--benchmark-compare", fault=fault)
     output = out(proc)
     assert proc.returncode == EXIT_REGRESSION, output
     for bid in ("bs1-baseline", "bs8-baseline"):
         line = row(output, bid)
-        assert "REGRESSED" in line and "latency" in line
+        assert "REGRESSED" in line and metric_label in line
+    return output
+
+
+def test_injected_slowdown_fails_naming_config_and_metric(work):
+    """Every call takes 4x as long: beyond the CPU threshold (100%) however the shared machine drifts."""
+    output = assert_fault_regresses(work, "slowdown:3", "latency")
     assert "bark gate FAILED" in output
 
 
@@ -124,12 +130,7 @@ def test_pytest_benchmark_compare_fail_keeps_working(work):
 
 
 def test_extra_buffer_fails_on_host_memory(work):
-    proc = bench(work, "--bark-configs", "baseline", "--benchmark-compare", fault="extra_buffer:256")
-    output = out(proc)
-    assert proc.returncode == EXIT_REGRESSION, output
-    for bid in ("bs1-baseline", "bs8-baseline"):
-        line = row(output, bid)
-        assert "REGRESSED" in line and "host peak" in line
+    assert_fault_regresses(work, "extra_buffer:256", "host peak")
 
 
 def _add_result(path: Path, config: str, batch_size: int = 1) -> None:
