@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -110,7 +111,7 @@ def _saved_runs(args: argparse.Namespace) -> int:
         run = baselines.load(args.run)
         opts = GateOptions(
             baselines_dir=args.baselines_dir,
-            thresholds=Thresholds.from_pyproject(args.pyproject, run.device.split(":")[0]),
+            thresholds=Thresholds.from_pyproject(args.pyproject, run.device_type),
             baseline_file=args.baseline,
             force=args.force_compare,
             allow_lost=frozenset(a.strip() for a in args.allow_lost.split(",") if a.strip()),
@@ -125,10 +126,28 @@ def _saved_runs(args: argparse.Namespace) -> int:
         print(f"baseline: {outcome.baseline_path}")
         print(verdict_table(outcome.comparison))
         print(summary_line(outcome.comparison))
-        if args.markdown:
-            with args.markdown.open("a", encoding="utf-8") as f:
-                f.write(markdown_section(outcome.comparison, outcome.baseline_path))
+    summary = markdown_section(outcome.comparison, outcome.baseline_path) if outcome.comparison else ""
+    if args.report:
+        summary = _report(args, run, outcome, opts.thresholds).summary
+    if args.markdown and summary:
+        with args.markdown.open("a", encoding="utf-8") as f:
+            f.write(summary)
     return outcome.exit_code
+
+
+def _report(args: argparse.Namespace, run: RunRecord, outcome: Any, thresholds: Thresholds) -> Any:
+    """`gate --report DIR [--history DIR]`: the run's report folder; with a history, the run joins it first."""
+    from perf_utils import baselines, history, report
+    from perf_utils.record import RUN_FILE
+
+    kept, skipped = [], []
+    if args.history:
+        history.keep(args.history, run)
+        kept, skipped = history.kept_runs(args.history, like=run)
+    baselines.write_atomic(args.report / RUN_FILE, run)
+    written = report.write(args.report, run, outcome, kept, skipped, thresholds)
+    print(f"report: {written.markdown} (figures beside it; {len(kept)} kept runs in the history)")
+    return written
 
 
 def _compare_stacks(args: argparse.Namespace) -> int:
@@ -187,8 +206,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline", type=Path, default=None)
     g.add_argument("--force-compare", action="store_true")
     g.add_argument("--allow-lost", default="")
-    g.add_argument("--markdown", type=Path, default=None, help="also append the table as Markdown here")
+    g.add_argument("--markdown", type=Path, default=None, help="also append the table (or report) as Markdown here")
     g.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"), help="thresholds from here")
+    g.add_argument("--report", type=Path, default=None, help="write the run's report folder here (Markdown, PNGs)")
+    g.add_argument("--history", type=Path, default=None, help="kept runs (trends); this run is added to them")
     s = sub.add_parser("compare-stacks", help="run the suite in two software stacks here and gate the candidate")
     s.add_argument("--pinned", required=True, help="requirements file or 'pkg==v pkg==v' (e.g. stacks/legacy.txt)")
     s.add_argument("--candidate", required=True, help="requirements file or 'pkg==v pkg==v' (e.g. stacks/current.txt)")

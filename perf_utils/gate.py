@@ -27,6 +27,7 @@ class GateOutcome:
     baseline_path: Path | None = None
     comparison: Comparison | None = None
     messages: list[str] = field(default_factory=list)
+    baseline: RunRecord | None = None  # the compared baseline, raw rounds and all (for the report's figures)
 
 
 @dataclass(frozen=True)
@@ -75,5 +76,10 @@ def run_gate(current: RunRecord, opts: GateOptions) -> GateOutcome:
         messages = [f"comparing with {path} although (forced):", *problems]
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost))
     return GateOutcome(
-        "compared", EXIT_REGRESSION if comparison.failed else EXIT_OK, path, comparison, messages=messages
+        "compared",
+        EXIT_REGRESSION if comparison.failed else EXIT_OK,
+        path,
+        comparison,
+        messages=messages,
+        baseline=baseline,
     )

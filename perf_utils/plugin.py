@@ -16,6 +16,7 @@ import pytest
 
 _KEY = pytest.StashKey["_Bark"]()
 _CASES = pytest.StashKey[list]()
+_PLANNED = pytest.StashKey[list]()  # the collected (selected) benchmarks, in run order
 ENV_TOKENS = "BARK_PERF_TOKENS"
 
 
@@ -58,6 +59,7 @@ class _Bark:
         self.used = False
         self.outcome: Any = None
         self.saved_run: Path | None = None
+        self.report: Any = None
         self.notes: list[str] = []
 
     def option(self, name: str) -> Any:
@@ -92,7 +94,10 @@ class _Bark:
             if plan.device.type == "cpu" and (load := cpu_busy_message()):
                 self.notes.append("WARNING: " + load)
             self.session = BenchSession(
-                plan, progress=self._progress, check_fidelity=not self.option("bark_no_fidelity")
+                plan,
+                progress=self._progress,
+                check_fidelity=not self.option("bark_no_fidelity"),
+                planned=self.config.stash.get(_PLANNED, []),
             )
         return self.session
 
@@ -153,6 +158,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("bark_case", all_cases, ids=[c.id for c in all_cases])
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    planned = [
+        item.callspec.params["bark_case"]
+        for item in session.items
+        if "bark_case" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    session.config.stash[_PLANNED] = planned
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if planned and reporter is not None and session.config.getoption("verbose") <= 0:
+        reporter.write_line(f"bark-perf: {len(planned)} benchmarks; -v shows progress (benchmark, round, time left)")
+
+
 @pytest.fixture(scope="session")
 def bark(pytestconfig: pytest.Config) -> Any:
     """The benchmark session; usage errors (bad checkpoint, device) stop the whole run with one clear line."""
@@ -209,16 +226,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     record = bench.record
     if not record.results:
         return
-    state.saved_run = bench.save_run(state.path_option("bark_results_dir", "results"))
+    results_dir = state.path_option("bark_results_dir", "results")
+    shard = state.option("bark_shard")
+    state.saved_run = bench.save_run(results_dir, f"-shard{shard.replace('/', 'of')}" if shard else "")
     root = state.path_option("bark_baselines_dir", "baselines")
     explicit = state.option("bark_baseline")
+    try:
+        thresholds = Thresholds.from_pyproject(Path(session.config.rootpath) / "pyproject.toml", record.device_type)
+    except ThresholdsError as exc:
+        thresholds = None
+        state.notes.append(str(exc))
     if _gate_requested(session.config) or explicit:
-        try:
-            thresholds = Thresholds.from_pyproject(
-                Path(session.config.rootpath) / "pyproject.toml", record.device.split(":")[0]
-            )
-        except ThresholdsError as exc:
-            state.notes.append(str(exc))
+        if thresholds is None:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
         opts = GateOptions(
@@ -233,6 +252,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = state.outcome.exit_code
     if state.option("bark_save_baseline"):
         _save_baseline(state, session, record, root, baselines)
+    state.report = _write_report(state, record, results_dir, thresholds)
+
+
+def _write_report(state: _Bark, record: Any, results_dir: Path, thresholds: Any) -> Any:
+    """The run's folder gets report.md and figures; the other kept runs in `results_dir` are its history."""
+    from perf_utils import history, report
+
+    try:
+        kept, skipped = history.kept_runs(results_dir, like=record)
+        return report.write(state.saved_run.parent, record, state.outcome, kept, skipped, thresholds)
+    except Exception as exc:  # noqa: BLE001 - a broken report must never cost the run its verdict
+        state.notes.append(f"report not written: {type(exc).__name__}: {exc}")
+        return None
 
 
 def _save_baseline(state: _Bark, session: pytest.Session, record: Any, root: Path, baselines: Any) -> None:
@@ -270,7 +302,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state: _Bark = config.stash[_KEY]
     if not state.used:
         return
-    from perf_utils.table import summary_line, verdict_table
+    from perf_utils.table import not_measured_line, summary_line, verdict_table
 
     tr = terminalreporter
     tr.section("bark performance gate")
@@ -280,23 +312,33 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(line)
         if outcome.comparison is not None:
             tr.write_line(f"baseline: {outcome.baseline_path}")
-            tr.write_line(verdict_table(outcome.comparison))
+            tr.write_line(verdict_table(outcome.comparison, measured_only=True))
+            if rest := not_measured_line(outcome.comparison):
+                tr.write_line(rest)
             tr.write_line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True)
-            _job_summary(outcome)
     elif state.session is not None:
         tr.write_line("gate not run (add --benchmark-compare or --bark-compare to compare with the baseline)")
     for note in state.notes:
         tr.write_line(note)
     if state.saved_run is not None:
         tr.write_line(f"run saved: {state.saved_run}")
+    if state.report is not None:
+        tr.write_line(f"report: {state.report.markdown} (figures beside it)", bold=True)
+    _job_summary(state)
 
 
-def _job_summary(outcome: Any) -> None:
-    """In GitHub Actions, the verdict table goes to the job summary as Markdown."""
+def _job_summary(state: _Bark) -> None:
+    """In GitHub Actions, the report (or at least the verdict) goes to the job summary as Markdown."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return
     from perf_utils.table import markdown_section
 
+    if state.report is not None:
+        text = state.report.summary
+    elif state.outcome is not None and state.outcome.comparison is not None:
+        text = markdown_section(state.outcome.comparison, state.outcome.baseline_path)
+    else:
+        return
     with open(target, "a", encoding="utf-8") as f:
-        f.write(markdown_section(outcome.comparison, outcome.baseline_path))
+        f.write(text)

@@ -12,6 +12,7 @@ from typing import Any
 from perf_utils.stats import Summary, summarize
 
 SCHEMA_VERSION = 1
+RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies beside it
 
 
 def benchmark_id(config: str, batch_size: int) -> str:
@@ -64,6 +65,11 @@ class RunRecord:
 
     def by_id(self) -> dict[str, ConfigResult]:
         return {r.id: r for r in self.results}
+
+    @property
+    def device_type(self) -> str:
+        """ "cuda" for "cuda:1": what per-device thresholds are keyed by."""
+        return self.device.split(":")[0]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf_utils import baselines, configs, fidelity, loading
+from perf_utils import configs, fidelity, history, loading
 from perf_utils.configs import OptimizationConfig
 from perf_utils.loading import LoadedBark
 from perf_utils.measure import Measurer
@@ -70,9 +70,11 @@ class BenchSession:
     record: RunRecord = field(init=False)
     progress: Callable[[str], None] | None = None
     check_fidelity: bool = True
+    planned: list[Case] = field(default_factory=list)  # the run's benchmarks, for position and time left
     _loaded: LoadedBark | None = field(default=None, init=False)
     _reference: dict[str, Any] | Exception | None = field(default=None, init=False)
     _fidelity: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
+    _durations: list[float] = field(default_factory=list, init=False)  # seconds per finished benchmark
 
     def __post_init__(self) -> None:
         loading.quiet_transformers()
@@ -87,6 +89,8 @@ class BenchSession:
         if self._loaded is not None and self._loaded.config.name == config.name:
             return self._loaded
         self.release()
+        if self.progress:
+            self.progress(f"loading {config.name} ({self.plan.checkpoint.key})")
         self._loaded = loading.load(self.plan.checkpoint, config, self.plan.device)
         return self._loaded
 
@@ -107,6 +111,8 @@ class BenchSession:
     def _ensure_reference(self) -> None:
         if self._reference is None and self.check_fidelity:
             self.release()
+            if self.progress:
+                self.progress("computing the fp32 eager reference for the fidelity check")
             ref = loading.load(self.plan.checkpoint, REFERENCE, self.plan.device)
             try:
                 self._reference = fidelity.outputs(ref.model)
@@ -135,18 +141,15 @@ class BenchSession:
             loaded = self._model_for(config)
             measurer = Measurer(loaded, self.plan.workload(case.batch_size))
             records: list[dict[str, float]] = []
-            total = self.plan.warmup + self.plan.rounds
             started = time.perf_counter()
 
             def one_call() -> None:
                 if self.progress:
-                    done = len(records)
-                    left = f", ~{(time.perf_counter() - started) / done * (total - done):.0f}s left" if done else ""
-                    phase = "warm-up" if done < self.plan.warmup else "round"
-                    self.progress(f"{case.id}: {phase} call {done + 1}/{total}{left}")
+                    self.progress(self._where(case, len(records), time.perf_counter() - started))
                 records.append(measurer.call())
 
             timed(one_call, self.plan.rounds, self.plan.warmup)
+            self._durations.append(time.perf_counter() - started)
             fid = self._fidelity_of(config, loaded) if self.check_fidelity else None
         except Exception as exc:
             self._add(
@@ -169,12 +172,34 @@ class BenchSession:
         )
         return self._add(result)
 
-    def save_run(self, results_dir: Path) -> Path:
-        """Every run is kept (history for trends); written atomically like a baseline."""
-        stamp = self.record.created.replace(":", "").replace("+0000", "Z")
-        path = results_dir / f"{stamp}-{self.record.hardware}-{baselines.file_name(self.record.checkpoint['key'])}"
-        baselines.write_atomic(path, self.record)
-        return path
+    def _where(self, case: Case, calls_done: int, elapsed: float) -> str:
+        """Progress: which benchmark of how many, which call, and the time left (from the calls and benchmarks
+        measured so far; unavailable benchmarks cost nothing)."""
+        total = self.plan.warmup + self.plan.rounds
+        phase = (
+            f"warm-up {calls_done + 1}/{self.plan.warmup}"
+            if calls_done < self.plan.warmup
+            else (f"round {calls_done - self.plan.warmup + 1}/{self.plan.rounds}")
+        )
+        ids = [c.id for c in self.planned]
+        position = f"[{ids.index(case.id) + 1}/{len(ids)}] " if case.id in ids else ""
+        here = elapsed / calls_done * (total - calls_done) if calls_done else None
+        text = f"{position}{case.id}: {phase}" + (f", ~{_duration(here)} left in it" if here is not None else "")
+        if case.id in ids and self._durations:
+            after = self.planned[ids.index(case.id) + 1 :]
+            stack, device = current_stack(), self.plan.device.type
+            todo = sum(configs.unavailable_reason(c.config, stack, device) is None for c in after)
+            per = sum(self._durations) / len(self._durations)
+            text += f", ~{_duration(todo * per + (here or per))} left in the run"
+        return text
+
+    def save_run(self, results_dir: Path, suffix: str = "") -> Path:
+        """Every run is kept in a folder of its own (its report goes beside it; the folders are the history)."""
+        return history.keep(results_dir, self.record, suffix)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f}min"
 
 
 def benchmark_extra_info(result: ConfigResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from perf_utils import baselines
 from perf_utils.compare import Comparison, compare
-from perf_utils.record import RunRecord
+from perf_utils.record import RUN_FILE, RunRecord
 from perf_utils.thresholds import Thresholds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,11 +79,11 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
 def run_suite(python: Path, name: str, out_dir: Path, pytest_args: list[str]) -> tuple[RunRecord, Path]:
     """The same command a person runs, in the stack's venv; the run record it saved."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    before = set(out_dir.glob("*.json"))
+    before = set(out_dir.glob(f"*/{RUN_FILE}"))
     cmd = [str(python), "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "-q",
            "--bark-results-dir", str(out_dir), *pytest_args]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    new = sorted(set(out_dir.glob("*.json")) - before)
+    new = sorted(set(out_dir.glob(f"*/{RUN_FILE}")) - before)
     if not new:
         raise StackError(
             f"the {name} stack saved no run (exit {proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"

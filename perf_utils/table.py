@@ -6,7 +6,7 @@ import math
 
 from tabulate import tabulate
 
-from perf_utils.compare import LOST, REGRESSED, BenchmarkVerdict, Comparison
+from perf_utils.compare import LOST, REGRESSED, UNAVAILABLE, BenchmarkVerdict, Comparison
 
 _MARK = {"regressed": "REGRESSED", "lost": "LOST", "improved": "improved", "new": "new"}
 
@@ -34,9 +34,12 @@ def _note(v: BenchmarkVerdict) -> str:
     return ", ".join(f"{m.info.label} {_pct(m.change)} (p={m.p_value:.3f})" for m in bad)
 
 
-def verdict_rows(comparison: Comparison) -> list[list[str]]:
+def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
+    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline (`not_measured_line`)."""
     rows = []
     for v in comparison.verdicts:
+        if measured_only and v.verdict == UNAVAILABLE:
+            continue
         lat = v.metric("latency_s")
         mem_name = memory_metric(v)
         mem = v.metric(mem_name) if mem_name else None
@@ -77,8 +80,17 @@ HEADERS = [
 ]
 
 
-def verdict_table(comparison: Comparison, tablefmt: str = "simple") -> str:
-    return tabulate(verdict_rows(comparison), headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_only: bool = False) -> str:
+    rows = verdict_rows(comparison, measured_only)
+    return tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+
+
+def not_measured_line(comparison: Comparison) -> str:
+    """One line for what could run neither now nor in the baseline, instead of a row each."""
+    names = list(dict.fromkeys(v.config for v in comparison.verdicts if v.verdict == UNAVAILABLE))
+    if not names:
+        return ""
+    return f"unavailable now and in the baseline: {', '.join(names)} (why: python -m perf_utils configs)"
 
 
 def summary_line(comparison: Comparison) -> str:
@@ -95,9 +107,12 @@ def summary_line(comparison: Comparison) -> str:
     return f"bark gate {status}: {parts}; {rule}"
 
 
+def markdown_verdict(comparison: Comparison, baseline: object, measured_only: bool = False) -> str:
+    table = verdict_table(comparison, "github", measured_only)
+    rest = not_measured_line(comparison) if measured_only else ""
+    return f"{summary_line(comparison)}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
+
+
 def markdown_section(comparison: Comparison, baseline: object) -> str:
-    """The verdict as Markdown, for GitHub Actions' job summary and the report."""
-    return (
-        f"### Bark performance gate\n\n{summary_line(comparison)}\n\nbaseline: `{baseline}`\n\n"
-        f"{verdict_table(comparison, 'github')}\n\n"
-    )
+    """The verdict as Markdown, for GitHub Actions' job summary."""
+    return f"### Bark performance gate\n\n{markdown_verdict(comparison, baseline)}\n\n"

@@ -7,55 +7,16 @@ memory faults are deterministic, so these tests do not depend on how busy the ma
 """
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from suite import HARDWARE, bench, out, row
 
 from perf_utils import baselines
 from perf_utils.gate import EXIT_BAD_BASELINE, EXIT_INCOMPARABLE, EXIT_OK, EXIT_REGRESSION
-from perf_utils.stack import current_stack, hardware_key
-
-ROOT = Path(__file__).resolve().parents[1]
-HARDWARE = hardware_key(current_stack(), "cpu")
-FAST = ["--bark-tokens", "16", "--bark-device", "cpu"]
-
-
-def bench(
-    tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "baseline", popen: bool = False, **extra_env
-):
-    """Run `pytest benchmarks` with baselines and results under `tmp`."""
-    env = dict(os.environ, **extra_env)
-    if "GITHUB_STEP_SUMMARY" not in extra_env:
-        env.pop("GITHUB_STEP_SUMMARY", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    env.pop("BARK_PERF_FAULT", None)
-    if fault:
-        env["BARK_PERF_FAULT"], env["BARK_PERF_FAULT_CONFIGS"] = fault, fault_configs
-    cmd = [
-        sys.executable, "-m", "pytest", "benchmarks", "-p", "fault_plugin", "-p", "no:cacheprovider",
-        "--bark-baselines-dir", str(tmp / "baselines"), "--bark-results-dir", str(tmp / "results"),
-        "--benchmark-storage", f"file://{tmp / 'benchmark-storage'}", *FAST, *args,
-    ]  # fmt: skip
-    if popen:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def out(proc) -> str:
-    return proc.stdout + proc.stderr
-
-
-def row(output: str, bench_id: str) -> str:
-    """The verdict-table row of one benchmark."""
-    lines = [ln for ln in output.splitlines() if ln.startswith(bench_id + " ")]
-    assert lines, f"no verdict row for {bench_id} in:\n{output}"
-    return lines[-1]
 
 
 def baseline_file(tmp: Path) -> Path:
@@ -169,7 +130,7 @@ def test_no_baseline_runs_and_says_how_to_adopt(tmp_path):
     assert proc.returncode == EXIT_OK, output
     assert "no baseline for hardware" in output
     assert "--bark-save-baseline" in output
-    assert list((tmp_path / "results").glob("*.json")), "the run itself must be kept"
+    assert list((tmp_path / "results").glob("*/run.json")), "the run itself must be kept"
 
 
 def test_other_hardware_is_never_compared_silently(work):

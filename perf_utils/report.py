@@ -1,0 +1,235 @@
+"""The report of one run: a folder with the run's JSON, a Markdown report and PNG figures.
+
+The Markdown leads with the verdict, then the tables in the shape of the optimizing-bark blog post (each
+configuration against `baseline` in the same run, per batch size), where the time goes per stage, what could
+not run and why, and the history of kept runs. Every number in it is read from the run record itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from perf_utils import history, plots
+from perf_utils.compare import IMPROVED, LOST, REGRESSED, Comparison
+from perf_utils.gate import GateOutcome
+from perf_utils.history import KeptRun, Trend
+from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.table import markdown_verdict
+
+REPORT_FILE = "report.md"
+FIGURES_HEADING = "## Figures"
+REFERENCE_CONFIG = "baseline"
+_MARK = {REGRESSED: "🔴 REGRESSED", LOST: "🔴 LOST", IMPROVED: "🟢 improved", "new": "🆕 new"}
+
+
+@dataclass
+class Report:
+    folder: Path
+    markdown: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    trends: list[Trend] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def summary(self) -> str:
+        """For GitHub's job summary, which cannot show the run's own image files: the report without them."""
+        body = self.text.split(FIGURES_HEADING)[0].rstrip()
+        return f"{body}\n\nFigures and the run's JSON: `{self.folder}` (kept as the job's artifact).\n\n"
+
+
+def memory_metric(record: RunRecord) -> str:
+    """The peak a reader of the blog expects: the accelerator allocator's on a GPU, the host's on a CPU."""
+    has_accel = any(r.values("accel_peak_mb") for r in record.results if r.status == "ok")
+    return "accel_peak_mb" if has_accel else "host_peak_mb"
+
+
+def _median(result: ConfigResult | None, metric: str) -> float | None:
+    if result is None or result.status != "ok" or not result.values(metric):
+        return None
+    return result.summary(metric).median
+
+
+def _vs(value: float | None, ref: float | None) -> str:
+    if value is None or ref is None or ref == 0:
+        return "-"
+    return "—" if value == ref else f"{value / ref - 1:+.0%}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def fidelity_cell(result: ConfigResult) -> str:
+    fid = result.fidelity
+    if not fid:
+        return "-"
+    if fid.get("passed") is None:
+        return "not checked"
+    if fid["passed"] is False:
+        return "**FAIL**: " + "; ".join(fid.get("problems", []))
+    errs = [f["rel_err"] for f in fid.get("submodels", {}).values() if f.get("rel_err") is not None]
+    worst = max(errs, default=0.0)
+    return "ok" if worst == 0 else f"ok (rel. err. {worst:.1e})"
+
+
+def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None = None) -> str:
+    """Latency, peak memory and throughput per configuration, with the change against `baseline` in this run."""
+    mem = memory_metric(record)
+    results = [r for r in record.results if r.batch_size == batch_size and r.status == "ok"]
+    ref = record.by_id().get(f"bs{batch_size}-{REFERENCE_CONFIG}")
+    verdicts = {v.id: v.verdict for v in comparison.verdicts} if comparison else {}
+    rows = []
+    for r in results:
+        lat, peak, sps = (_median(r, m) for m in ("latency_s", mem, "throughput_sps"))
+        row = [
+            r.config,
+            _num(lat, ".3f"),
+            _vs(lat, _median(ref, "latency_s")),
+            _num(peak, ".1f"),
+            _vs(peak, _median(ref, mem)),
+            _num(sps, ".2f"),
+            _vs(sps, _median(ref, "throughput_sps")),
+            fidelity_cell(r),
+        ]
+        if comparison:
+            row.append(_MARK.get(verdicts.get(r.id, ""), verdicts.get(r.id, "-")))
+        rows.append(row)
+    peak_label = "GPU peak MB" if mem == "accel_peak_mb" else "host peak MB"
+    headers = ["configuration", "latency s", "vs baseline", peak_label, "vs baseline", "samples/s", "vs baseline"]
+    headers += ["fidelity", *(["gate"] if comparison else [])]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def stages_table(record: RunRecord) -> str:
+    rows = []
+    for r in record.results:
+        if r.status != "ok" or not r.values("stage_semantic_s"):
+            continue
+        stages = [_median(r, f"stage_{s}_s") or 0.0 for s in plots.STAGES]
+        total = sum(stages)
+        rows.append([r.id, *(f"{s:.3f} ({s / total:.0%})" for s in stages), f"{total:.3f}"])
+    return tabulate(rows, headers=["benchmark", *plots.STAGES, "sum s"], tablefmt="github", disable_numparse=True)
+
+
+def unavailable_table(record: RunRecord) -> str:
+    seen: dict[str, str] = {}
+    for r in record.results:
+        if r.status != "ok":
+            seen.setdefault(r.config, f"{r.status}: {r.reason}")
+    return tabulate(sorted(seen.items()), headers=["configuration", "why"], tablefmt="github")
+
+
+def history_section(trends: list[Trend], runs: int, skipped: list[str]) -> str:
+    if runs < history.MIN_RUNS:
+        text = f"{runs} comparable run(s) kept; trends are called from {history.MIN_RUNS}."
+    else:
+        called = [t for t in trends if t.verdict in (REGRESSED, IMPROVED)]
+        text = f"{runs} comparable runs kept. "
+        text += f"{len(called)} trend(s) called:" if called else "No step, drift or outlier beyond the thresholds."
+        if called:
+            rows = [[_MARK[t.verdict], t.benchmark, t.metric, t.why] for t in called]
+            text += "\n\n" + tabulate(rows, headers=["trend", "benchmark", "metric", "why"], tablefmt="github")
+    if skipped:
+        text += "\n\nSkipped (unreadable): " + "; ".join(skipped)
+    return text
+
+
+def headline(outcome: GateOutcome | None) -> str:
+    comparison = outcome.comparison if outcome else None
+    if comparison is None:
+        if outcome is None:
+            return "**gate not run**: add `--benchmark-compare` to compare with the stored baseline."
+        return f"**{outcome.status}**: " + (outcome.messages[0] if outcome.messages else "no comparison")
+    bad = [v for v in comparison.verdicts if v.failing]
+    if not bad:
+        return "**passed**: nothing regressed or lost against the baseline."
+    parts = []
+    for v in bad:
+        worse = [f"{m.info.label} {m.change:+.0%}" for m in v.metrics if m.info.gated and m.verdict == REGRESSED]
+        parts.append(f"`{v.id}` ({', '.join(worse) or v.reason})")
+    return f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts)
+
+
+def _context(record: RunRecord) -> str:
+    packages = record.environment.get("packages", {})
+    names = ("torch", "transformers", "optimum", "accelerate")
+    versions = ", ".join(f"{k} {packages[k]}" for k in names if packages.get(k))
+    w = record.workload
+    return (
+        f"run {record.created} on `{record.hardware}` ({record.device}); checkpoint `{record.checkpoint.get('key')}`; "
+        f"{w.get('n_tokens')} semantic tokens per call; {versions}"
+    )
+
+
+def verdict_section(outcome: GateOutcome | None) -> str:
+    if outcome is None:
+        return "Gate not run (add `--benchmark-compare` or `--bark-compare`)."
+    if outcome.comparison is None:
+        return "\n\n".join(f"- {line}" for line in outcome.messages)
+    forced = "".join(f"- {line}\n" for line in outcome.messages)
+    return forced + markdown_verdict(outcome.comparison, outcome.baseline_path, measured_only=True)
+
+
+def markdown(
+    record: RunRecord,
+    outcome: GateOutcome | None,
+    trends: list[Trend],
+    runs: int,
+    figures: dict[str, Path],
+    skipped: list[str] | None = None,
+) -> str:
+    comparison = outcome.comparison if outcome else None
+    parts = [
+        f"# Bark performance report: {record.checkpoint.get('key')} on {record.hardware}",
+        headline(outcome),
+        _context(record),
+        "## Verdict against the stored baseline",
+        verdict_section(outcome),
+    ]
+    for bs in plots.batch_sizes(record):
+        parts += [f"## Batch {bs}: each configuration against `{REFERENCE_CONFIG}` in this run"]
+        parts += [blog_table(record, bs, comparison)]
+    parts += ["## Where the time goes (median s per call, share of the sum)", stages_table(record)]
+    if any(r.status != "ok" for r in record.results):
+        parts += ["## Not measured in this run", unavailable_table(record)]
+    parts += ["## History", history_section(trends, runs, skipped or [])]
+    if figures:
+        parts += [FIGURES_HEADING, *(f"![{name}]({path.name})" for name, path in figures.items())]
+    return "\n\n".join(parts) + "\n"
+
+
+def write(
+    folder: Path,
+    record: RunRecord,
+    outcome: GateOutcome | None = None,
+    kept: list[KeptRun] | None = None,
+    skipped: list[str] | None = None,
+    thresholds: Any = None,
+) -> Report:
+    """Write report.md and the figures into `folder` (the run's own folder); `kept` is the history, this run
+    included."""
+    from perf_utils.thresholds import Thresholds
+
+    th = thresholds or (outcome.comparison.thresholds if outcome and outcome.comparison else Thresholds())
+    kept = kept or []
+    mem = memory_metric(record)
+    trends = history.trends(kept, record, th, ["latency_s", mem, "throughput_sps"])
+    baseline = outcome.baseline if outcome else None
+    comparison = outcome.comparison if outcome else None
+    figures = {
+        "latency": plots.save(plots.spread_figure(record, "latency_s", baseline, comparison), folder / "latency.png"),
+        "peak memory": plots.save(plots.spread_figure(record, mem, baseline, comparison), folder / "memory.png"),
+        "per-stage time": plots.save(plots.stages_figure(record), folder / "stages.png"),
+    }
+    if len(kept) >= history.MIN_RUNS:
+        for metric, name in (("latency_s", "latency"), (mem, "memory")):
+            figures[f"{name} trend"] = plots.save(plots.trend_figure(trends, metric), folder / f"trend-{name}.png")
+    text = markdown(record, outcome, trends, len(kept), figures, skipped)
+    path = folder / REPORT_FILE
+    path.write_text(text, encoding="utf-8")
+    return Report(folder, path, figures, trends, text)

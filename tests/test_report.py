@@ -1,0 +1,206 @@
+"""The report: built from a real tiny run of the suite (numbers checked against its JSON, figures opened), and
+its parts on synthetic runs (a regressed benchmark is red; trends; the CLI's report and history)."""
+
+import re
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+from suite import bench, out
+
+from perf_utils import baselines, cli, history, plots, report
+from perf_utils.compare import compare
+from perf_utils.gate import EXIT_REGRESSION
+from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.thresholds import Thresholds
+
+
+def png_panels(path: Path) -> list[str]:
+    """Open the PNG for real (decoding every pixel) and return the panel titles it says it shows."""
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        img.load()
+        assert img.width > 300 and img.height > 150
+        return img.info["Description"].split(" | ")
+
+
+def table_cells(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under `heading`, as stripped cells."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("|")][2:]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The same, keyed by the first cell."""
+    return {c[0]: c[1:] for c in table_cells(markdown, heading)}
+
+
+def median(result: ConfigResult, metric: str) -> float:
+    return statistics.median(result.values(metric))
+
+
+@pytest.fixture(scope="module")
+def regressed_run(tmp_path_factory) -> SimpleNamespace:
+    """A healthy baseline, then a run in which `baseline` got 4x slower and `bf16` is new, compared in CI style."""
+    tmp = tmp_path_factory.mktemp("report")
+    first = bench(tmp, "--bark-configs", "baseline", "--bark-save-baseline")
+    assert first.returncode == 0, out(first)
+    summary = tmp / "job-summary.md"
+    proc = bench(tmp, "--bark-configs", "baseline,bf16", "--benchmark-compare", "-v", fault="slowdown:3",
+                 GITHUB_STEP_SUMMARY=str(summary))  # fmt: skip
+    assert proc.returncode == EXIT_REGRESSION, out(proc)
+    folder = max((tmp / "results").glob("*/run.json")).parent
+    return SimpleNamespace(
+        folder=folder,
+        output=out(proc),
+        markdown=(folder / "report.md").read_text(),
+        summary=summary.read_text(),
+        record=baselines.load(folder / "run.json"),
+    )
+
+
+def test_report_folder_holds_the_run_report_and_figures(regressed_run):
+    names = {p.name for p in regressed_run.folder.iterdir()}
+    assert {"run.json", "report.md", "latency.png", "memory.png", "stages.png"} <= names
+    assert f"report: {regressed_run.folder / 'report.md'}" in regressed_run.output  # the terminal says where
+
+
+def test_report_leads_with_what_regressed(regressed_run):
+    first_lines = regressed_run.markdown.split("## ", 1)[0]
+    assert "**FAILED**" in first_lines
+    assert "`bs1-baseline` (latency +" in first_lines and "`bs8-baseline` (latency +" in first_lines
+    verdicts = table_rows(regressed_run.markdown, "## Verdict against the stored baseline")
+    assert "REGRESSED" in verdicts["bs1-baseline"] and "new" in verdicts["bs1-bf16"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_blog_tables_equal_the_run_json(regressed_run, batch_size):
+    rows = table_rows(regressed_run.markdown, f"## Batch {batch_size}:")
+    results = regressed_run.record.by_id()
+    base = results[f"bs{batch_size}-baseline"]
+    assert set(rows) == {"baseline", "bf16"}
+    for config, cells in rows.items():
+        r = results[f"bs{batch_size}-{config}"]
+        latency, vs_lat, peak, vs_peak, sps, vs_sps, fidelity, gate = cells
+        assert latency == f"{median(r, 'latency_s'):.3f}"
+        assert peak == f"{median(r, 'host_peak_mb'):.1f}"
+        assert sps == f"{median(r, 'throughput_sps'):.2f}"
+        if config == "bf16":
+            assert vs_lat == f"{median(r, 'latency_s') / median(base, 'latency_s') - 1:+.0%}"
+            assert vs_peak == f"{median(r, 'host_peak_mb') / median(base, 'host_peak_mb') - 1:+.0%}"
+            assert vs_sps == f"{median(r, 'throughput_sps') / median(base, 'throughput_sps') - 1:+.0%}"
+            assert "new" in gate
+        else:
+            assert vs_lat == vs_peak == vs_sps == "—"
+            assert "REGRESSED" in gate
+        assert fidelity.startswith("ok")
+
+
+def test_stage_table_equals_the_run_json(regressed_run):
+    rows = table_rows(regressed_run.markdown, "## Where the time goes")
+    for bid, r in regressed_run.record.by_id().items():
+        stages = [median(r, f"stage_{s}_s") for s in plots.STAGES]
+        cells = rows[bid]
+        for cell, value in zip(cells, stages, strict=False):
+            assert cell.startswith(f"{value:.3f} ("), (bid, cells)
+        assert cells[-1] == f"{sum(stages):.3f}"
+
+
+def test_figures_are_valid_images_with_the_expected_panels(regressed_run):
+    folder = regressed_run.folder
+    assert png_panels(folder / "latency.png") == ["latency, batch 1", "latency, batch 8"]
+    assert png_panels(folder / "memory.png") == [
+        "host peak (over pre-call), batch 1",
+        "host peak (over pre-call), batch 8",
+    ]
+    assert png_panels(folder / "stages.png") == ["per-stage time, batch 1", "per-stage time, batch 8"]
+    for name in ("latency.png", "memory.png", "stages.png"):
+        assert f"({name})" in regressed_run.markdown
+
+
+def test_job_summary_gets_the_report_without_local_images(regressed_run):
+    summary = regressed_run.summary
+    assert "**FAILED**" in summary and "| bs1-baseline" in summary and "## Batch 8:" in summary
+    assert "![" not in summary and str(regressed_run.folder) in summary
+
+
+def test_history_counts_both_runs(regressed_run):
+    assert "2 comparable run(s) kept; trends are called from 4." in regressed_run.markdown
+
+
+def test_progress_names_the_benchmark_the_round_and_the_time_left(regressed_run):
+    output = regressed_run.output
+    assert re.search(r"\[1/4\] bs1-baseline: round 1/5, ~\d+s left in it", output), output
+    assert re.search(r"\[4/4\] bs8-bf16: round 5/5, .*left in the run", output)
+    assert "loading bf16 (tiny)" in output
+
+
+# --- the parts, on synthetic runs --------------------------------------------------------------------------------
+
+
+def synthetic(created: str, latency: dict[str, float], peak: float = 20.0) -> RunRecord:
+    results = []
+    for config, lat in latency.items():
+        for bs in (1, 8):
+            rounds = [
+                {
+                    "latency_s": lat * bs**0.5 * f,
+                    "host_peak_mb": peak * bs,
+                    "throughput_sps": bs / (lat * bs**0.5 * f),
+                    **{f"stage_{s}_s": lat * bs**0.5 * f / 4 for s in plots.STAGES},
+                }
+                for f in (0.98, 0.99, 1.0, 1.01, 1.02)
+            ]
+            results.append(ConfigResult(config, bs, "ok", rounds=rounds))
+    results.append(ConfigResult("cpu_offload", 1, "unavailable", "cpu_offload needs an accelerator; none found"))
+    workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
+    return RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {}, results, created=created)
+
+
+def test_a_regressed_benchmark_is_red_in_the_figure():
+    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0, "bf16": 2.0})
+    now = synthetic("2026-11-02T00:00:00+00:00", {"baseline": 1.0, "bf16": 6.0})
+    comparison = compare(base, now, Thresholds())
+    fig = plots.spread_figure(now, "latency_s", base, comparison)
+    for ax in fig.axes[:2]:
+        colours = {t.get_text(): t.get_color() for t in ax.get_yticklabels()}
+        assert colours["bf16"] == plots.COLOURS["regressed"] and colours["baseline"] != plots.COLOURS["regressed"]
+        assert any("REGRESSED" in t.get_text() for t in ax.texts)
+
+
+def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):
+    runs = tmp_path / "results"
+    for day in range(1, 8):
+        slow = 3.0 if day >= 5 else 1.0  # bf16 got 3x slower from the 5th night on
+        history.keep(runs, synthetic(f"2026-11-0{day}T02:00:00+00:00", {"baseline": 1.0, "bf16": slow}))
+    kept, _ = history.kept_runs(runs)
+    latest = kept[-1].record
+    written = report.write(kept[-1].path.parent, latest, None, kept)
+    assert png_panels(written.figures["latency trend"]) == ["baseline", "bf16  REGRESSED"]
+    assert (kept[-1].path.parent / "trend-memory.png").exists()
+    called = table_cells(written.text, "## History")
+    assert ["🔴 REGRESSED", "bs1-bf16", "latency_s", "stepped +200.0% on 2026-11-05, held for 3 runs"] in called
+    assert {row[1] for row in called} == {"bs1-bf16", "bs8-bf16"}  # throughput too, nothing about `baseline`
+    assert table_rows(written.text, "## Not measured")["cpu_offload"] == [
+        "unavailable: cpu_offload needs an accelerator; none found"
+    ]
+
+
+def test_cli_gate_writes_the_report_and_grows_the_history(tmp_path, capsys):
+    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0})
+    baselines.write_atomic(baselines.path_for(tmp_path / "baselines", "hw", "tiny"), base)
+    hist, summary = tmp_path / "history", tmp_path / "summary.md"
+    for day in (2, 3):
+        run = tmp_path / f"run{day}.json"
+        baselines.write_atomic(run, synthetic(f"2026-11-0{day}T00:00:00+00:00", {"baseline": 1.0}))
+        args = ["gate", str(run), "--baselines-dir", str(tmp_path / "baselines"), "--report", str(tmp_path / f"r{day}")]
+        assert cli.main([*args, "--history", str(hist), "--markdown", str(summary)]) == 0
+    assert len(history.kept_runs(hist)[0]) == 2
+    text = (tmp_path / "r3" / "report.md").read_text()
+    assert "**passed**" in text and "2 comparable run(s) kept" in text
+    assert baselines.load(tmp_path / "r3" / "run.json").created.startswith("2026-11-03")
+    assert summary.read_text().count("# Bark performance report") == 2
+    assert "report: " in capsys.readouterr().out
