@@ -1,7 +1,11 @@
 """`python -m perf_utils`: the library without pytest.
 
-configs   the configuration matrix with availability here and the exact reason when unavailable
-run       measure configurations x batch sizes, print a table, optionally save JSON
+configs         the configuration matrix with availability here and the exact reason when unavailable
+run             measure configurations x batch sizes, print a table, optionally save JSON
+merge           one run record from the shards of a sharded run
+gate            compare a saved run with its baseline; optionally write its report and keep it in a history
+compare-stacks  run the suite in two software stacks and gate the candidate
+gate-quality    measure the gate's false alarms and the smallest slowdown it catches here
 """
 
 from __future__ import annotations

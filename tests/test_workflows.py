@@ -42,5 +42,6 @@ def test_workflows_run_the_local_commands():
     nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
     assert "pytest benchmarks" in nightly and "--bark-shard" in nightly
     assert "python -m perf_utils merge" in nightly and "python -m perf_utils gate" in nightly
+    assert "--history history/" in nightly and "actions/cache/save" in nightly  # the nightly keeps its runs
     upgrade = (ROOT / ".github/workflows/upgrade-gate.yml").read_text()
     assert "python -m perf_utils compare-stacks" in upgrade
