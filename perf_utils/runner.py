@@ -21,6 +21,7 @@ from perf_utils.configs import OptimizationConfig
 from perf_utils.measure import Measurer
 from perf_utils.record import ConfigResult, RunRecord
 from perf_utils.stack import Stack, current_stack, hardware_key
+from perf_utils.trackers.memory import host_allocator, pin_host_allocator
 from perf_utils.workload import Workload, default_tokens
 
 Progress = Callable[[str], None]
@@ -39,11 +40,13 @@ class RunPlan:
     warmup: int
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
 
-    def apply(self) -> None:
+    def apply(self) -> str | None:
         """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
-        fighting another process for two cores made a tiny call ~20x slower here."""
+        fighting another process for two cores made a tiny call ~20x slower here. The host allocator is pinned
+        so host peaks repeat (trackers.memory.pin_host_allocator); returns that setting."""
         if self.threads:
             torch.set_num_threads(self.threads)
+        return pin_host_allocator()
 
     @classmethod
     def make(
@@ -81,7 +84,12 @@ def new_record(plan: RunPlan, stack: Stack | None = None) -> RunRecord:
         device=str(plan.device),
         checkpoint={"key": ck.key, "kind": ck.kind, "revision": ck.revision},
         # The thread count changes what a CPU timing means: part of what must match to compare.
-        workload={**plan.workload(1).identity(), "threads": torch.get_num_threads()},
+        workload={
+            **plan.workload(1).identity(),
+            "threads": torch.get_num_threads(),
+            # How host memory was allocated changes the host peak: part of what must match too.
+            "host_allocator": host_allocator(),
+        },
         environment=environment(stack),
         suite_version=perf_utils.__version__,
     )

@@ -14,6 +14,7 @@ import torch
 from perf_utils import device as dev
 from perf_utils.loading import LoadedBark
 from perf_utils.measure import Measurer
+from perf_utils.runner import RunPlan, new_record
 from perf_utils.trackers import (
     STAGES,
     AcceleratorMemoryTracker,
@@ -23,7 +24,7 @@ from perf_utils.trackers import (
     NvmlMemoryTracker,
     StageTracker,
 )
-from perf_utils.trackers.memory import MB, reset_high_water_mark
+from perf_utils.trackers.memory import MB, host_allocator, pin_host_allocator, reset_high_water_mark
 from perf_utils.workload import Workload
 
 CPU = torch.device("cpu")
@@ -109,6 +110,36 @@ def test_host_memory_freed_before_the_call_is_not_billed_to_it() -> None:
         small = torch.ones(1024)
         del small
     assert tracker.results()["host_peak_mb"] < 64, tracker.results()
+
+
+def _eight_live_4mb_tensors() -> None:
+    live = [torch.ones(1024 * 1024) for _ in range(8)]  # 8 x 4 MiB, all resident at once
+    del live
+
+
+def test_pinned_host_allocator_makes_the_peak_repeat() -> None:
+    """With the allocator pinned (as every run does), the same work has the same host peak, equal to what was
+    live: 32 MiB here, every time, whatever was allocated and freed before."""
+    if not reset_high_water_mark():
+        pytest.skip("/proc/self/clear_refs is not writable here: the exact VmHWM method is unavailable")
+    setting = pin_host_allocator()
+    if setting is None:
+        pytest.skip("not glibc: the host allocator cannot be pinned here")
+    assert setting == "glibc mmap_threshold=1024KiB" and host_allocator() == setting
+    peaks = []
+    for _ in range(5):
+        _allocate_and_touch()  # a large allocation freed in between: it must not change the next peak
+        with HostMemoryTracker() as tracker:
+            _eight_live_4mb_tensors()
+        peaks.append(tracker.results()["host_peak_mb"])
+    assert max(peaks) - min(peaks) < 1.0, peaks
+    assert 31 <= min(peaks) <= 34, peaks
+
+
+def test_the_allocator_setting_is_part_of_the_workload(tiny_checkpoint) -> None:
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), 16, 1, 0)
+    plan.apply()
+    assert new_record(plan).workload["host_allocator"] == host_allocator()
 
 
 # --- (c) stages -------------------------------------------------------------------------------------------------
