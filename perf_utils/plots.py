@@ -12,12 +12,12 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from perf_utils.compare import IMPROVED, REGRESSED, Comparison
+from perf_utils.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.history import Trend
 from perf_utils.metrics import METRICS
 from perf_utils.record import ConfigResult, RunRecord
 
-COLOURS = {REGRESSED: "#d62728", IMPROVED: "#2ca02c", "now": "#1f77b4", "baseline": "#9a9a9a"}
+COLOURS = {REGRESSED: "#d62728", LOST: "#d62728", IMPROVED: "#2ca02c", "now": "#1f77b4", "baseline": "#9a9a9a"}
 STAGES = ("semantic", "coarse", "fine", "codec")
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
 
@@ -54,11 +54,14 @@ def spread_figure(
     info = METRICS[metric]
     sizes = batch_sizes(record)
     verdicts = _verdicts(comparison)
+    changes = {v.id: v.metric(metric) for v in comparison.verdicts} if comparison else {}
     base = baseline.by_id() if baseline else {}
     height = max((len(_ok(record, b)) for b in sizes), default=1)
     fig, axes = _new_figure(len(sizes), height)
     for ax, bs in zip(axes, sizes, strict=True):
         results = [r for r in _ok(record, bs) if r.values(metric)]
+        lost = [base[i] for i, v in verdicts.items() if v == LOST and i in base and base[i].batch_size == bs]
+        results += [r for r in lost if r.values(metric)]  # drawn from the baseline alone, labelled LOST
         for y, r in enumerate(results):
             verdict = verdicts.get(r.id, "")
             colour = COLOURS.get(verdict, COLOURS["now"])
@@ -67,17 +70,22 @@ def spread_figure(
                 vals = old.values(metric)
                 ax.barh(y + 0.2, old.summary(metric).median, height=0.35, color=COLOURS["baseline"], alpha=0.45)
                 ax.plot(vals, [y + 0.2] * len(vals), "o", ms=3, color=COLOURS["baseline"])
+            if verdict == LOST:
+                ax.annotate(
+                    " LOST", (max(r.values(metric)), y + 0.2), va="center", color=colour, fontsize=8, weight="bold"
+                )
+                continue
             vals = r.values(metric)
             median = r.summary(metric).median
             ax.barh(y - 0.2, median, height=0.35, color=colour, alpha=0.55)
             ax.plot(vals, [y - 0.2] * len(vals), "o", ms=3, color=colour)
-            change = comparison and next((v.metric(metric) for v in comparison.verdicts if v.id == r.id), None)
+            change = changes.get(r.id)
             if change is not None and verdict in (REGRESSED, IMPROVED):
                 label = f" {change.change:+.0%} {verdict.upper() if verdict == REGRESSED else verdict}"
                 ax.annotate(label, (max(vals), y - 0.2), va="center", color=colour, fontsize=8, weight="bold")
         ax.set_yticks(range(len(results)), [r.config for r in results])
         for tick, r in zip(ax.get_yticklabels(), results, strict=True):
-            if verdicts.get(r.id) == REGRESSED:
+            if verdicts.get(r.id) in (REGRESSED, LOST):
                 tick.set_color(COLOURS[REGRESSED])
                 tick.set_fontweight("bold")
         ax.invert_yaxis()
@@ -85,7 +93,9 @@ def spread_figure(
         ax.set_title(f"{info.label}, batch {bs}")
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.25)
-    legend = "now (colour; red = regressed) vs baseline (grey); dots are rounds" if baseline else "dots are rounds"
+    legend = (
+        "now (colour; red = regressed or lost) vs baseline (grey); dots are rounds" if baseline else "dots are rounds"
+    )
     if baseline:
         fig.legend(
             handles=[

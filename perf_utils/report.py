@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
@@ -20,6 +19,7 @@ from perf_utils.gate import GateOutcome
 from perf_utils.history import KeptRun, Trend
 from perf_utils.record import ConfigResult, RunRecord
 from perf_utils.table import markdown_verdict
+from perf_utils.thresholds import Thresholds
 
 REPORT_FILE = "report.md"
 FIGURES_HEADING = "## Figures"
@@ -209,12 +209,10 @@ def write(
     outcome: GateOutcome | None = None,
     kept: list[KeptRun] | None = None,
     skipped: list[str] | None = None,
-    thresholds: Any = None,
+    thresholds: Thresholds | None = None,
 ) -> Report:
     """Write report.md and the figures into `folder` (the run's own folder); `kept` is the history, this run
-    included."""
-    from perf_utils.thresholds import Thresholds
-
+    included; trends are judged with the gate's thresholds."""
     th = thresholds or (outcome.comparison.thresholds if outcome and outcome.comparison else Thresholds())
     kept = kept or []
     mem = memory_metric(record)

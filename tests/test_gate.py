@@ -203,7 +203,7 @@ def test_interrupted_run_never_damages_the_baseline(work):
     proc = bench(work, "--bark-configs", "baseline", "--bark-save-baseline", "-v", popen=True)
     deadline = time.monotonic() + 300
     for line in proc.stdout:  # interrupt in the middle of measuring
-        if "round call" in line or time.monotonic() > deadline:
+        if ": round 1/" in line or time.monotonic() > deadline:
             break
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=300)

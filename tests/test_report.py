@@ -160,15 +160,19 @@ def synthetic(created: str, latency: dict[str, float], peak: float = 20.0) -> Ru
     return RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {}, results, created=created)
 
 
-def test_a_regressed_benchmark_is_red_in_the_figure():
-    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0, "bf16": 2.0})
+def test_regressed_and_lost_benchmarks_are_red_in_the_figure():
+    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0, "bf16": 2.0, "bettertransformer": 0.8})
     now = synthetic("2026-11-02T00:00:00+00:00", {"baseline": 1.0, "bf16": 6.0})
+    why = "bettertransformer needs optimum<2.0"
+    now.results += [ConfigResult("bettertransformer", bs, "unavailable", why) for bs in (1, 8)]
     comparison = compare(base, now, Thresholds())
     fig = plots.spread_figure(now, "latency_s", base, comparison)
+    red = plots.COLOURS["regressed"]
     for ax in fig.axes[:2]:
         colours = {t.get_text(): t.get_color() for t in ax.get_yticklabels()}
-        assert colours["bf16"] == plots.COLOURS["regressed"] and colours["baseline"] != plots.COLOURS["regressed"]
-        assert any("REGRESSED" in t.get_text() for t in ax.texts)
+        assert colours == {"baseline": "black", "bf16": red, "bettertransformer": red}
+        labels = [t.get_text().strip() for t in ax.texts]
+        assert "LOST" in labels and any(label.endswith("REGRESSED") for label in labels)
 
 
 def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):
