@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("output", type=Path)
     m.add_argument("shards", type=Path, nargs="+")
     g = sub.add_parser("gate", help="compare a saved run with its baseline, as `pytest --benchmark-compare` does")
-    g.add_argument("run", type=Path, help="a run record (results/*.json, or a merged one)")
+    g.add_argument("run", type=Path, help="a run record (results/<run>/run.json, or a merged one)")
     g.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
     g.add_argument("--baseline", type=Path, default=None)
     g.add_argument("--force-compare", action="store_true")
