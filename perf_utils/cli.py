@@ -52,7 +52,7 @@ def configs_table(device_type: str) -> str:
 
 def run_table(record: RunRecord) -> str:
     """Medians over the measured rounds; columns with no data anywhere (e.g. GPU memory on CPU) are dropped."""
-    ok = [r for r in record.results if r.status == "ok"]
+    ok = record.measured()
     columns = [c for c in RUN_COLUMNS if any(r.values(c[0]) for r in ok)]
     rows = []
     for r in record.results:
@@ -100,6 +100,11 @@ def _gate_quality(args: argparse.Namespace, plan: RunPlan) -> int:
     return 0
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated option (`--allow-lost a,b`) as its names."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def _saved_runs(args: argparse.Namespace) -> int:
     """`merge` and `gate`: work on saved run records only (no torch model involved)."""
     from perf_utils import baselines
@@ -118,7 +123,7 @@ def _saved_runs(args: argparse.Namespace) -> int:
             thresholds=Thresholds.from_pyproject(args.pyproject, run.device_type),
             baseline_file=args.baseline,
             force=args.force_compare,
-            allow_lost=frozenset(a.strip() for a in args.allow_lost.split(",") if a.strip()),
+            allow_lost=frozenset(_names(args.allow_lost)),
         )
     except (baselines.BaselineError, ThresholdsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -169,7 +174,7 @@ def _compare_stacks(args: argparse.Namespace) -> int:
             args.results_dir.resolve(),
             [a for a in args.pytest_args if a != "--"],
             args.pyproject,
-            {a.strip() for a in args.allow_lost.split(",") if a.strip()},
+            set(_names(args.allow_lost)),
             args.torch or stacks.TORCH_REQUIREMENT,
             stderr_progress,
         )

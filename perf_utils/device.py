@@ -10,6 +10,8 @@ import gc
 
 import torch
 
+from perf_utils.stack import current_stack
+
 
 class DeviceError(RuntimeError):
     pass
@@ -80,7 +82,7 @@ def cpu_busy_message(threshold: float = 0.5) -> str | None:
         load = os.getloadavg()[0]
     except OSError:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = max(current_stack().cpu_count, 1)
     if load <= threshold * cores:
         return None
     return (

@@ -15,19 +15,15 @@ from matplotlib.patches import Patch
 from perf_utils.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.history import Trend
 from perf_utils.metrics import METRICS
-from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.record import RunRecord
 
 COLOURS = {REGRESSED: "#d62728", LOST: "#d62728", IMPROVED: "#2ca02c", "now": "#1f77b4", "baseline": "#9a9a9a"}
 STAGES = ("semantic", "coarse", "fine", "codec")
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
 
 
-def _ok(record: RunRecord, batch_size: int) -> list[ConfigResult]:
-    return [r for r in record.results if r.status == "ok" and r.batch_size == batch_size]
-
-
 def batch_sizes(record: RunRecord) -> list[int]:
-    return sorted({r.batch_size for r in record.results if r.status == "ok"})
+    return sorted({r.batch_size for r in record.measured()})
 
 
 def _verdicts(comparison: Comparison | None) -> dict[str, str]:
@@ -56,10 +52,10 @@ def spread_figure(
     verdicts = _verdicts(comparison)
     changes = {v.id: v.metric(metric) for v in comparison.verdicts} if comparison else {}
     base = baseline.by_id() if baseline else {}
-    height = max((len(_ok(record, b)) for b in sizes), default=1)
+    height = max((len(record.measured(b)) for b in sizes), default=1)
     fig, axes = _new_figure(len(sizes), height)
     for ax, bs in zip(axes, sizes, strict=True):
-        results = [r for r in _ok(record, bs) if r.values(metric)]
+        results = [r for r in record.measured(bs) if r.values(metric)]
         lost = [base[i] for i, v in verdicts.items() if v == LOST and i in base and base[i].batch_size == bs]
         results += [r for r in lost if r.values(metric)]  # drawn from the baseline alone, labelled LOST
         for y, r in enumerate(results):
@@ -113,10 +109,10 @@ def spread_figure(
 def stages_figure(record: RunRecord) -> Figure:
     """Where the time of one call goes: median seconds per sub-model, stacked."""
     sizes = batch_sizes(record)
-    height = max((len(_ok(record, b)) for b in sizes), default=1)
+    height = max((len(record.measured(b)) for b in sizes), default=1)
     fig, axes = _new_figure(len(sizes), height)
     for ax, bs in zip(axes, sizes, strict=True):
-        results = [r for r in _ok(record, bs) if r.values("stage_semantic_s")]
+        results = [r for r in record.measured(bs) if r.values("stage_semantic_s")]
         left = [0.0] * len(results)
         for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
             widths = [r.summary(f"stage_{stage}_s").median if r.values(f"stage_{stage}_s") else 0.0 for r in results]

@@ -66,6 +66,10 @@ class RunRecord:
     def by_id(self) -> dict[str, ConfigResult]:
         return {r.id: r for r in self.results}
 
+    def measured(self, batch_size: int | None = None) -> list[ConfigResult]:
+        """The results that ran (status ok), in run order; of one batch size if given."""
+        return [r for r in self.results if r.status == "ok" and batch_size in (None, r.batch_size)]
+
     @property
     def device_type(self) -> str:
         """ "cuda" for "cuda:1": what per-device thresholds are keyed by."""

@@ -7,7 +7,6 @@ not run and why, and the history of kept runs. Every number in it is read from t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from perf_utils.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.gate import GateOutcome
 from perf_utils.history import KeptRun, Trend
 from perf_utils.record import ConfigResult, RunRecord
-from perf_utils.table import markdown_verdict
+from perf_utils.table import MEMORY_METRICS, markdown_verdict, num
 from perf_utils.thresholds import Thresholds
 
 REPORT_FILE = "report.md"
@@ -43,9 +42,9 @@ class Report:
 
 
 def memory_metric(record: RunRecord) -> str:
-    """The peak a reader of the blog expects: the accelerator allocator's on a GPU, the host's on a CPU."""
-    has_accel = any(r.values("accel_peak_mb") for r in record.results if r.status == "ok")
-    return "accel_peak_mb" if has_accel else "host_peak_mb"
+    """The peak a reader of the blog expects (table.MEMORY_METRICS), as measured anywhere in this run."""
+    measured = record.measured()
+    return next((m for m in MEMORY_METRICS if any(r.values(m) for r in measured)), MEMORY_METRICS[-1])
 
 
 def _median(result: ConfigResult | None, metric: str) -> float | None:
@@ -58,10 +57,6 @@ def _vs(value: float | None, ref: float | None) -> str:
     if value is None or ref is None or ref == 0:
         return "-"
     return "—" if value == ref else f"{value / ref - 1:+.0%}"
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None or math.isnan(value) else format(value, fmt)
 
 
 def fidelity_cell(result: ConfigResult) -> str:
@@ -80,7 +75,7 @@ def fidelity_cell(result: ConfigResult) -> str:
 def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None = None) -> str:
     """Latency, peak memory and throughput per configuration, with the change against `baseline` in this run."""
     mem = memory_metric(record)
-    results = [r for r in record.results if r.batch_size == batch_size and r.status == "ok"]
+    results = record.measured(batch_size)
     ref = record.by_id().get(f"bs{batch_size}-{REFERENCE_CONFIG}")
     verdicts = {v.id: v.verdict for v in comparison.verdicts} if comparison else {}
     rows = []
@@ -88,11 +83,11 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
         lat, peak, sps = (_median(r, m) for m in ("latency_s", mem, "throughput_sps"))
         row = [
             r.config,
-            _num(lat, ".3f"),
+            num(lat, ".3f"),
             _vs(lat, _median(ref, "latency_s")),
-            _num(peak, ".1f"),
+            num(peak, ".1f"),
             _vs(peak, _median(ref, mem)),
-            _num(sps, ".2f"),
+            num(sps, ".2f"),
             _vs(sps, _median(ref, "throughput_sps")),
             fidelity_cell(r),
         ]
@@ -107,9 +102,7 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
 
 def stages_table(record: RunRecord) -> str:
     rows = []
-    for r in record.results:
-        if r.status != "ok" or not r.values("stage_semantic_s"):
-            continue
+    for r in (r for r in record.measured() if r.values("stage_semantic_s")):
         stages = [_median(r, f"stage_{s}_s") or 0.0 for s in plots.STAGES]
         total = sum(stages)
         rows.append([r.id, *(f"{s:.3f} ({s / total:.0%})" for s in stages), f"{total:.3f}"])

@@ -11,7 +11,7 @@ from perf_utils.compare import LOST, REGRESSED, UNAVAILABLE, BenchmarkVerdict, C
 _MARK = {"regressed": "REGRESSED", "lost": "LOST", "improved": "improved", "new": "new"}
 
 
-def _num(value: float, fmt: str) -> str:
+def num(value: float | None, fmt: str) -> str:
     return "-" if value is None or math.isnan(value) else format(value, fmt)
 
 
@@ -19,9 +19,12 @@ def _pct(change: float) -> str:
     return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
 
 
+# The memory figure a reader expects, first found first: the accelerator allocator's peak on a GPU, else the host's.
+MEMORY_METRICS = ("accel_peak_mb", "host_peak_mb")
+
+
 def memory_metric(v: BenchmarkVerdict) -> str | None:
-    """The memory figure a reader expects: the accelerator allocator's peak on a GPU, host peak on the CPU."""
-    for name in ("accel_peak_mb", "host_peak_mb"):
+    for name in MEMORY_METRICS:
         if v.metric(name) is not None:
             return name
     return None
@@ -50,11 +53,11 @@ def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[li
         rows.append(
             [
                 v.id,
-                _num(lat.baseline, ".3f") if lat else "-",
-                _num(lat.current, ".3f") if lat else "-",
+                num(lat.baseline, ".3f") if lat else "-",
+                num(lat.current, ".3f") if lat else "-",
                 _pct(lat.change) if lat else "-",
-                _num(mem.baseline, ".1f") if mem else "-",
-                _num(mem.current, ".1f") if mem else "-",
+                num(mem.baseline, ".1f") if mem else "-",
+                num(mem.current, ".1f") if mem else "-",
                 _pct(mem.change) if mem else "-",
                 _pct(thr.change) if thr else "-",
                 v.fidelity,

@@ -41,16 +41,19 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: best we have
 
 
-def _load_malloc_trim() -> Any:
+def _load_libc() -> Any:
+    """glibc, for malloc_trim and mallopt; None elsewhere (musl, macOS), where both are skipped."""
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
         return None
 
 
-_MALLOC_TRIM = _load_malloc_trim()
+_LIBC = _load_libc()
+_PINNED: str | None = None
 MMAP_THRESHOLD = 1024 * 1024
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -61,19 +64,12 @@ def pin_host_allocator() -> str | None:
     allocations of that size and more are mapped and unmapped exactly, and the peak repeated within 1 MB here
     (bs8 fp32 126-132 MB over five rounds, against 141-164 MB unpinned). Returns the setting, which is recorded
     with the run (runs with other settings are not compared); None where glibc is not there."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
+    if _LIBC is None:
         return None
+    ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _LIBC.mallopt(_M_TRIM_THRESHOLD, MMAP_THRESHOLD)
     global _PINNED
     _PINNED = f"glibc mmap_threshold={MMAP_THRESHOLD // 1024}KiB" if ok else None
     return _PINNED
-
-
-_PINNED: str | None = None
 
 
 def host_allocator() -> str | None:
@@ -84,8 +80,8 @@ def host_allocator() -> str | None:
 def release_freed_heap() -> None:
     """Hand memory freed by earlier calls back to the OS, so RSS before the call is live memory only and the
     call's own transient allocations show up as a rise (glibc keeps freed arenas resident otherwise)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def reset_high_water_mark() -> bool:
