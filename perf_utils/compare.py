@@ -84,20 +84,16 @@ def compare_metric(metric: Metric, base: list[float], now: list[float], th: Thre
         return None
     b_med, c_med = statistics.median(base), statistics.median(now)
     change = (c_med - b_med) / b_med if b_med else (0.0 if c_med == b_med else math.inf)
-    min_effect = th.min_effect(metric.kind)
     worse_if_larger = metric.better == "lower"
     p_worse = _p_value("greater" if worse_if_larger else "less", base, now)
     p_better = _p_value("less" if worse_if_larger else "greater", base, now)
     verdict = UNCHANGED
-    if min_effect is not None:
-        big = abs(change) >= min_effect
-        if metric.kind == "memory":
-            big = big and abs(c_med - b_med) >= th.memory_floor_mb
-        got_worse = (change > 0) == worse_if_larger and change != 0
-        if big and got_worse and p_worse < th.alpha:
-            verdict = REGRESSED
-        elif big and not got_worse and change != 0 and p_better < th.alpha:
-            verdict = IMPROVED
+    big = th.large(metric.kind, b_med, c_med)
+    got_worse = (change > 0) == worse_if_larger and change != 0
+    if big and got_worse and p_worse < th.alpha:
+        verdict = REGRESSED
+    elif big and not got_worse and change != 0 and p_better < th.alpha:
+        verdict = IMPROVED
     p = p_worse if (change > 0) == worse_if_larger else p_better
     return MetricChange(metric.name, b_med, c_med, change, p, verdict)
 

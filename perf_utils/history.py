@@ -123,14 +123,9 @@ def _worse(metric: str, change: float) -> bool:
 
 def _called(metric: str, old: float, new: float, th: Thresholds) -> str | None:
     """REGRESSED / IMPROVED when the move from `old` to `new` is larger than the gate's minimum effect."""
-    info = METRICS[metric]
-    min_effect = th.min_effect(info.kind)
-    change = new / old - 1
-    if min_effect is None or abs(change) < min_effect:
+    if not th.large(METRICS[metric].kind, old, new):
         return None
-    if info.kind == "memory" and abs(new - old) < th.memory_floor_mb:
-        return None
-    return REGRESSED if _worse(metric, change) else IMPROVED
+    return REGRESSED if _worse(metric, new / old - 1) else IMPROVED
 
 
 def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) -> Trend:

@@ -16,7 +16,7 @@ from perf_utils import history, plots
 from perf_utils.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.gate import GateOutcome
 from perf_utils.history import KeptRun, Trend
-from perf_utils.record import ConfigResult, RunRecord
+from perf_utils.record import ConfigResult, RunRecord, benchmark_id
 from perf_utils.table import MEMORY_METRICS, markdown_verdict, num
 from perf_utils.thresholds import Thresholds
 
@@ -76,7 +76,7 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
     """Latency, peak memory and throughput per configuration, with the change against `baseline` in this run."""
     mem = memory_metric(record)
     results = record.measured(batch_size)
-    ref = record.by_id().get(f"bs{batch_size}-{REFERENCE_CONFIG}")
+    ref = record.by_id().get(benchmark_id(REFERENCE_CONFIG, batch_size))
     verdicts = {v.id: v.verdict for v in comparison.verdicts} if comparison else {}
     rows = []
     for r in results:

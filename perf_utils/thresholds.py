@@ -6,6 +6,7 @@ a project overrides them in `pyproject.toml` under `[tool.bark-perf.thresholds]`
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -29,6 +30,15 @@ class Thresholds:
 
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy"} else None
+
+    def large(self, kind: str, old: float, new: float) -> bool:
+        """Whether a move from `old` to `new` passes this kind's minimum effect (and, for memory, the floor in MB).
+        The gate also wants it significant; history trends are judged by this alone."""
+        min_effect = self.min_effect(kind)
+        if min_effect is None:
+            return False
+        change = (new - old) / old if old else (0.0 if new == old else math.inf)
+        return abs(change) >= min_effect and (kind != "memory" or abs(new - old) >= self.memory_floor_mb)
 
     @classmethod
     def from_pyproject(cls, path: Path, device_type: str | None = None) -> Thresholds:

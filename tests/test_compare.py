@@ -131,3 +131,12 @@ def test_thresholds_from_pyproject(tmp_path):
     p.write_text("[tool.bark-perf.thresholds.cpu]\ntiem = 1.0\n")
     with pytest.raises(ThresholdsError, match=r"thresholds\.cpu\] has unknown key 'tiem'"):
         Thresholds.from_pyproject(p, "cpu")
+
+
+def test_large_is_the_one_rule_for_minimum_effects():
+    """Shared by the gate and the history trends: relative minimum per kind, plus the MB floor for memory."""
+    assert TH.large("time", 1.0, 1.2) and not TH.large("time", 1.0, 1.1)
+    assert TH.large("throughput", 2.0, 1.6) and not TH.large("info", 1.0, 9.0)
+    assert not TH.large("memory", 10.0, 13.0)  # +30%, but 3 MB: under the floor
+    assert TH.large("memory", 100.0, 110.0)
+    assert TH.large("time", 0.0, 1.0) and not TH.large("time", 0.0, 0.0)
