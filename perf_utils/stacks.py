@@ -46,9 +46,12 @@ class StackSpec:
             raise StackError(f"--{name}: give requirements or a requirements file; got {spec!r}")
         return cls(name, reqs)
 
-    def key(self, torch_requirement: str) -> str:
-        digest = hashlib.sha256("\n".join((torch_requirement, *self.requirements)).encode()).hexdigest()
-        return f"{self.name}-{digest[:12]}"
+    def key(self, torch_requirement: str, suite: bytes | None = None) -> str:
+        """Names the cached venv. The suite's own pyproject.toml is part of it: a venv made before the suite
+        gained a dependency lacks it, and would fail every run in that stack."""
+        suite = (REPO / "pyproject.toml").read_bytes() if suite is None else suite
+        text = "\n".join((torch_requirement, *self.requirements)).encode() + b"\n" + suite
+        return f"{self.name}-{hashlib.sha256(text).hexdigest()[:12]}"
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> None:
@@ -117,5 +120,5 @@ def compare_stacks(
     problems = [p for p in baselines.incompatibilities(*records) if not p.startswith("checkpoint revision")]
     if problems:
         raise StackError("the two runs are not comparable: " + "; ".join(problems))
-    thresholds = Thresholds.from_pyproject(pyproject, records[1].device.split(":")[0])
+    thresholds = Thresholds.from_pyproject(pyproject, records[1].device_type)
     return records[0], records[1], compare(records[0], records[1], thresholds, allow_lost)

@@ -26,6 +26,12 @@ def test_stack_spec_from_string_and_file(tmp_path):
         StackSpec.parse("pinned", "  ")
 
 
+def test_a_venv_made_for_other_suite_dependencies_is_not_reused():
+    spec = StackSpec.parse("pinned", "transformers==4.48.3")
+    assert spec.key("torch==2.13.0") == spec.key("torch==2.13.0", (ROOT / "pyproject.toml").read_bytes())
+    assert spec.key("torch==2.13.0", b'dependencies = ["torch"]') != spec.key("torch==2.13.0", b"dependencies = []")
+
+
 def test_committed_stacks_pin_legacy_and_current():
     legacy = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt")).requirements
     assert "transformers==4.48.3" in legacy and "optimum==1.27.0" in legacy
