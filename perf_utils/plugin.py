@@ -1,105 +1,61 @@
-"""The thin pytest layer: options, the `bark_case` parametrization, the `bark` fixture, and the gate hooks.
+"""The pytest layer: options, the `bark_case` parametrization, the `bark_measure` fixture, and hooks that hand the
+finished run to the one end-of-run path (`finish`).
 
-`pytest benchmarks --benchmark-compare` runs every configuration x batch size through pytest-benchmark's
-`pedantic`, saves the run, finds the baseline for this hardware and checkpoint, prints the verdict table
-and fails the session on a regression. pytest-benchmark's own `--benchmark-compare-fail` is untouched.
+`pytest benchmarks --benchmark-compare` measures every configuration x batch size through the run loop
+(`measure.run.Run`) with pytest-benchmark's `pedantic` timing the rounds, then `finish` keeps the run, gates it
+against the baseline for this hardware and checkpoint, writes the report and decides the exit status.
+pytest-benchmark's own `--benchmark-compare-fail` is untouched. Torch is imported only once a benchmark runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_KEY = pytest.StashKey["_Bark"]()
-_CASES = pytest.StashKey[list]()
-_PLANNED = pytest.StashKey[list]()  # the collected (selected) benchmarks, in run order
-ENV_TOKENS = "BARK_PERF_TOKENS"
+from perf_utils import options
+from perf_utils.finish import Finish, Finished, finish
+from perf_utils.options import FinishChoices, RunOptions
+
+_STATE = pytest.StashKey["_State"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("bark-perf", "Bark performance regression suite")
-    g.addoption(
-        "--bark-checkpoint",
-        default=None,
-        help="tiny (default; env BARK_PERF_CHECKPOINT), suno/bark-small, suno/bark, or a local folder",
-    )
-    g.addoption("--bark-device", default="auto", help="auto (accelerator if present), cpu, cuda, cuda:1, xpu, mps")
-    g.addoption("--bark-configs", default=None, help="comma-separated configuration names (default: all)")
-    g.addoption("--bark-batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
-    g.addoption("--bark-tokens", type=int, default=None, help="semantic tokens per call (default: 32 cpu, 256 gpu)")
-    g.addoption("--bark-rounds", type=int, default=None, help="measured rounds per benchmark (default: 5 cpu, 10 gpu)")
-    g.addoption("--bark-warmup", type=int, default=None, help="warm-up rounds (default: 1 cpu, 2 gpu)")
-    g.addoption("--bark-threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
-    g.addoption("--bark-allow-busy-gpu", action="store_true", help="measure even if other processes use the GPU")
-    g.addoption("--bark-shard", default=None, help="K/N: run the K-th of N shards (whole configurations)")
-    g.addoption("--bark-no-fidelity", action="store_true", help="skip the fidelity check against fp32 eager")
-    g.addoption("--bark-compare", action="store_true", help="run the gate (implied by --benchmark-compare)")
-    g.addoption("--bark-baselines-dir", default=None, help="where baselines live (default: <rootdir>/baselines)")
-    g.addoption("--bark-baseline", default=None, help="compare with this baseline file instead of the matching one")
-    g.addoption("--bark-force-compare", action="store_true", help="compare even across hardware/workload")
-    g.addoption("--bark-allow-lost", default="", help="configurations (comma-separated, or 'all') that may be lost")
-    g.addoption("--bark-save-baseline", action="store_true", help="adopt this run as the baseline (after success)")
-    g.addoption("--bark-results-dir", default=None, help="where each run's JSON is kept (default: <rootdir>/results)")
+    group = parser.getgroup("bark-perf", "Bark performance regression suite")
+    options.add_options(group.addoption, "--bark-", options.RUN + options.FINISH)
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-class _Bark:
-    """Built lazily at the first benchmark: plain test runs never import torch through this plugin."""
+class _State:
+    """The run of this session (built at the first benchmark) and what `finish` made of it."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.session: Any = None
-        self.used = False
-        self.outcome: Any = None
-        self.saved_run: Path | None = None
-        self.report: Any = None
-        self.notes: list[str] = []
+        self.run_options = RunOptions.read(config.getoption)
+        self.planned: list[Any] = []
+        self.run: Any = None
+        self.warnings: list[str] = []
+        self.finished: Finished | None = None
 
-    def option(self, name: str) -> Any:
-        return self.config.getoption(name)
+    def start(self) -> Any:
+        """The run loop, with the checks that must pass before measuring anything (a busy GPU is refused)."""
+        if self.run is None:
+            from perf_utils.bark.device import DeviceError, cpu_busy_message, resolve_device
+            from perf_utils.measure.run import Run, RunPlan
+            from perf_utils.measure.trackers.nvml import other_gpu_processes_message
 
-    def path_option(self, name: str, default: str) -> Path:
-        value = self.option(name)
-        return Path(value) if value else Path(self.config.rootpath) / default
-
-    def bench(self) -> Any:
-        from perf_utils.device import DeviceError, cpu_busy_message, resolve_device
-        from perf_utils.runner import RunPlan
-        from perf_utils.session import BenchSession
-        from perf_utils.trackers.nvml import other_gpu_processes_message
-
-        if self.session is None:
-            self.used = True
-            tokens = self.option("bark_tokens") or (int(os.environ[ENV_TOKENS]) if os.environ.get(ENV_TOKENS) else None)
-            plan = RunPlan.make(
-                self.option("bark_checkpoint"),
-                resolve_device(self.option("bark_device")),
-                tokens,
-                self.option("bark_rounds"),
-                self.option("bark_warmup"),
-                self.option("bark_threads"),
-            )
+            o = self.run_options
+            plan = RunPlan.make(o.checkpoint, resolve_device(o.device), o.tokens, o.rounds, o.warmup, o.threads)
             busy = other_gpu_processes_message(plan.device)
-            if busy and not self.option("bark_allow_busy_gpu"):
+            if busy and not o.allow_busy_gpu:
                 raise DeviceError(busy + "; free the GPU or pass --bark-allow-busy-gpu to measure anyway")
             if busy:
-                self.notes.append("WARNING: " + busy + "; timings and NVML memory include their load")
+                self.warnings.append("WARNING: " + busy + "; timings and NVML memory include their load")
             if plan.device.type == "cpu" and (load := cpu_busy_message()):
-                self.notes.append("WARNING: " + load)
-            self.session = BenchSession(
-                plan,
-                progress=self._progress,
-                check_fidelity=not self.option("bark_no_fidelity"),
-                planned=self.config.stash.get(_PLANNED, []),
-            )
-        return self.session
+                self.warnings.append("WARNING: " + load)
+            self.run = Run(plan, self._progress, o.fidelity, self.planned)
+        return self.run
 
     def _progress(self, message: str) -> None:
         """Progress of long runs; shown with -v, written past pytest's output capture."""
@@ -110,235 +66,137 @@ class _Bark:
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             reporter.write_line(f"  [bark] {message}")
 
+    def finish(self, session: pytest.Session) -> None:
+        if self.run is None:
+            return
+        self.run.release()
+        record = self.run.record
+        if not record.results:
+            return
+        root = Path(self.config.rootpath)
+        choices = FinishChoices.read(self.config.getoption)
+        compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
+        failed = [r.id for r in record.results if r.status == "failed"]
+        status = int(session.exitstatus)
+        shard = self.run_options.shard
+        how = Finish(
+            choices=FinishChoices(**{**vars(choices), "compare": compare}),
+            baselines_dir=choices.baselines_dir or root / "baselines",
+            pyproject=choices.pyproject or root / "pyproject.toml",
+            results_dir=choices.results_dir or root / "results",
+            keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
+            run_failed=", ".join(failed) or (f"exit status {status}" if status else None),
+            header=self.warnings,
+        )
+        self.finished = finish(record, how)
+        if self.finished.exit_code and session.exitstatus == 0:
+            session.exitstatus = self.finished.exit_code
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_KEY] = _Bark(config)
+    config.stash[_STATE] = _State(config)
 
 
 def _cases(config: pytest.Config) -> list[Any]:
-    """The benchmarks this run selects; bad options are usage errors (exit 4) that name the option."""
-    from perf_utils import configs
-    from perf_utils.session import cases, parse_shard, shard
+    """The benchmarks this run selects, in the run loop's order; a bad selection is a usage error naming it."""
+    from perf_utils.bark import configs
+    from perf_utils.measure.run import cases, order, parse_shard, shard
 
+    o: RunOptions = config.stash[_STATE].run_options
     try:
-        selected = configs.select(_csv(config.getoption("bark_configs")))
+        selected = configs.select(o.configs)
     except KeyError as exc:
         raise pytest.UsageError(f"--bark-configs: {exc.args[0]}") from None
-    raw = config.getoption("bark_batch_sizes")
-    try:
-        sizes = [int(b) for b in _csv(raw)]
-    except ValueError:
-        sizes = []
-    if not sizes or not all(1 <= b <= 8 for b in sizes):
-        raise pytest.UsageError(f"--bark-batch-sizes {raw!r}: integers from 1 to 8 (8 prompts), e.g. 1,8")
-    all_cases = cases(selected, sizes)
-    if config.getoption("bark_shard"):
+    chosen = cases(selected, o.batch_sizes)
+    if o.shard:
         try:
-            all_cases = shard(all_cases, *parse_shard(config.getoption("bark_shard")))
+            chosen = shard(chosen, *parse_shard(o.shard))
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
-    return all_cases
+    return order(chosen)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Validate the selection options once, after every plugin registered its configurations (unused options
-    cost nothing: a plain test run never imports torch through here)."""
-    opts = session.config.getoption
-    if opts("bark_configs") or opts("bark_shard") or opts("bark_batch_sizes") != "1,8":
-        session.config.stash[_CASES] = _cases(session.config)
+    """Check a given selection once, before collecting (a plain test run never imports torch through here)."""
+    o: RunOptions = session.config.stash[_STATE].run_options
+    if o.configs or o.shard:
+        _cases(session.config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "bark_case" not in metafunc.fixturenames:
-        return
-    all_cases = metafunc.config.stash.get(_CASES, None)
-    if all_cases is None:
-        all_cases = _cases(metafunc.config)
-    metafunc.parametrize("bark_case", all_cases, ids=[c.id for c in all_cases])
+    if "bark_case" in metafunc.fixturenames:
+        chosen = _cases(metafunc.config)
+        metafunc.parametrize("bark_case", chosen, ids=[c.id for c in chosen])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    planned = [
-        item.callspec.params["bark_case"]
-        for item in session.items
-        if "bark_case" in getattr(getattr(item, "callspec", None), "params", {})
-    ]
-    session.config.stash[_PLANNED] = planned
+    state: _State = session.config.stash[_STATE]
+    params = (getattr(getattr(item, "callspec", None), "params", {}) for item in session.items)
+    state.planned[:] = [p["bark_case"] for p in params if "bark_case" in p]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if planned and reporter is not None and session.config.getoption("verbose") <= 0:
-        reporter.write_line(f"bark-perf: {len(planned)} benchmarks; -v shows progress (benchmark, round, time left)")
+    if state.planned and reporter is not None and session.config.getoption("verbose") <= 0:
+        reporter.write_line(
+            f"bark-perf: {len(state.planned)} benchmarks; -v shows progress (benchmark, round, time left)"
+        )
 
 
 @pytest.fixture(scope="session")
-def bark(pytestconfig: pytest.Config) -> Any:
-    """The benchmark session; usage errors (bad checkpoint, device) stop the whole run with one clear line."""
-    from perf_utils.checkpoints import CheckpointError
-    from perf_utils.device import DeviceError
+def bark_run(pytestconfig: pytest.Config) -> Any:
+    """The run loop of this session; usage errors (bad checkpoint, device) stop the whole run with one line."""
+    from perf_utils.bark.checkpoints import CheckpointError
+    from perf_utils.bark.device import DeviceError
 
-    state = pytestconfig.stash[_KEY]
     try:
-        bench = state.bench()
+        run = pytestconfig.stash[_STATE].start()
     except (CheckpointError, DeviceError, ValueError) as exc:
         pytest.exit(f"bark-perf: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-    yield bench
-    bench.release()
+    yield run
+    run.release()
 
 
 @pytest.fixture
-def bark_measure(bark: Any, benchmark: Any, pytestconfig: pytest.Config) -> Any:
-    """`bark_measure(case)`: measure one case through `benchmark.pedantic`, skipping unavailable ones."""
-    from perf_utils.session import Unavailable, benchmark_extra_info
+def bark_measure(bark_run: Any, benchmark: Any, pytestconfig: pytest.Config) -> Any:
+    """`bark_measure(case)`: measure one case with pytest-benchmark timing the rounds; an unavailable case skips
+    with its reason, a failed one raises its error, one that computes something else fails."""
 
-    def run(case: Any) -> Any:
+    def measure(case: Any) -> Any:
         def timed(fn: Any, rounds: int, warmup: int) -> None:
             benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
 
-        try:
-            result = bark.measure(case, timed)
-        except Unavailable as why:
-            pytest.skip(str(why))
-        benchmark.extra_info["bark"] = benchmark_extra_info(result)
-        if result.fidelity and result.fidelity.get("error"):
-            pytestconfig.stash[_KEY].notes.append(f"{case.id}: fidelity not checked ({result.fidelity['error'][:200]})")
-        if result.fidelity and result.fidelity["passed"] is False:
-            pytest.fail(f"{case.id} computes something else: " + "; ".join(result.fidelity["problems"]))
+        result = bark_run.measure(case, timed)
+        if result.status == "unavailable":
+            pytest.skip(result.reason)
+        if result.error is not None:
+            raise result.error
+        benchmark.extra_info["bark"] = _extra_info(result)
+        fid = result.fidelity
+        if fid is not None and fid.error:
+            pytestconfig.stash[_STATE].warnings.append(f"{case.id}: fidelity not checked ({fid.error[:200]})")
+        if fid is not None and fid.passed is False:
+            pytest.fail(f"{case.id} computes something else: " + "; ".join(fid.problems))
         return result
 
-    return run
+    return measure
 
 
-def _gate_requested(config: pytest.Config) -> bool:
-    return bool(config.getoption("bark_compare") or config.getoption("benchmark_compare", default=False))
+def _extra_info(result: Any) -> dict[str, Any]:
+    """What goes into pytest-benchmark's JSON beside its own stats: our medians and every raw round."""
+    data = result.to_dict()
+    data["medians"] = {m: result.summary(m).median for m in result.metrics()}
+    return {k: data[k] for k in ("config", "batch_size", "counts", "medians", "rounds", "changes", "fidelity")}
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state: _Bark = session.config.stash[_KEY]
-    if not state.used or state.session is None:
-        return
-    from perf_utils import baselines
-    from perf_utils.gate import GateOptions, run_gate
-    from perf_utils.thresholds import Thresholds, ThresholdsError
-
-    bench = state.session
-    bench.release()
-    record = bench.record
-    if not record.results:
-        return
-    results_dir = state.path_option("bark_results_dir", "results")
-    shard = state.option("bark_shard")
-    state.saved_run = bench.save_run(results_dir, f"-shard{shard.replace('/', 'of')}" if shard else "")
-    root = state.path_option("bark_baselines_dir", "baselines")
-    explicit = state.option("bark_baseline")
-    try:
-        thresholds = Thresholds.from_pyproject(Path(session.config.rootpath) / "pyproject.toml", record.device_type)
-    except ThresholdsError as exc:
-        thresholds = None
-        state.notes.append(str(exc))
-    if _gate_requested(session.config) or explicit:
-        if thresholds is None:
-            session.exitstatus = pytest.ExitCode.USAGE_ERROR
-            return
-        opts = GateOptions(
-            baselines_dir=root,
-            thresholds=thresholds,
-            baseline_file=Path(explicit) if explicit else None,
-            force=state.option("bark_force_compare"),
-            allow_lost=frozenset(_csv(state.option("bark_allow_lost"))),
-        )
-        state.outcome = run_gate(record, opts)
-        if state.outcome.exit_code and session.exitstatus == 0:
-            session.exitstatus = state.outcome.exit_code
-    if state.option("bark_save_baseline"):
-        _save_baseline(state, session, record, root, baselines)
-    state.report = _write_report(state, record, results_dir, thresholds)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[_STATE].finish(session)
 
 
-def _write_report(state: _Bark, record: Any, results_dir: Path, thresholds: Any) -> Any:
-    """The run's folder gets report.md and figures; the other kept runs in `results_dir` are its history."""
-    from perf_utils import history, report
-
-    try:
-        kept, skipped = history.kept_runs(results_dir, like=record)
-        return report.write(state.saved_run.parent, record, state.outcome, kept, skipped, thresholds)
-    except Exception as exc:  # noqa: BLE001 - a broken report must never cost the run its verdict
-        state.notes.append(f"report not written: {type(exc).__name__}: {exc}")
-        return None
-
-
-def _save_baseline(state: _Bark, session: pytest.Session, record: Any, root: Path, baselines: Any) -> None:
-    failed = [r.id for r in record.results if r.status == "failed"]
-    if session.testsfailed or failed or session.exitstatus not in (0,):
-        state.notes.append(
-            "baseline NOT updated: the run failed"
-            + (f" ({', '.join(failed)})" if failed else f" (exit status {int(session.exitstatus)})")
-            + "; fix the run first, the stored baseline is untouched"
-        )
-        return
-    path = baselines.path_for(root, record.hardware, record.checkpoint["key"])
-    old = None
-    if path.exists():
-        try:
-            old = baselines.load(path)
-        except baselines.BaselineError as exc:
-            state.notes.append(f"baseline NOT updated: {exc}; move the broken file away to replace it")
-            session.exitstatus = 10
-            return
-    new = baselines.merged(old, record)
-    baselines.write_atomic(path, new)
-    ran = sum(r.status == "ok" for r in record.results)
-    added = sorted(set(new.by_id()) - set(old.by_id())) if old else []
-    state.notes.append(
-        f"baseline {'updated' if old else 'created'}: {path} ({ran} measured, "
-        f"{len(record.results) - ran} unavailable here"
-        + (f"; new: {', '.join(added)}" if added else "")
-        + (f"; kept from before: {len(new.results) - len(record.results)}" if old else "")
-        + ")"
-    )
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state: _Bark = config.stash[_KEY]
-    if not state.used:
-        return
-    from perf_utils.table import not_measured_line, summary_line, verdict_table
-
-    tr = terminalreporter
-    tr.section("bark performance gate")
-    outcome = state.outcome
-    if outcome is not None:
-        for line in outcome.messages:
-            tr.write_line(line)
-        if outcome.comparison is not None:
-            tr.write_line(f"baseline: {outcome.baseline_path}")
-            tr.write_line(verdict_table(outcome.comparison, measured_only=True))
-            if rest := not_measured_line(outcome.comparison):
-                tr.write_line(rest)
-            tr.write_line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True)
-    elif state.session is not None:
-        tr.write_line("gate not run (add --benchmark-compare or --bark-compare to compare with the baseline)")
-    for note in state.notes:
-        tr.write_line(note)
-    if state.saved_run is not None:
-        tr.write_line(f"run saved: {state.saved_run}")
-    if state.report is not None:
-        tr.write_line(f"report: {state.report.markdown} (figures beside it)", bold=True)
-    _job_summary(state)
-
-
-def _job_summary(state: _Bark) -> None:
-    """In GitHub Actions, the report (or at least the verdict) goes to the job summary as Markdown."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return
-    from perf_utils.table import markdown_section
-
-    if state.report is not None:
-        text = state.report.summary
-    elif state.outcome is not None and state.outcome.comparison is not None:
-        text = markdown_section(state.outcome.comparison, state.outcome.baseline_path)
-    else:
-        return
-    with open(target, "a", encoding="utf-8") as f:
-        f.write(text)
+@pytest.hookimpl(tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """First: pytest-benchmark's --benchmark-compare-fail raises from its own summary, which ends the others."""
+    state: _State = config.stash[_STATE]
+    if state.finished is not None:
+        terminalreporter.section("bark performance gate")
+        for line in state.finished.lines:
+            terminalreporter.write_line(line.text, red=line.red, bold=line.bold)

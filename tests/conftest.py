@@ -1,4 +1,5 @@
-"""Session fixtures shared by the core-library tests: one tiny checkpoint and one loaded baseline model.
+"""Session fixtures shared by the tests: one tiny checkpoint, one loaded fp32 model, and the two real runs of the
+suite (a healthy baseline, then a regressed run against it) whose wiring several test modules check.
 
 Building the tiny checkpoint costs seconds and loading it about half a second, so both are built once per
 session. The checkpoint cache (`BARK_PERF_CACHE`) points into the session's tmp dir so a test run never
@@ -11,13 +12,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from perf_utils import checkpoints, configs, loading
-from perf_utils.checkpoints import Checkpoint
-from perf_utils.loading import LoadedBark
+from perf_utils.bark import checkpoints, configs, loading
+from perf_utils.bark.checkpoints import Checkpoint
+from perf_utils.bark.loading import LoadedBark
 
 CPU = torch.device("cpu")
 
@@ -70,10 +72,26 @@ def tiny_checkpoint(bark_perf_cache: Path) -> Checkpoint:
 
 
 @pytest.fixture(scope="session")
-def loaded_baseline(tiny_checkpoint: Checkpoint) -> Iterator[LoadedBark]:
-    """The tiny checkpoint loaded with the `baseline` configuration (fp32, eager) on the CPU."""
+def loaded_fp32(tiny_checkpoint: Checkpoint) -> Iterator[LoadedBark]:
+    """The tiny checkpoint loaded with the `fp32` configuration (fp32, eager) on the CPU."""
     loading.quiet_transformers()
     with single_thread():
-        loaded = loading.load(tiny_checkpoint, configs.get("baseline"), CPU)
+        loaded = loading.load(tiny_checkpoint, configs.get("fp32"), CPU)
     yield loaded
     loading.unload(loaded)
+
+
+@pytest.fixture(scope="session")
+def healthy(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real `pytest benchmarks` run that adopted its baseline (see suite.healthy_run)."""
+    import suite
+
+    return suite.healthy_run(tmp_path_factory.mktemp("healthy"))
+
+
+@pytest.fixture(scope="session")
+def regressed(healthy: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real run with a 4x slowdown of `fp32` and a new `bf16`, gated against `healthy` (suite.regressed_run)."""
+    import suite
+
+    return suite.regressed_run(healthy, tmp_path_factory.mktemp("regressed"))

@@ -1,11 +1,14 @@
 """Running the real `pytest benchmarks` suite in a subprocess, as a user would, with everything under a tmp dir."""
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from perf_utils.stack import current_stack, hardware_key
+from perf_utils.bark.environment import current_stack, hardware_key
 
 ROOT = Path(__file__).resolve().parents[1]
 HARDWARE = hardware_key(current_stack(), "cpu")
@@ -13,7 +16,7 @@ FAST = ["--bark-tokens", "16", "--bark-device", "cpu"]
 
 
 def bench(
-    tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "baseline", popen: bool = False, **extra_env
+    tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "fp32", popen: bool = False, **extra_env
 ):
     """Run `pytest benchmarks` with baselines and results under `tmp`."""
     env = dict(os.environ, **extra_env)
@@ -29,7 +32,16 @@ def bench(
         "--benchmark-storage", f"file://{tmp / 'benchmark-storage'}", *FAST, *args,
     ]  # fmt: skip
     if popen:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # The default SIGINT handler, whatever this test run was started with: a background job of a
+        # non-interactive shell ignores SIGINT, its children inherit that, and a test that interrupts one would
+        # see it finish normally.
+        def default_sigint() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=default_sigint,
+        )  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -42,3 +54,42 @@ def row(output: str, bench_id: str) -> str:
     lines = [ln for ln in output.splitlines() if ln.startswith(bench_id + " ")]
     assert lines, f"no verdict row for {bench_id} in:\n{output}"
     return lines[-1]
+
+
+def baseline_file(tmp: Path) -> Path:
+    from perf_utils.record import store
+
+    return store.path_for(tmp / "baselines", HARDWARE, "tiny")
+
+
+def healthy_run(tmp: Path) -> SimpleNamespace:
+    """A baseline of bs1 and bs8 `fp32`, adopted from a clean real run (and pytest-benchmark's own storage)."""
+    from perf_utils.record import store
+
+    proc = bench(tmp, "--bark-configs", "fp32", "--bark-save-baseline", "--benchmark-autosave")
+    assert proc.returncode == 0, out(proc)
+    assert "baseline created" in proc.stdout
+    [kept] = (tmp / "results").glob("*/run.json")
+    return SimpleNamespace(tmp=tmp, output=out(proc), record=store.load(kept), baseline=baseline_file(tmp))
+
+
+def regressed_run(healthy: SimpleNamespace, tmp: Path) -> SimpleNamespace:
+    """Against a copy of the healthy baseline: `fp32` got 4x slower and `bf16` is new, compared in CI style, with
+    pytest-benchmark's own gate beside ours and progress shown."""
+    from perf_utils.record import store
+
+    shutil.copytree(healthy.tmp / "baselines", tmp / "baselines")
+    shutil.copytree(healthy.tmp / "benchmark-storage", tmp / "benchmark-storage")
+    shutil.copytree(healthy.tmp / "results", tmp / "results")  # the healthy run is this one's history
+    summary = tmp / "job-summary.md"
+    proc = bench(tmp, "--bark-configs", "fp32,bf16", "--benchmark-compare", "--benchmark-compare-fail=median:100%",
+                 "-v", fault="slowdown:3", GITHUB_STEP_SUMMARY=str(summary))  # fmt: skip
+    folder = max((tmp / "results").glob("*/run.json")).parent
+    return SimpleNamespace(
+        proc=proc,
+        folder=folder,
+        output=out(proc),
+        markdown=(folder / "report.md").read_text(),
+        summary=summary.read_text(),
+        record=store.load(folder / "run.json"),
+    )

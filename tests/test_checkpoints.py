@@ -13,10 +13,10 @@ import transformers
 from safetensors.torch import load_file
 from transformers import BarkModel
 
-from perf_utils import checkpoints
-from perf_utils.checkpoints import Checkpoint, CheckpointError
-from perf_utils.loading import load_processor
-from perf_utils.workload import PROMPTS
+from perf_utils.bark import checkpoints
+from perf_utils.bark.checkpoints import Checkpoint, CheckpointError
+from perf_utils.bark.loading import load_processor
+from perf_utils.bark.workload import PROMPTS
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

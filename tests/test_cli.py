@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from perf_utils import cli, configs
-from perf_utils.checkpoints import ENV_CHECKPOINT, Checkpoint
-from perf_utils.configs import OptimizationConfig
-from perf_utils.device import resolve_device
-from perf_utils.stack import current_stack
+from perf_utils import cli
+from perf_utils.bark import configs
+from perf_utils.bark.checkpoints import ENV_CHECKPOINT, Checkpoint
+from perf_utils.bark.configs import OptimizationConfig
+from perf_utils.bark.device import resolve_device
+from perf_utils.bark.environment import current_stack
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,29 +57,39 @@ def test_configs_subprocess_lists_every_configuration_with_its_availability(tmp_
     assert not (tmp_path / "cache").exists()  # listing builds nothing
 
 
-def test_configs_table_on_cpu_shows_the_reasons() -> None:
-    rows = _table_rows(cli.configs_table("cpu"))
-    assert rows["baseline"][2] == "available"
+def _configs_on_cpu(capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
+    assert cli.main(["configs", "--device", "cpu"]) == 0
+    return _table_rows(capsys.readouterr().out)
+
+
+def test_configs_table_on_cpu_shows_the_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _configs_on_cpu(capsys)
+    assert rows["fp32"][2] == "available"
     assert rows["cpu_offload"][2].startswith("cpu_offload needs an accelerator")
     assert rows["flash_attention_2"][2].startswith("flash_attention_2 needs CUDA")
 
 
-def test_configs_table_hides_test_only_configurations(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configs_table_hides_test_only_configurations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(configs, "CONFIGS", dict(configs.CONFIGS))
     configs.register(OptimizationConfig("fault_injection", "test only", test_only=True))
-    assert "fault_injection" not in _table_rows(cli.configs_table("cpu"))
+    assert "fault_injection" not in _configs_on_cpu(capsys)
 
 
-def test_run_baseline_prints_a_table_and_writes_json(
+def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
     tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)  # the default checkpoint: tiny, from the session cache
     path = tmp_path / "out" / "run.json"
+    # The old name of the fp32 configuration is still taken (with a note), as are the repeatable option forms.
     argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "0"]
     # --device cpu: on a machine with an accelerator `auto` would pick it (and 256 tokens instead of 32)
-    code = cli.main([*argv, "--device", "cpu", "--json", str(path)])
-    out = capsys.readouterr().out
+    code = cli.main([*argv, "--device", "cpu", "--json", str(path), "--results-dir", str(tmp_path / "results")])
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0, out
+    assert "configuration 'baseline' is now called 'fp32'" in captured.err
 
     rows = _table_rows(out)
     header = rows["benchmark"]
@@ -86,10 +97,11 @@ def test_run_baseline_prints_a_table_and_writes_json(
         assert column in header, column
     for column in ("accel peak MB", "NVML proc MB", "energy J"):  # no data on the CPU: dropped
         assert column not in header, column
-    row = dict(zip(header, rows["bs1-baseline"], strict=True))
+    row = dict(zip(header, rows["bs1-fp32"], strict=True))
     assert row["rounds"] == "1"
     assert row["sem tokens"] == "32"
     assert row["audio samples"] == "15360"
+    assert row["fidelity"] == "ok"
     assert float(row["latency s"]) > 0
     assert "checkpoint tiny" in out
     assert f"run record written to {path}" in out
@@ -100,7 +112,16 @@ def test_run_baseline_prints_a_table_and_writes_json(
     assert data["workload"]["n_tokens"] == 32
     assert len(data["results"]) == 1
     result = data["results"][0]
-    assert (result["config"], result["batch_size"], result["status"]) == ("baseline", 1, "ok")
+    assert (result["config"], result["batch_size"], result["status"]) == ("fp32", 1, "ok")
+    # Fidelity figures, as the pytest run records them: the fp32 configuration against the fp32 eager reference.
+    fid = result["fidelity"]
+    assert fid["passed"] is True and fid["precision"] == "exact" and fid["problems"] == []
+    assert set(fid["submodels"]) == {"semantic", "coarse", "fine", "codec"}
+    assert fid["submodels"]["semantic"]["rel_err"] == 0.0 and fid["submodels"]["codec"]["snr_db"] == 200.0
+    # ... and the run is kept like a pytest run, through the same end-of-run path
+    kept = list((tmp_path / "results").glob("*/run.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["results"] == data["results"]
+    assert f"run saved: {kept[0]}" in out
     assert len(result["rounds"]) == 1
     round_ = result["rounds"][0]
     for key in ("latency_s", "stage_semantic_s", "host_peak_mb", "throughput_sps", "rtf"):
@@ -117,18 +138,18 @@ def test_run_unknown_config_exits_2(tiny_checkpoint: Checkpoint, capsys: pytest.
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown configuration 'warp_drive'" in err
-    assert "baseline" in err  # and what would have been valid
+    assert "fp32" in err  # and what would have been valid
 
 
 def test_run_unknown_checkpoint_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["run", "--config", "baseline", "--device", "cpu", "--checkpoint", "no such checkpoint"])
+    code = cli.main(["run", "--config", "fp32", "--device", "cpu", "--checkpoint", "no such checkpoint"])
     err = capsys.readouterr().err
     assert code == 2
     assert "'no such checkpoint'" in err
 
 
 def test_run_checkpoint_folder_without_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["run", "--config", "baseline", "--device", "cpu", "--checkpoint", str(tmp_path)])
+    code = cli.main(["run", "--config", "fp32", "--device", "cpu", "--checkpoint", str(tmp_path)])
     assert code == 2
     assert "no config.json" in capsys.readouterr().err
 

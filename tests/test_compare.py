@@ -4,20 +4,22 @@ import math
 
 import pytest
 
-from perf_utils.compare import IMPROVED, LOST, NEW, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
-from perf_utils.metrics import METRICS
-from perf_utils.record import ConfigResult, RunRecord
-from perf_utils.thresholds import Thresholds, ThresholdsError
+from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
+from perf_utils.gate.thresholds import Thresholds, ThresholdsError
+from perf_utils.record.metrics import METRICS
+from perf_utils.record.record import BenchmarkResult, RunRecord
 
 TH = Thresholds()
 
 
-def result(config="baseline", bs=1, latency=(1.0,) * 5, memory=(100.0,) * 5, status="ok", reason=None, counts=None):
+def result(config="fp32", bs=1, latency=(1.0,) * 5, memory=(100.0,) * 5, status="ok", reason=None, counts=None):
     rounds = [
         {"latency_s": lat, "host_peak_mb": mem, "throughput_sps": bs / lat}
         for lat, mem in zip(latency, memory, strict=True)
     ]
-    return ConfigResult(config, bs, status, reason, rounds if status == "ok" else [], counts or {"semantic_tokens": 32})
+    return BenchmarkResult(
+        config, bs, status, reason, rounds if status == "ok" else [], counts or {"semantic_tokens": 32}
+    )
 
 
 def record(*results):
@@ -78,10 +80,10 @@ def test_too_few_rounds_never_regress():
 
 
 def test_lost_new_unavailable_not_run():
-    base = record(result("bettertransformer"), result("baseline"), result("gone"))
+    base = record(result("bettertransformer"), result("fp32"), result("gone"))
     now = record(
         result("bettertransformer", status="unavailable", reason="bettertransformer needs optimum<2.0 ..."),
-        result("baseline"),
+        result("fp32"),
         result("fp16"),
     )
     cmp = compare(base, now, TH)

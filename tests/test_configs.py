@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from perf_utils import compat, configs
-from perf_utils.configs import OptimizationConfig, unavailable_reason, unavailable_reasons
-from perf_utils.stack import Stack
+from perf_utils.bark import compat, configs
+from perf_utils.bark.configs import OptimizationConfig, unavailable_reason, unavailable_reasons
+from perf_utils.bark.environment import Stack
 
 MODERN = {
     "torch": "2.13.0",
@@ -46,7 +46,7 @@ def reason(name: str, stack: Stack, device_type: str = "cpu") -> str | None:
 # --- the names and the registry ------------------------------------------------------------------------------
 
 SPEC_NAMES = (
-    "baseline",
+    "fp32",
     "bettertransformer",
     "flash_attention_2",
     "fp16",
@@ -91,11 +91,11 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, OptimizationConfig]:
 
 
 def test_register_refuses_duplicates(registry: dict[str, OptimizationConfig]) -> None:
-    with pytest.raises(ValueError, match="'baseline' is already registered"):
-        configs.register(OptimizationConfig("baseline", "an impostor"))
-    assert configs.get("baseline").summary != "an impostor"
-    replaced = configs.register(OptimizationConfig("baseline", "replaced on purpose"), replace=True)
-    assert configs.get("baseline") is replaced
+    with pytest.raises(ValueError, match="'fp32' is already registered"):
+        configs.register(OptimizationConfig("fp32", "an impostor"))
+    assert configs.get("fp32").summary != "an impostor"
+    replaced = configs.register(OptimizationConfig("fp32", "replaced on purpose"), replace=True)
+    assert configs.get("fp32") is replaced
 
 
 def test_register_test_only_is_hidden_from_default_selection(registry: dict[str, OptimizationConfig]) -> None:
@@ -116,11 +116,11 @@ def test_invalid_dtype_names_the_configuration() -> None:
 
 
 def test_dtypes_and_precision() -> None:
-    assert configs.get("baseline").torch_dtype is torch.float32
+    assert configs.get("fp32").torch_dtype is torch.float32
     assert configs.get("fp16").torch_dtype is torch.float16
     assert configs.get("bf16").torch_dtype is torch.bfloat16
     assert configs.get("flash_attention_2").torch_dtype is torch.bfloat16  # FA2 needs half precision
-    assert configs.get("baseline").precision == "exact"
+    assert configs.get("fp32").precision == "exact"
     assert configs.get("bettertransformer").precision == "exact"
     assert configs.get("offload+bettertransformer+fp16").precision == "float16"
     combo = configs.get("offload+bettertransformer+fp16").changes()
@@ -136,9 +136,9 @@ def test_dtypes_and_precision() -> None:
 # --- availability reasons ------------------------------------------------------------------------------------
 
 
-def test_baseline_always_available() -> None:
-    assert reason("baseline", make_stack()) is None
-    assert reason("baseline", make_stack(accelerator="cuda"), "cuda") is None
+def test_fp32_always_available() -> None:
+    assert reason("fp32", make_stack()) is None
+    assert reason("fp32", make_stack(accelerator="cuda"), "cuda") is None
 
 
 def test_bettertransformer_modern_stack_exact_text() -> None:

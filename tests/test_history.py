@@ -5,11 +5,14 @@ import random
 
 import pytest
 
-from perf_utils import baselines, history
-from perf_utils.compare import IMPROVED, REGRESSED, UNCHANGED
-from perf_utils.history import Point, analyze, detect_steps, kept_runs
-from perf_utils.record import ConfigResult, RunRecord
-from perf_utils.thresholds import Thresholds
+from perf_utils.gate import trends as history
+from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.gate.trends import Point, analyze, detect_steps
+from perf_utils.record import store
+from perf_utils.record import store as baselines
+from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.store import kept_runs
 
 TH = Thresholds()  # time 15%, memory 5% and 4 MB
 
@@ -25,13 +28,13 @@ def noisy(n, level=1.0, cv=0.03, seed=0):
 
 def test_a_flat_noisy_series_is_unchanged():
     for seed in range(20):
-        trend = analyze("bs1-baseline", "latency_s", points(noisy(25, seed=seed)), TH)
+        trend = analyze("bs1-fp32", "latency_s", points(noisy(25, seed=seed)), TH)
         assert trend.verdict == UNCHANGED, (seed, trend.why)
 
 
 def test_a_step_held_for_several_nights_is_called_where_it_happened():
     values = noisy(20) + noisy(5, level=1.3, seed=1)
-    trend = analyze("bs1-baseline", "latency_s", points(values), TH)
+    trend = analyze("bs1-fp32", "latency_s", points(values), TH)
     assert trend.verdict == REGRESSED
     assert trend.steps[-1] == 20
     assert "stepped +" in trend.why and "2026-11-21" in trend.why and "held for 5 runs" in trend.why
@@ -39,17 +42,18 @@ def test_a_step_held_for_several_nights_is_called_where_it_happened():
 
 def test_the_latest_night_alone_is_called_against_recent_history():
     values = noisy(24) + [1.4]
-    trend = analyze("bs8-baseline", "latency_s", points(values), TH)
+    trend = analyze("bs8-fp32", "latency_s", points(values), TH)
     assert trend.verdict == REGRESSED
     assert "latest run +" in trend.why and trend.z > history.Z_LIMIT
 
 
-def test_a_creeping_slowdown_below_the_threshold_each_night_is_called_as_drift():
-    """+5% a night never crosses a 15% step, but the level moved 40% since the history began."""
-    values = noisy(10, cv=0.01) + [1.0 + 0.05 * k for k in range(1, 9)] + noisy(5, level=1.4, cv=0.01, seed=2)
-    trend = analyze("bs1-baseline", "latency_s", points(values), TH)
+def test_a_creeping_slowdown_below_the_threshold_each_step_is_called_as_drift():
+    """Two steps of +10%, each under the 15% threshold, held long enough to be levels: the level moved +21%."""
+    values = noisy(8, cv=0.005) + noisy(8, level=1.1, cv=0.005, seed=1) + noisy(8, level=1.21, cv=0.005, seed=2)
+    trend = analyze("bs1-fp32", "latency_s", points(values), TH)
     assert trend.verdict == REGRESSED
-    assert "drifted +" in trend.why or "stepped +" in trend.why
+    assert trend.steps == [8, 16]
+    assert trend.why.startswith("drifted +21") and "over 2 steps since 2026-11-01" in trend.why
 
 
 def test_direction_follows_the_metric():
@@ -83,16 +87,16 @@ def _record(created, latency, hardware="cpu-amd-epyc-2c", n_tokens=32):
         {"key": "tiny", "kind": "tiny", "revision": None},
         {"n_tokens": n_tokens, "prompts_sha256": "p", "seed": 0, "sampling": {}},
         {},
-        [ConfigResult("baseline", 1, "ok", rounds=rounds)],
+        [BenchmarkResult("fp32", 1, "ok", rounds=rounds)],
         created=created,
     )
 
 
 def test_kept_runs_are_ordered_filtered_and_survive_a_broken_file(tmp_path):
     for day, latency in ((3, 1.2), (1, 1.0), (2, 1.1)):
-        history.keep(tmp_path, _record(f"2026-11-0{day}T02:00:00+00:00", latency))
-    history.keep(tmp_path, _record("2026-11-04T02:00:00+00:00", 9.0, hardware="nvidia-h100"))
-    history.keep(tmp_path, _record("2026-11-05T02:00:00+00:00", 9.0, n_tokens=16))
+        store.keep_run(tmp_path, _record(f"2026-11-0{day}T02:00:00+00:00", latency))
+    store.keep_run(tmp_path, _record("2026-11-04T02:00:00+00:00", 9.0, hardware="nvidia-h100"))
+    store.keep_run(tmp_path, _record("2026-11-05T02:00:00+00:00", 9.0, n_tokens=16))
     broken = tmp_path / "2026-11-06-broken" / "run.json"
     broken.parent.mkdir()
     broken.write_text("{not json")
@@ -102,22 +106,22 @@ def test_kept_runs_are_ordered_filtered_and_survive_a_broken_file(tmp_path):
     runs, skipped = kept_runs(tmp_path, like=_record("2026-11-07T00:00:00+00:00", 1.0))
     assert [r.record.created[:10] for r in runs] == ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03"]
     assert len(skipped) == 1 and str(broken) in skipped[0] and "invalid JSON" in skipped[0]
-    assert [p.median for p in history.series(runs, "bs1-baseline", "latency_s")] == [0.9, 1.0, 1.1, 1.2]
+    assert [p.median for p in history.series(runs, "bs1-fp32", "latency_s")] == [0.9, 1.0, 1.1, 1.2]
     assert len(kept_runs(tmp_path)[0]) == 6  # without `like`: every readable run
 
 
 def test_keep_writes_a_valid_run_atomically(tmp_path):
-    path = history.keep(tmp_path, _record("2026-11-01T02:00:00+00:00", 1.0), suffix="-shard1of4")
+    path = store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 1.0), suffix="-shard1of4")
     assert path.name == "run.json" and path.parent.name.endswith("-cpu-amd-epyc-2c-tiny-shard1of4")
-    assert baselines.load(path).results[0].id == "bs1-baseline"
+    assert baselines.load(path).results[0].id == "bs1-fp32"
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("metric", ["latency_s", "throughput_sps"])
 def test_trends_cover_every_measured_benchmark(tmp_path, metric):
     for day in range(1, 6):
-        history.keep(tmp_path, _record(f"2026-11-0{day}T02:00:00+00:00", 1.0 if day < 4 else 2.0))
+        store.keep_run(tmp_path, _record(f"2026-11-0{day}T02:00:00+00:00", 1.0 if day < 4 else 2.0))
     runs, _ = kept_runs(tmp_path)
     [trend] = history.trends(runs, runs[-1].record, TH, [metric])
-    assert trend.benchmark == "bs1-baseline" and len(trend.points) == 5
+    assert trend.benchmark == "bs1-fp32" and len(trend.points) == 5
     assert trend.verdict == REGRESSED

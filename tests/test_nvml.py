@@ -2,7 +2,7 @@
 
 import torch
 
-from perf_utils.trackers import nvml
+from perf_utils.measure.trackers import nvml
 
 
 def test_busy_gpu_message_lists_other_processes(monkeypatch):
@@ -24,7 +24,7 @@ def test_cpu_has_no_nvml_handle():
 
 
 def test_busy_cpu_message(monkeypatch):
-    from perf_utils import device
+    from perf_utils.bark import device
 
     monkeypatch.setattr("os.getloadavg", lambda: (7.5, 1.0, 1.0))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})

@@ -8,13 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
-from suite import bench, out
 
-from perf_utils import baselines, cli, history, plots, report
-from perf_utils.compare import compare
-from perf_utils.gate import EXIT_REGRESSION
-from perf_utils.record import ConfigResult, RunRecord
-from perf_utils.thresholds import Thresholds
+from perf_utils import cli
+from perf_utils.gate.compare import compare
+from perf_utils.gate.decide import EXIT_REGRESSION
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.record import store
+from perf_utils.record.metrics import STAGES
+from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.report import markdown as report
+from perf_utils.report import plots
 
 
 def png_panels(path: Path) -> list[str]:
@@ -38,28 +41,15 @@ def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
     return {c[0]: c[1:] for c in table_cells(markdown, heading)}
 
 
-def median(result: ConfigResult, metric: str) -> float:
+def median(result: BenchmarkResult, metric: str) -> float:
     return statistics.median(result.values(metric))
 
 
 @pytest.fixture(scope="module")
-def regressed_run(tmp_path_factory) -> SimpleNamespace:
-    """A healthy baseline, then a run in which `baseline` got 4x slower and `bf16` is new, compared in CI style."""
-    tmp = tmp_path_factory.mktemp("report")
-    first = bench(tmp, "--bark-configs", "baseline", "--bark-save-baseline")
-    assert first.returncode == 0, out(first)
-    summary = tmp / "job-summary.md"
-    proc = bench(tmp, "--bark-configs", "baseline,bf16", "--benchmark-compare", "-v", fault="slowdown:3",
-                 GITHUB_STEP_SUMMARY=str(summary))  # fmt: skip
-    assert proc.returncode == EXIT_REGRESSION, out(proc)
-    folder = max((tmp / "results").glob("*/run.json")).parent
-    return SimpleNamespace(
-        folder=folder,
-        output=out(proc),
-        markdown=(folder / "report.md").read_text(),
-        summary=summary.read_text(),
-        record=baselines.load(folder / "run.json"),
-    )
+def regressed_run(regressed) -> SimpleNamespace:
+    """The shared real regressed run (conftest): a healthy baseline, then `fp32` 4x slower and `bf16` new."""
+    assert regressed.proc.returncode == EXIT_REGRESSION, regressed.output
+    return regressed
 
 
 def test_report_folder_holds_the_run_report_and_figures(regressed_run):
@@ -71,17 +61,17 @@ def test_report_folder_holds_the_run_report_and_figures(regressed_run):
 def test_report_leads_with_what_regressed(regressed_run):
     first_lines = regressed_run.markdown.split("## ", 1)[0]
     assert "**FAILED**" in first_lines
-    assert "`bs1-baseline` (latency +" in first_lines and "`bs8-baseline` (latency +" in first_lines
+    assert "`bs1-fp32` (latency +" in first_lines and "`bs8-fp32` (latency +" in first_lines
     verdicts = table_rows(regressed_run.markdown, "## Verdict against the stored baseline")
-    assert "REGRESSED" in verdicts["bs1-baseline"] and "new" in verdicts["bs1-bf16"]
+    assert "REGRESSED" in verdicts["bs1-fp32"] and "new" in verdicts["bs1-bf16"]
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_blog_tables_equal_the_run_json(regressed_run, batch_size):
     rows = table_rows(regressed_run.markdown, f"## Batch {batch_size}:")
     results = regressed_run.record.by_id()
-    base = results[f"bs{batch_size}-baseline"]
-    assert set(rows) == {"baseline", "bf16"}
+    base = results[f"bs{batch_size}-fp32"]
+    assert set(rows) == {"fp32", "bf16"}
     for config, cells in rows.items():
         r = results[f"bs{batch_size}-{config}"]
         latency, vs_lat, peak, vs_peak, sps, vs_sps, fidelity, gate = cells
@@ -102,9 +92,9 @@ def test_blog_tables_equal_the_run_json(regressed_run, batch_size):
 def test_stage_table_equals_the_run_json(regressed_run):
     rows = table_rows(regressed_run.markdown, "## Where the time goes")
     for bid, r in regressed_run.record.by_id().items():
-        stages = [median(r, f"stage_{s}_s") for s in plots.STAGES]
+        stages = [median(r, f"stage_{s}_s") for s in STAGES]
         cells = rows[bid]
-        for cell, value in zip(cells, stages, strict=False):
+        for cell, value in zip(cells[:-1], stages, strict=True):
             assert cell.startswith(f"{value:.3f} ("), (bid, cells)
         assert cells[-1] == f"{sum(stages):.3f}"
 
@@ -123,7 +113,7 @@ def test_figures_are_valid_images_with_the_expected_panels(regressed_run):
 
 def test_job_summary_gets_the_report_without_local_images(regressed_run):
     summary = regressed_run.summary
-    assert "**FAILED**" in summary and "| bs1-baseline" in summary and "## Batch 8:" in summary
+    assert "**FAILED**" in summary and "| bs1-fp32" in summary and "## Batch 8:" in summary
     assert "![" not in summary and str(regressed_run.folder) in summary
 
 
@@ -133,7 +123,7 @@ def test_history_counts_both_runs(regressed_run):
 
 def test_progress_names_the_benchmark_the_round_and_the_time_left(regressed_run):
     output = regressed_run.output
-    assert re.search(r"\[1/4\] bs1-baseline: round 1/5, ~\d+s left in it", output), output
+    assert re.search(r"\[1/4\] bs1-fp32: round 1/5, ~\d+s left in it", output), output
     assert re.search(r"\[4/4\] bs8-bf16: round 5/5, .*left in the run", output)
     assert "loading bf16 (tiny)" in output
 
@@ -150,27 +140,27 @@ def synthetic(created: str, latency: dict[str, float], peak: float = 20.0) -> Ru
                     "latency_s": lat * bs**0.5 * f,
                     "host_peak_mb": peak * bs,
                     "throughput_sps": bs / (lat * bs**0.5 * f),
-                    **{f"stage_{s}_s": lat * bs**0.5 * f / 4 for s in plots.STAGES},
+                    **{f"stage_{s}_s": lat * bs**0.5 * f / 4 for s in STAGES},
                 }
                 for f in (0.98, 0.99, 1.0, 1.01, 1.02)
             ]
-            results.append(ConfigResult(config, bs, "ok", rounds=rounds))
-    results.append(ConfigResult("cpu_offload", 1, "unavailable", "cpu_offload needs an accelerator; none found"))
+            results.append(BenchmarkResult(config, bs, "ok", rounds=rounds))
+    results.append(BenchmarkResult("cpu_offload", 1, "unavailable", "cpu_offload needs an accelerator; none found"))
     workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
     return RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {}, results, created=created)
 
 
 def test_regressed_and_lost_benchmarks_are_red_in_the_figure():
-    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0, "bf16": 2.0, "bettertransformer": 0.8})
-    now = synthetic("2026-11-02T00:00:00+00:00", {"baseline": 1.0, "bf16": 6.0})
+    base = synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0, "bf16": 2.0, "bettertransformer": 0.8})
+    now = synthetic("2026-11-02T00:00:00+00:00", {"fp32": 1.0, "bf16": 6.0})
     why = "bettertransformer needs optimum<2.0"
-    now.results += [ConfigResult("bettertransformer", bs, "unavailable", why) for bs in (1, 8)]
+    now.results += [BenchmarkResult("bettertransformer", bs, "unavailable", why) for bs in (1, 8)]
     comparison = compare(base, now, Thresholds())
     fig = plots.spread_figure(now, "latency_s", base, comparison)
     red = plots.COLOURS["regressed"]
     for ax in fig.axes[:2]:
         colours = {t.get_text(): t.get_color() for t in ax.get_yticklabels()}
-        assert colours == {"baseline": "black", "bf16": red, "bettertransformer": red}
+        assert colours == {"fp32": "black", "bf16": red, "bettertransformer": red}
         labels = [t.get_text().strip() for t in ax.texts]
         assert "LOST" in labels and any(label.endswith("REGRESSED") for label in labels)
 
@@ -179,32 +169,32 @@ def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path
     runs = tmp_path / "results"
     for day in range(1, 8):
         slow = 3.0 if day >= 5 else 1.0  # bf16 got 3x slower from the 5th night on
-        history.keep(runs, synthetic(f"2026-11-0{day}T02:00:00+00:00", {"baseline": 1.0, "bf16": slow}))
-    kept, _ = history.kept_runs(runs)
+        store.keep_run(runs, synthetic(f"2026-11-0{day}T02:00:00+00:00", {"fp32": 1.0, "bf16": slow}))
+    kept, _ = store.kept_runs(runs)
     latest = kept[-1].record
     written = report.write(kept[-1].path.parent, latest, None, kept)
-    assert png_panels(written.figures["latency trend"]) == ["baseline", "bf16  REGRESSED"]
+    assert png_panels(written.figures["latency trend"]) == ["fp32", "bf16  REGRESSED"]
     assert (kept[-1].path.parent / "trend-memory.png").exists()
     called = table_cells(written.text, "## History")
     assert ["🔴 REGRESSED", "bs1-bf16", "latency_s", "stepped +200.0% on 2026-11-05, held for 3 runs"] in called
-    assert {row[1] for row in called} == {"bs1-bf16", "bs8-bf16"}  # throughput too, nothing about `baseline`
+    assert {row[1] for row in called} == {"bs1-bf16", "bs8-bf16"}  # throughput too, nothing about `fp32`
     assert table_rows(written.text, "## Not measured")["cpu_offload"] == [
         "unavailable: cpu_offload needs an accelerator; none found"
     ]
 
 
 def test_cli_gate_writes_the_report_and_grows_the_history(tmp_path, capsys):
-    base = synthetic("2026-11-01T00:00:00+00:00", {"baseline": 1.0})
-    baselines.write_atomic(baselines.path_for(tmp_path / "baselines", "hw", "tiny"), base)
+    base = synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0})
+    store.write_atomic(store.path_for(tmp_path / "baselines", "hw", "tiny"), base)
     hist, summary = tmp_path / "history", tmp_path / "summary.md"
     for day in (2, 3):
         run = tmp_path / f"run{day}.json"
-        baselines.write_atomic(run, synthetic(f"2026-11-0{day}T00:00:00+00:00", {"baseline": 1.0}))
+        store.write_atomic(run, synthetic(f"2026-11-0{day}T00:00:00+00:00", {"fp32": 1.0}))
         args = ["gate", str(run), "--baselines-dir", str(tmp_path / "baselines"), "--report", str(tmp_path / f"r{day}")]
         assert cli.main([*args, "--history", str(hist), "--markdown", str(summary)]) == 0
-    assert len(history.kept_runs(hist)[0]) == 2
+    assert len(store.kept_runs(hist)[0]) == 2
     text = (tmp_path / "r3" / "report.md").read_text()
     assert "**passed**" in text and "2 comparable run(s) kept" in text
-    assert baselines.load(tmp_path / "r3" / "run.json").created.startswith("2026-11-03")
+    assert store.load(tmp_path / "r3" / "run.json").created.startswith("2026-11-03")
     assert summary.read_text().count("# Bark performance report") == 2
     assert "report: " in capsys.readouterr().out

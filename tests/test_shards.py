@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from perf_utils import baselines, configs
-from perf_utils.compare import compare
-from perf_utils.record import ConfigResult, RunRecord
-from perf_utils.session import Case, cases, parse_shard, shard
-from perf_utils.thresholds import Thresholds
+from perf_utils.bark import configs
+from perf_utils.gate.compare import compare
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.measure.run import Case, cases, order, parse_shard, shard
+from perf_utils.record import store as baselines
+from perf_utils.record.record import BenchmarkResult, RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +26,19 @@ def collected(*args: str) -> list[str]:
     return [ln.split("[", 1)[1].rstrip("]") for ln in proc.stdout.splitlines() if "::test_generate[" in ln]
 
 
-def test_shards_of_the_real_suite_cover_each_benchmark_once():
-    everything = collected()
-    assert len(everything) == len(configs.select()) * 2
-    parts = [collected("--bark-shard", f"{k}/3") for k in (1, 2, 3)]
-    flat = [bid for part in parts for bid in part]
-    assert sorted(flat) == sorted(everything)
+def test_shards_cover_each_benchmark_once():
+    everything = cases(configs.select(), [1, 8])
+    parts = [shard(everything, k, 3) for k in (1, 2, 3)]
+    flat = [c.id for part in parts for c in part]
+    assert sorted(flat) == sorted(c.id for c in everything)
     assert len(flat) == len(set(flat))
     assert all(parts), "no shard may be empty with 12 configurations over 3 shards"
+
+
+def test_the_real_suite_collects_one_shard_in_the_run_loops_order():
+    """The wiring: `pytest benchmarks --bark-shard 2/3` parametrizes exactly that shard, in `order`'s order."""
+    expected = [c.id for c in order(shard(cases(configs.select(), [1, 8]), 2, 3))]
+    assert collected("--bark-shard", "2/3") == expected
 
 
 def test_a_configuration_stays_in_one_shard():
@@ -70,7 +76,7 @@ def _record(results):
 def _result(config, bs, factor=1.0, status="ok"):
     rounds = [{"latency_s": factor * (1 + i / 100), "host_peak_mb": 100.0 * factor} for i in range(5)]
     reason = None if status == "ok" else "needs an accelerator"
-    return ConfigResult(config, bs, status, reason, rounds if status == "ok" else [], {"semantic_tokens": 256})
+    return BenchmarkResult(config, bs, status, reason, rounds if status == "ok" else [], {"semantic_tokens": 256})
 
 
 def test_merged_shards_give_the_unsharded_verdict(tmp_path):

@@ -4,6 +4,9 @@ checks compare the least-disturbed samples (minimums) and collect a few more whe
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,12 +14,12 @@ from typing import Any
 import pytest
 import torch
 
-from perf_utils import device as dev
-from perf_utils.loading import LoadedBark
-from perf_utils.measure import Measurer
-from perf_utils.runner import RunPlan, new_record
-from perf_utils.trackers import (
-    STAGES,
+from perf_utils.bark import device as dev
+from perf_utils.bark.loading import LoadedBark
+from perf_utils.bark.workload import Workload
+from perf_utils.measure.measurer import Measurer
+from perf_utils.measure.run import RunPlan, new_record
+from perf_utils.measure.trackers import (
     AcceleratorMemoryTracker,
     EnergyTracker,
     HostMemoryTracker,
@@ -24,8 +27,8 @@ from perf_utils.trackers import (
     NvmlMemoryTracker,
     StageTracker,
 )
-from perf_utils.trackers.memory import MB, host_allocator, pin_host_allocator, reset_high_water_mark
-from perf_utils.workload import Workload
+from perf_utils.measure.trackers.memory import reset_high_water_mark
+from perf_utils.record.metrics import MB, STAGES
 
 CPU = torch.device("cpu")
 BUFFER_ELEMENTS = 64 * 1024 * 1024  # float32: 256 MiB
@@ -36,8 +39,8 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")
-def measurer(torch_single_thread: None, loaded_baseline: LoadedBark) -> Measurer:
-    m = Measurer(loaded_baseline, Workload(n_tokens=32, batch_size=1))
+def measurer(torch_single_thread: None, loaded_fp32: LoadedBark) -> Measurer:
+    m = Measurer(loaded_fp32, Workload(n_tokens=32, batch_size=1))
     m.call()  # warm-up: first-call effects must not be billed to any comparison below
     return m
 
@@ -117,36 +120,54 @@ def _eight_live_4mb_tensors() -> None:
     del live
 
 
+_PINNED_PEAKS = """
+import json, torch
+from perf_utils.measure.trackers.memory import HostMemoryTracker, pin_host_allocator, reset_high_water_mark
+if not reset_high_water_mark():
+    print(json.dumps({"skip": "/proc/self/clear_refs is not writable: the exact VmHWM method is unavailable"}))
+    raise SystemExit
+setting = pin_host_allocator()
+if setting is None:
+    print(json.dumps({"skip": "not glibc: the host allocator cannot be pinned here"}))
+    raise SystemExit
+peaks = []
+for _ in range(5):
+    big = torch.ones(64 * 1024 * 1024)  # 256 MiB allocated and freed in between: it must not change the next peak
+    del big
+    with HostMemoryTracker() as tracker:
+        live = [torch.ones(1024 * 1024) for _ in range(8)]  # 8 x 4 MiB, all resident at once
+        del live
+    peaks.append(tracker.results()["host_peak_mb"])
+print(json.dumps({"setting": setting, "peaks": peaks}))
+"""
+
+
 def test_pinned_host_allocator_makes_the_peak_repeat() -> None:
     """With the allocator pinned (as every run does), the same work has the same host peak, equal to what was
-    live: 32 MiB here, every time, whatever was allocated and freed before."""
-    if not reset_high_water_mark():
-        pytest.skip("/proc/self/clear_refs is not writable here: the exact VmHWM method is unavailable")
-    setting = pin_host_allocator()
-    if setting is None:
-        pytest.skip("not glibc: the host allocator cannot be pinned here")
-    assert setting == "glibc mmap_threshold=1024KiB" and host_allocator() == setting
-    peaks = []
-    for _ in range(5):
-        _allocate_and_touch()  # a large allocation freed in between: it must not change the next peak
-        with HostMemoryTracker() as tracker:
-            _eight_live_4mb_tensors()
-        peaks.append(tracker.results()["host_peak_mb"])
+    live: 32 MiB here, every time, whatever was allocated and freed before. Pinning is process-wide and glibc
+    cannot undo it, so it happens in a process of its own, not in this test session."""
+    done = subprocess.run([sys.executable, "-c", _PINNED_PEAKS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in found:
+        pytest.skip(found["skip"])
+    peaks = found["peaks"]
+    assert found["setting"] == "glibc mmap_threshold=1024KiB"
     assert max(peaks) - min(peaks) < 1.0, peaks
     assert 31 <= min(peaks) <= 34, peaks
 
 
 def test_the_allocator_setting_is_part_of_the_workload(tiny_checkpoint) -> None:
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), 16, 1, 0)
-    plan.apply()
-    assert new_record(plan).workload["host_allocator"] == host_allocator()
+    assert new_record(plan, "glibc mmap_threshold=1024KiB").workload["host_allocator"] == "glibc mmap_threshold=1024KiB"
+    assert new_record(plan, None).workload["host_allocator"] is None
 
 
 # --- (c) stages -------------------------------------------------------------------------------------------------
 
 
-def test_a_slower_stage_shows_up_in_that_stage_only(loaded_baseline: LoadedBark, measurer: Measurer) -> None:
-    fine = loaded_baseline.model.fine_acoustics
+def test_a_slower_stage_shows_up_in_that_stage_only(loaded_fp32: LoadedBark, measurer: Measurer) -> None:
+    fine = loaded_fp32.model.fine_acoustics
     original = fine.generate
 
     def slow_fine(*args: Any, **kwargs: Any) -> Any:
@@ -202,26 +223,26 @@ def _no_instance_patches(model: Any) -> None:
     assert "codec_decode" not in vars(model), "codec_decode left patched"
 
 
-def test_stage_tracker_restores_the_methods(loaded_baseline: LoadedBark, measurer: Measurer) -> None:
-    model = loaded_baseline.model
+def test_stage_tracker_restores_the_methods(loaded_fp32: LoadedBark, measurer: Measurer) -> None:
+    model = loaded_fp32.model
     _no_instance_patches(model)
     measurer.call()
     _no_instance_patches(model)
     assert type(model.fine_acoustics).generate is model.fine_acoustics.generate.__func__
 
 
-def test_stage_tracker_restores_the_methods_when_the_call_fails(loaded_baseline: LoadedBark) -> None:
+def test_stage_tracker_restores_the_methods_when_the_call_fails(loaded_fp32: LoadedBark) -> None:
     def boom() -> None:
         raise RuntimeError("injected failure")
 
-    failing = Measurer(loaded_baseline, Workload(n_tokens=32, batch_size=1), inject=boom)
+    failing = Measurer(loaded_fp32, Workload(n_tokens=32, batch_size=1), inject=boom)
     with pytest.raises(RuntimeError, match="injected failure"):
         failing.call()
-    _no_instance_patches(loaded_baseline.model)
+    _no_instance_patches(loaded_fp32.model)
 
 
-def test_stage_tracker_patches_only_while_active(loaded_baseline: LoadedBark) -> None:
-    model = loaded_baseline.model
+def test_stage_tracker_patches_only_while_active(loaded_fp32: LoadedBark) -> None:
+    model = loaded_fp32.model
     tracker = StageTracker(model, CPU)
     with tracker:
         for name in SUBMODELS:
@@ -248,8 +269,8 @@ def test_derived_metrics_follow_from_the_raw_ones(measurer: Measurer, records: l
         assert r["codec_samples_per_s"] == pytest.approx(batch * counts.audio_samples / r["stage_codec_s"])
 
 
-def test_derived_metrics_at_batch_two(loaded_baseline: LoadedBark) -> None:
-    m = Measurer(loaded_baseline, Workload(n_tokens=32, batch_size=2))
+def test_derived_metrics_at_batch_two(loaded_fp32: LoadedBark) -> None:
+    m = Measurer(loaded_fp32, Workload(n_tokens=32, batch_size=2))
     r = m.call()
     assert m.last_counts is not None and m.last_counts.batch_size == 2
     assert r["throughput_sps"] == pytest.approx(2 / r["latency_s"], rel=1e-12)
@@ -268,13 +289,13 @@ def test_instrumentation_overhead_is_under_two_percent(records: list[dict[str, f
 # --- (g) inject -------------------------------------------------------------------------------------------------
 
 
-def test_inject_runs_inside_the_measured_region(loaded_baseline: LoadedBark, records: list[dict[str, float]]) -> None:
+def test_inject_runs_inside_the_measured_region(loaded_fp32: LoadedBark, records: list[dict[str, float]]) -> None:
     """The injected 0.3 s lands in the latency and in no stage.
 
     Comparing two calls' raw latencies would put Bark's own run-to-run noise (a few hundred ms here when another
     process shares the cores) into the result, so each call's latency is compared with its own stage work: the
     part of the latency no stage explains must grow by the sleep."""
-    injected = Measurer(loaded_baseline, Workload(n_tokens=32, batch_size=1), inject=lambda: time.sleep(0.3))
+    injected = Measurer(loaded_fp32, Workload(n_tokens=32, batch_size=1), inject=lambda: time.sleep(0.3))
 
     def outside_stages(r: dict[str, float]) -> float:
         return r["latency_s"] - sum(r[f"stage_{s}_s"] for s in STAGES)

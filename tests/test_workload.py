@@ -8,11 +8,10 @@ import dataclasses
 import pytest
 import torch
 
-from perf_utils import configs, loading
-from perf_utils.checkpoints import Checkpoint
-from perf_utils.loading import LoadedBark
-from perf_utils.measure import Measurer
-from perf_utils.workload import (
+from perf_utils.bark import configs, loading
+from perf_utils.bark.checkpoints import Checkpoint
+from perf_utils.bark.loading import LoadedBark
+from perf_utils.bark.workload import (
     PROMPTS,
     SAMPLING,
     Counts,
@@ -24,6 +23,7 @@ from perf_utils.workload import (
     make_inputs,
     prompts_hash,
 )
+from perf_utils.measure.measurer import Measurer
 
 CPU = torch.device("cpu")
 N = 32
@@ -41,10 +41,10 @@ def _counts(loaded: LoadedBark, batch_size: int) -> tuple[Counts, Counts]:
 
 @pytest.fixture(scope="module")
 def counts_by_run(
-    torch_single_thread: None, tiny_checkpoint: Checkpoint, loaded_baseline: LoadedBark
+    torch_single_thread: None, tiny_checkpoint: Checkpoint, loaded_fp32: LoadedBark
 ) -> dict[str, tuple[Counts, Counts]]:
     """fp32 at batch 1 and 2, fp16 and bf16 at batch 1: one call each, each half-precision model freed after."""
-    runs = {"float32-bs1": _counts(loaded_baseline, 1), "float32-bs2": _counts(loaded_baseline, 2)}
+    runs = {"float32-bs1": _counts(loaded_fp32, 1), "float32-bs2": _counts(loaded_fp32, 2)}
     for name in ("fp16", "bf16"):
         loaded = loading.load(tiny_checkpoint, configs.get(name), CPU)
         try:
@@ -80,11 +80,11 @@ def test_batch_changes_only_the_batch(counts_by_run: dict[str, tuple[Counts, Cou
     assert dataclasses.replace(two, batch_size=1) == one  # same work per sample
 
 
-def test_expected_counts_scale_with_tokens(loaded_baseline: LoadedBark) -> None:
-    e64 = expected_counts(loaded_baseline.model, Workload(n_tokens=64, batch_size=1))
+def test_expected_counts_scale_with_tokens(loaded_fp32: LoadedBark) -> None:
+    e64 = expected_counts(loaded_fp32.model, Workload(n_tokens=64, batch_size=1))
     assert e64.semantic_tokens == 64
     assert e64.audio_samples == 30_720  # BARK.md: N=64 -> 30720 samples
-    assert expected_counts(loaded_baseline.model, Workload(n_tokens=64, batch_size=8)).batch_size == 8
+    assert expected_counts(loaded_fp32.model, Workload(n_tokens=64, batch_size=8)).batch_size == 8
 
 
 def test_check_counts_raises_on_mismatch() -> None:
@@ -99,10 +99,10 @@ def test_check_counts_raises_on_mismatch() -> None:
         check_counts(dataclasses.replace(expected, batch_size=8), expected, "batch")
 
 
-def test_measurer_refuses_a_call_that_did_not_do_the_fixed_work(loaded_baseline: LoadedBark) -> None:
-    measurer = Measurer(loaded_baseline, Workload(n_tokens=N, batch_size=1))
+def test_measurer_refuses_a_call_that_did_not_do_the_fixed_work(loaded_fp32: LoadedBark) -> None:
+    measurer = Measurer(loaded_fp32, Workload(n_tokens=N, batch_size=1))
     measurer.expected = dataclasses.replace(measurer.expected, semantic_tokens=N + 1)
-    with pytest.raises(WorkloadError, match="configuration 'baseline'"):
+    with pytest.raises(WorkloadError, match="configuration 'fp32'"):
         measurer.call()
     assert measurer.last_counts is None
 
@@ -130,9 +130,9 @@ def test_prompts_are_eight_and_distinct() -> None:
     assert all(p.strip() == p and p for p in PROMPTS)
 
 
-def test_make_inputs_pads_to_256_with_attention_mask(loaded_baseline: LoadedBark) -> None:
+def test_make_inputs_pads_to_256_with_attention_mask(loaded_fp32: LoadedBark) -> None:
     for batch_size in (1, 8):
-        inputs = make_inputs(loaded_baseline.processor, Workload(n_tokens=N, batch_size=batch_size), CPU)
+        inputs = make_inputs(loaded_fp32.processor, Workload(n_tokens=N, batch_size=batch_size), CPU)
         assert set(inputs) >= {"input_ids", "attention_mask"}
         assert inputs["input_ids"].shape == (batch_size, 256)
         assert inputs["attention_mask"].shape == (batch_size, 256)
@@ -140,10 +140,10 @@ def test_make_inputs_pads_to_256_with_attention_mask(loaded_baseline: LoadedBark
         assert set(mask.unique().tolist()) == {0, 1}  # real tokens, then padding
         real = mask.sum(dim=1)
         assert bool((real > 2).all()) and bool((real < 256).all())
-        pad_id = loaded_baseline.processor.tokenizer.pad_token_id
+        pad_id = loaded_fp32.processor.tokenizer.pad_token_id
         assert bool((inputs["input_ids"][mask == 0] == pad_id).all())
         assert all(t.device == CPU for t in inputs.values())
-    rows = make_inputs(loaded_baseline.processor, Workload(n_tokens=N, batch_size=8), CPU)["input_ids"]
+    rows = make_inputs(loaded_fp32.processor, Workload(n_tokens=N, batch_size=8), CPU)["input_ids"]
     assert len({tuple(r.tolist()) for r in rows}) == 8  # distinct prompts tokenize to distinct inputs
 
 

@@ -1,0 +1,78 @@
+"""Load a checkpoint with one configuration applied, and free it completely afterwards."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from perf_utils.bark import compat
+from perf_utils.bark import device as dev
+from perf_utils.bark.checkpoints import Checkpoint
+from perf_utils.bark.configs import OptimizationConfig
+from perf_utils.bark.environment import current_stack
+
+
+@dataclass
+class LoadedBark:
+    model: Any
+    processor: Any
+    checkpoint: Checkpoint
+    config: OptimizationConfig
+    device: torch.device
+    load_s: float
+
+
+def quiet_transformers() -> None:
+    """Bark logs the same attention-mask warning on every call; it would drown the suite's own output."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def load_processor(checkpoint: Checkpoint) -> Any:
+    from transformers import BarkProcessor
+
+    has_speakers = (checkpoint.path / "speaker_embeddings_path.json").exists()
+    return BarkProcessor.from_pretrained(
+        str(checkpoint.path), **({} if has_speakers else {"speaker_embeddings_dict_path": None})
+    )
+
+
+def load(checkpoint: Checkpoint, config: OptimizationConfig, device: torch.device) -> LoadedBark:
+    """from_pretrained -> BetterTransformer -> offload or move -> compile -> test patch, the blog's order."""
+    from transformers import BarkModel
+
+    start = time.perf_counter()
+    kwargs = {
+        compat.dtype_kwarg(current_stack()): config.torch_dtype,
+        "attn_implementation": config.attn_implementation,
+    }
+    model = BarkModel.from_pretrained(str(checkpoint.path), **kwargs)
+    if config.bettertransformer:
+        model = compat.to_bettertransformer(model)
+    if config.cpu_offload:
+        compat.enable_cpu_offload(model, device)
+    else:
+        model = model.to(device)
+    if config.compile:
+        compat.compile_submodels(model)
+    if config.patch is not None:
+        config.patch(model)
+    model.eval()
+    processor = load_processor(checkpoint)
+    dev.synchronize(device)
+    return LoadedBark(model, processor, checkpoint, config, device, time.perf_counter() - start)
+
+
+def unload(loaded: LoadedBark) -> None:
+    """Drop every reference we hold, collect, empty the accelerator cache and reset its peaks."""
+    device = loaded.device
+    loaded.model = None
+    loaded.processor = None
+    if hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()  # compiled graphs hold their model's tensors
+    dev.release_memory(device)

@@ -1,0 +1,182 @@
+"""The one end-of-run path, for a run just measured (pytest, `python -m perf_utils run`), a saved or merged run
+(`gate`) and a two-stack comparison (`compare-stacks`): keep the run, gate it, adopt it as the baseline if asked,
+write its report, say what happened, and decide the exit status.
+
+It only reads and writes records, so it imports no torch: the nightly's verdict job needs none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perf_utils.gate.decide import (
+    EXIT_BAD_BASELINE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    GateOptions,
+    GateOutcome,
+    judge,
+    run_gate,
+)
+from perf_utils.gate.thresholds import Thresholds, ThresholdsError
+from perf_utils.options import FinishChoices
+from perf_utils.record import store
+from perf_utils.record.record import RUN_FILE, RunRecord
+from perf_utils.report import markdown
+from perf_utils.report.markdown import WrittenReport
+from perf_utils.report.table import markdown_section, not_measured_line, summary_line, verdict_table
+
+EXIT_USAGE = 4  # pytest's usage error: a configuration file (thresholds) that cannot be used
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    red: bool = False
+    bold: bool = False
+
+
+@dataclass
+class Finish:
+    """What to do with one finished run; the entry point fills in its defaults (where runs are kept, ...)."""
+
+    choices: FinishChoices
+    baselines_dir: Path
+    pyproject: Path
+    results_dir: Path | None = None  # keep the run here (its folder is also its report's); None: not kept
+    keep_suffix: str = ""  # a shard's runs are told apart by it
+    report_dir: Path | None = None  # write the report here; default: the kept run's folder
+    against: RunRecord | None = None  # compare with this record (the pinned stack) instead of a baseline file
+    against_label: str = ""
+    run_failed: str | None = None  # why the run itself failed (a failed benchmark): no baseline is adopted then
+    header: list[str] = field(default_factory=list)  # lines to print before the verdict
+
+
+@dataclass
+class Finished:
+    exit_code: int
+    lines: list[Line]
+    outcome: GateOutcome | None = None
+    kept: Path | None = None
+    report: WrittenReport | None = None
+
+
+def finish(record: RunRecord, how: Finish) -> Finished:
+    """Keep, gate, adopt, report, say, decide: in that order, each step's failure said and never fatal to the
+    steps that do not depend on it. A stored baseline is only ever replaced whole, after a clean run."""
+    notes: list[str] = []
+    kept = store.keep_run(how.results_dir, record, how.keep_suffix) if how.results_dir else None
+    try:
+        thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type)
+    except ThresholdsError as exc:
+        thresholds = None
+        notes.append(str(exc))
+    outcome = _gate(record, how, thresholds)
+    exit_code = outcome.exit_code if outcome else EXIT_OK
+    if thresholds is None and (how.choices.compare or how.choices.baseline or how.against):
+        exit_code = EXIT_USAGE
+    if how.run_failed and exit_code == EXIT_OK:
+        exit_code = EXIT_REGRESSION
+    if how.choices.save_baseline:
+        exit_code = _adopt(record, how, exit_code, notes)
+    report = _report(record, how, kept, outcome, thresholds, notes)
+    lines = [Line(h) for h in how.header] + _verdict_lines(outcome, how) + [Line(n) for n in notes]
+    if kept is not None:
+        lines.append(Line(f"run saved: {kept}"))
+    if report is not None:
+        lines.append(Line(f"report: {report.markdown} (figures beside it)", bold=True))
+    _markdown(how, outcome, report)
+    return Finished(exit_code, lines, outcome, kept, report)
+
+
+def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> GateOutcome | None:
+    c = how.choices
+    if thresholds is None or not (c.compare or c.baseline or how.against):
+        return None
+    opts = GateOptions(how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost)
+    if how.against is not None:
+        return judge(how.against, record, opts, how.against_label)
+    return run_gate(record, opts)
+
+
+def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> int:
+    """Adopt the run as the baseline of its hardware and checkpoint: refused after a failed run, merged with the
+    benchmarks it did not rerun, written atomically. Returns the exit status after it."""
+    if how.run_failed or exit_code != EXIT_OK:
+        why = how.run_failed or f"exit status {exit_code}"
+        notes.append(
+            f"baseline NOT updated: the run failed ({why}); fix the run first, the stored baseline is untouched"
+        )
+        return exit_code
+    path = store.path_for(how.baselines_dir, record.hardware, record.checkpoint["key"])
+    old = None
+    if path.exists():
+        try:
+            old = store.load(path)
+        except store.BaselineError as exc:
+            notes.append(f"baseline NOT updated: {exc}; move the broken file away to replace it")
+            return EXIT_BAD_BASELINE
+    new = store.merged(old, record)
+    store.write_atomic(path, new)
+    ran = len(record.measured())
+    added = sorted(set(new.by_id()) - set(old.by_id())) if old else []
+    notes.append(
+        f"baseline {'updated' if old else 'created'}: {path} ({ran} measured, "
+        f"{len(record.results) - ran} unavailable here"
+        + (f"; new: {', '.join(added)}" if added else "")
+        + (f"; kept from before: {len(new.results) - len(record.results)}" if old else "")
+        + ")"
+    )
+    return exit_code
+
+
+def _report(
+    record: RunRecord,
+    how: Finish,
+    kept: Path | None,
+    outcome: GateOutcome | None,
+    thresholds: Thresholds | None,
+    notes: list[str],
+) -> WrittenReport | None:
+    """The report goes into the kept run's folder (or `report_dir`, which then gets the run's JSON too); the
+    other kept runs are its history. A broken report never costs the run its verdict."""
+    folder = how.report_dir or (kept.parent if kept else None)
+    if folder is None:
+        return None
+    try:
+        if kept is None or folder != kept.parent:
+            store.write_atomic(folder / RUN_FILE, record)
+        history, skipped = store.kept_runs(how.results_dir, like=record) if how.results_dir else ([], [])
+        return markdown.write(folder, record, outcome, history, skipped, thresholds)
+    except Exception as exc:  # noqa: BLE001 - a broken report must never cost the run its verdict
+        notes.append(f"report not written: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _verdict_lines(outcome: GateOutcome | None, how: Finish) -> list[Line]:
+    if outcome is None:
+        return [Line("gate not run (add --benchmark-compare or --bark-compare to compare with the baseline)")]
+    lines = [Line(m) for m in outcome.messages]
+    if outcome.comparison is not None:
+        lines.append(Line(f"baseline: {outcome.baseline_path}"))
+        lines.append(Line(verdict_table(outcome.comparison, measured_only=True)))
+        if rest := not_measured_line(outcome.comparison):
+            lines.append(Line(rest))
+        lines.append(Line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True))
+    return lines
+
+
+def _markdown(how: Finish, outcome: GateOutcome | None, report: WrittenReport | None) -> None:
+    """GitHub Actions' job summary (or any Markdown file): the report without its images, else the verdict."""
+    target = how.choices.markdown
+    if target is None:
+        return
+    if report is not None:
+        text = report.summary
+    elif outcome is not None and outcome.comparison is not None:
+        text = markdown_section(outcome.comparison, outcome.baseline_path)
+    else:
+        return
+    with target.open("a", encoding="utf-8") as f:
+        f.write(text)

@@ -1,0 +1,95 @@
+"""The gate's decision: find the baseline for this run, refuse an incomparable one, compare, decide the exit
+status. Kept apart from pytest so the two-stack comparison and the CLI decide exactly as `pytest benchmarks` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perf_utils.gate.compare import Comparison, compare
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.record import store
+from perf_utils.record.record import RunRecord
+from perf_utils.record.store import BaselineError
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1  # same as a failed test and as pytest-benchmark's --benchmark-compare-fail
+EXIT_BAD_BASELINE = 10
+EXIT_INCOMPARABLE = 11
+
+
+@dataclass
+class GateOutcome:
+    status: str  # "compared" | "no-baseline" | "incomparable" | "bad-baseline"
+    exit_code: int
+    baseline_path: Path | str | None = None  # the file compared with (or what the baseline record was)
+    comparison: Comparison | None = None
+    messages: list[str] = field(default_factory=list)
+    baseline: RunRecord | None = None  # the compared baseline, raw rounds and all (for the report's figures)
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    baselines_dir: Path
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    baseline_file: Path | None = None  # explicit; otherwise found by hardware and checkpoint
+    force: bool = False
+    allow_lost: frozenset[str] = frozenset()
+
+
+def adopt_hint(path: Path) -> str:
+    return f"to adopt this run as the baseline, rerun with --bark-save-baseline (writes {path})"
+
+
+def run_gate(current: RunRecord, opts: GateOptions) -> GateOutcome:
+    expected = store.path_for(opts.baselines_dir, current.hardware, current.checkpoint["key"])
+    path = opts.baseline_file or expected
+    if not path.exists():
+        if opts.baseline_file is not None:
+            return GateOutcome("bad-baseline", EXIT_BAD_BASELINE, path, messages=[f"{path}: no such baseline file"])
+        msgs = [f"no baseline for hardware {current.hardware!r} and checkpoint {current.checkpoint['key']!r}"]
+        others = store.other_hardware(opts.baselines_dir, current.hardware, current.checkpoint["key"])
+        if others:
+            msgs.append(
+                "baselines from other hardware exist and were NOT compared: "
+                + ", ".join(str(p) for p in others)
+                + " (compare anyway with --bark-baseline FILE --bark-force-compare)"
+            )
+        msgs.append(adopt_hint(expected))
+        return GateOutcome("no-baseline", EXIT_OK, None, messages=msgs)
+    try:
+        baseline = store.load(path)
+    except BaselineError as exc:
+        return GateOutcome("bad-baseline", EXIT_BAD_BASELINE, path, messages=[str(exc), "nothing was overwritten"])
+    return judge(baseline, current, opts, path)
+
+
+def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Path | str) -> GateOutcome:
+    """Compare `current` with a baseline record already in hand (read from `source`: a file, or a description
+    such as the pinned stack), refusing an incomparable one unless forced."""
+    problems = store.incompatibilities(baseline, current)
+    messages = [baseline.migrated] if baseline.migrated else []
+    if problems:
+        if not opts.force:
+            return GateOutcome(
+                "incomparable",
+                EXIT_INCOMPARABLE,
+                source,
+                messages=[
+                    *messages,
+                    f"refusing to compare with {source}:",
+                    *problems,
+                    "(override with --bark-force-compare)",
+                ],
+            )
+        messages += [f"comparing with {source} although (forced):", *problems]
+    comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost))
+    return GateOutcome(
+        "compared",
+        EXIT_REGRESSION if comparison.failed else EXIT_OK,
+        source,
+        comparison,
+        messages=messages,
+        baseline=baseline,
+    )

@@ -1,0 +1,138 @@
+"""Fidelity: an optimization must compute the same thing, not only run faster.
+
+A broken attention mask, a dtype overflow or a wrong offload device can make a configuration faster while it
+computes something else; timing cannot see that. For every configuration this compares, against the fp32 eager
+reference of the same checkpoint on the same inputs and without any sampling:
+- teacher-forced logits of the semantic, coarse and fine models on fixed token sequences (relative L2 error of
+  the logits, and top-1 agreement), with a left-padded sample so the attention mask matters;
+- the codec's audio for fixed codes (signal-to-noise ratio in dB);
+- each sample of a batch against the same sample run alone (batching must not change a result).
+This module computes the figures (torch); the typed result, the tolerances and the verdict live in
+`record.fidelity`, so judging a saved record needs no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from perf_utils.bark import compat
+from perf_utils.record.fidelity import Fidelity, SubmodelFigures
+
+FIDELITY_SEED = 4321
+SEQ_LEN = 48
+PAD = 12  # left padding of the second sample: its first PAD positions are masked out
+FINE_CODEBOOKS = (1, 4, 7)
+CODEC_FRAMES = 24
+SNR_CAP_DB = 200.0  # identical audio; JSON has no infinity
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(FIDELITY_SEED)
+
+
+def fixed_inputs(model: Any) -> dict[str, torch.Tensor]:
+    """Token sequences and codes drawn once from a fixed seed, in each sub-model's vocabulary (on the CPU)."""
+    g = _gen()
+    sem_vocab = model.config.semantic_config.input_vocab_size
+    coarse_vocab = model.config.coarse_acoustics_config.input_vocab_size
+    fine = model.config.fine_acoustics_config
+    n_codes = fine.n_codes_total
+    codebook = model.generation_config.codebook_size
+    mask = torch.ones(2, SEQ_LEN, dtype=torch.long)
+    mask[1, :PAD] = 0
+    return {
+        "semantic": torch.randint(0, sem_vocab, (2, SEQ_LEN), generator=g),
+        "coarse": torch.randint(0, coarse_vocab, (2, SEQ_LEN), generator=g),
+        "mask": mask,
+        "fine": torch.randint(0, codebook, (2, SEQ_LEN, n_codes), generator=g),
+        "codes": torch.randint(0, codebook, (2, n_codes, CODEC_FRAMES), generator=g),
+    }
+
+
+def _device(model: Any) -> torch.device:
+    return model.device  # BarkModel.device follows offload hooks to the execution device
+
+
+@torch.no_grad()
+def outputs(model: Any) -> dict[str, torch.Tensor]:
+    """Everything fidelity compares, as fp32 tensors on the CPU."""
+    inputs = fixed_inputs(model)
+    dev = _device(model)
+    out: dict[str, torch.Tensor] = {}
+    for name, sub in (("semantic", model.semantic), ("coarse", model.coarse_acoustics)):
+        ids, mask = inputs[name].to(dev), inputs["mask"].to(dev)
+
+        def logits(token_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, sub: Any = sub) -> Any:
+            # Embed first, as Bark's own generate does: under CPU offload the semantic embedding layer has a
+            # hook of its own that brings it to the device (a plain forward with input_ids finds it on the CPU).
+            embeds = sub.input_embeds_layer(token_ids)
+            kwargs = {compat.embeds_kwarg(sub): embeds, "attention_mask": attention_mask, "use_cache": False}
+            return sub(**kwargs).logits.float().cpu()
+
+        out[name] = logits(ids, mask)
+        out[name + "_alone"] = logits(ids[:1])
+        out[name + "_batched"] = logits(ids)[:1]
+    fine_ids = inputs["fine"].to(dev)
+    out["fine"] = torch.stack(
+        [model.fine_acoustics(codebook_idx=i, input_ids=fine_ids).logits.float().cpu() for i in FINE_CODEBOOKS]
+    )
+    out["fine_alone"] = (
+        model.fine_acoustics(codebook_idx=FINE_CODEBOOKS[0], input_ids=fine_ids[:1]).logits.float().cpu()
+    )
+    out["fine_batched"] = out["fine"][0, :1]
+    audio = model.codec_decode(inputs["codes"].to(dev))
+    out["codec"] = audio.float().cpu()
+    out["codec_alone"] = model.codec_decode(inputs["codes"][:1].to(dev)).float().cpu()
+    out["codec_batched"] = out["codec"][:1]
+    return out
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))
+
+
+def top1(x: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+    agree = x.argmax(-1) == ref.argmax(-1)
+    if valid is not None:
+        agree = agree[valid]
+    return float(agree.float().mean())
+
+
+def snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
+    noise = float(((x - ref) ** 2).sum())
+    signal = float((ref**2).sum())
+    return SNR_CAP_DB if noise == 0 else min(SNR_CAP_DB, 10 * math.log10(max(signal, 1e-30) / noise))
+
+
+def compare_outputs(now: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, SubmodelFigures]:
+    """Per sub-model figures; padded positions of the masked sample are ignored (their output is arbitrary)."""
+    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
+    valid[1, :PAD] = False
+    result: dict[str, SubmodelFigures] = {}
+    for name in ("semantic", "coarse"):
+        result[name] = SubmodelFigures(
+            rel_err=rel_err(now[name][valid], ref[name][valid]),
+            top1=top1(now[name], ref[name], valid),
+            batch_rel_err=rel_err(now[name + "_batched"], now[name + "_alone"]),
+        )
+    result["fine"] = SubmodelFigures(
+        rel_err=rel_err(now["fine"], ref["fine"]),
+        top1=top1(now["fine"], ref["fine"]),
+        batch_rel_err=rel_err(now["fine_batched"], now["fine_alone"]),
+    )
+    result["codec"] = SubmodelFigures(
+        snr_db=snr_db(now["codec"], ref["codec"]),
+        batch_rel_err=rel_err(now["codec_batched"], now["codec_alone"]),
+    )
+    return result
+
+
+def check(model: Any, reference: dict[str, torch.Tensor], precision: str) -> Fidelity:
+    """The fidelity of a loaded configuration against the reference outputs; `not checked` when it cannot run."""
+    try:
+        return Fidelity.judged(compare_outputs(outputs(model), reference), precision)
+    except Exception as exc:  # noqa: BLE001 - the check could not run: say so, keep the timings
+        return Fidelity.not_checked(precision, exc)

@@ -1,0 +1,184 @@
+"""Every option, defined once, for the pytest plugin (`--bark-<name>`) and the CLI (`--<name>`).
+
+pytest-benchmark's model: options are declared once and added to both front ends by `add_options(addoption,
+prefix)`; pytest's `addoption` and argparse's `add_argument` take the same arguments. What the options mean is
+read back into typed dataclasses (`RunOptions`, `FinishChoices`) the same way from both, so no option is parsed
+twice. No torch here: the CLI's gate builds its parser without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perf_utils.record.record import RENAMED_CONFIGS
+
+ENV_TOKENS = "BARK_PERF_TOKENS"
+MAX_BATCH = 8  # the workload has 8 distinct prompts
+
+
+def comma_list(value: str) -> list[str]:
+    """`a,b` -> ["a", "b"] (blanks dropped)."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def config_names(value: str) -> list[str]:
+    """Configuration names; a renamed one is taken under its new name, with a note."""
+    names = []
+    for name in comma_list(value):
+        if name in RENAMED_CONFIGS:
+            print(f"note: configuration {name!r} is now called {RENAMED_CONFIGS[name]!r}", file=sys.stderr)
+        names.append(RENAMED_CONFIGS.get(name, name))
+    return names
+
+
+def batch_sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in comma_list(value)]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(1 <= b <= MAX_BATCH for b in sizes):
+        raise argparse.ArgumentTypeError(f"{value!r}: integers from 1 to {MAX_BATCH} ({MAX_BATCH} prompts), e.g. 1,8")
+    return sizes
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the long name without its prefix: `configs` is --bark-configs in pytest, --configs in the CLI
+    help: str
+    type: Callable[[str], Any] | None = None
+    flag: bool = False
+    extend: bool = False  # repeatable, each value a list (`--config a --config b` or `--configs a,b`)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return "bark_" + self.name.replace("-", "_")
+
+
+RUN = (
+    Option("checkpoint", "tiny (default; env BARK_PERF_CHECKPOINT), suno/bark-small, suno/bark, or a local folder"),
+    Option("device", "auto (default: the accelerator if present), cpu, cuda, cuda:1, xpu, mps"),
+    Option(
+        "configs", "configuration names, comma-separated (default: all)", config_names, extend=True, aliases=("config",)
+    ),  # fmt: skip
+    Option(
+        "batch-sizes", "batch sizes, comma-separated (default: 1,8)", batch_sizes, extend=True, aliases=("batch-size",)
+    ),  # fmt: skip
+    Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", int),
+    Option("rounds", "measured rounds per benchmark (default: 5 cpu, 10 accelerator)", int),
+    Option("warmup", "warm-up rounds (default: 1 cpu, 2 accelerator)", int),
+    Option(
+        "threads", "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared", int
+    ),
+    Option("shard", "K/N: run the K-th of N shards (whole configurations)"),
+    Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
+    Option("allow-busy-gpu", "measure even if other processes use the GPU (warns)", flag=True),
+)
+FINISH = (
+    Option("compare", "run the gate against the stored baseline (implied by --benchmark-compare)", flag=True),
+    Option("baselines-dir", "where baselines live (default: baselines/)", Path),
+    Option("baseline", "compare with this baseline file instead of the matching one", Path),
+    Option("force-compare", "compare even across hardware, checkpoint or workload (says so)", flag=True),
+    Option(
+        "allow-lost",
+        "configurations (comma-separated, or 'all') whose loss does not fail the gate",
+        comma_list,
+        extend=True,
+    ),  # fmt: skip
+    Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
+    Option(
+        "results-dir",
+        "where runs are kept, one folder each; they are the history (default: results/)",
+        Path,
+        aliases=("history",),
+    ),  # fmt: skip
+    Option("markdown", "append the report (or verdict) as Markdown here (default: $GITHUB_STEP_SUMMARY)", Path),
+    Option("pyproject", "read the thresholds from here (default: pyproject.toml)", Path),
+)
+
+
+def add_options(addoption: Callable[..., Any], prefix: str, options: tuple[Option, ...]) -> None:
+    """Add `options` with `prefix` ("--bark-" for pytest, "--" for the CLI) through `addoption`."""
+    for o in options:
+        names = [prefix + n for n in (o.name, *o.aliases)]
+        if o.flag:
+            addoption(*names, dest=o.dest, action="store_true", help=o.help)
+        elif o.extend:
+            addoption(*names, dest=o.dest, action="extend", type=o.type, default=None, help=o.help)
+        else:
+            addoption(*names, dest=o.dest, type=o.type, default=None, help=o.help)
+
+
+Get = Callable[[str], Any]  # reads an option by its dest: pytest's config.getoption, or vars(namespace).get
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to measure and how; None means "the device's default" (resolved by `measure.run.RunPlan.make`)."""
+
+    checkpoint: str | None
+    device: str
+    configs: list[str]
+    batch_sizes: list[int]
+    tokens: int | None
+    rounds: int | None
+    warmup: int | None
+    threads: int | None
+    shard: str | None
+    fidelity: bool
+    allow_busy_gpu: bool
+
+    @classmethod
+    def read(cls, get: Get) -> RunOptions:
+        tokens = get("bark_tokens")
+        if tokens is None and os.environ.get(ENV_TOKENS):
+            tokens = int(os.environ[ENV_TOKENS])
+        return cls(
+            checkpoint=get("bark_checkpoint"),
+            device=get("bark_device") or "auto",
+            configs=list(get("bark_configs") or []),
+            batch_sizes=list(get("bark_batch_sizes") or [1, MAX_BATCH]),
+            tokens=tokens,
+            rounds=get("bark_rounds"),
+            warmup=get("bark_warmup"),
+            threads=get("bark_threads"),
+            shard=get("bark_shard"),
+            fidelity=not get("bark_no_fidelity"),
+            allow_busy_gpu=bool(get("bark_allow_busy_gpu")),
+        )
+
+
+@dataclass(frozen=True)
+class FinishChoices:
+    """What to do once a run is measured; paths left None take the entry point's default."""
+
+    compare: bool
+    baselines_dir: Path | None
+    baseline: Path | None
+    force_compare: bool
+    allow_lost: frozenset[str]
+    save_baseline: bool
+    results_dir: Path | None
+    markdown: Path | None
+    pyproject: Path | None
+
+    @classmethod
+    def read(cls, get: Get) -> FinishChoices:
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        return cls(
+            compare=bool(get("bark_compare")),
+            baselines_dir=get("bark_baselines_dir"),
+            baseline=get("bark_baseline"),
+            force_compare=bool(get("bark_force_compare")),
+            allow_lost=frozenset(get("bark_allow_lost") or ()),
+            save_baseline=bool(get("bark_save_baseline")),
+            results_dir=get("bark_results_dir"),
+            markdown=get("bark_markdown") or (Path(summary) if summary else None),
+            pyproject=get("bark_pyproject"),
+        )

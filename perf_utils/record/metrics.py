@@ -1,0 +1,55 @@
+"""The metrics the suite records, as data: unit, which direction is better, and whether the gate judges it.
+
+Measurement, comparison, tables and reports all read this one table, so adding a metric is one entry. The
+names of Bark's four stages and the megabyte are defined here once too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MB = 1024 * 1024
+# Bark's four stages, in the order `BarkModel.generate` runs them; each has a `stage_<name>_s` metric.
+STAGES = ("semantic", "coarse", "fine", "codec")
+# The memory figure a reader expects, first found first: the accelerator allocator's peak on a GPU, else the host's.
+MEMORY_METRICS = ("accel_peak_mb", "host_peak_mb")
+
+
+def memory_metric(measured: set[str] | list[str]) -> str:
+    """The peak to show for a run (or a verdict) that measured these metrics."""
+    return next((m for m in MEMORY_METRICS if m in measured), MEMORY_METRICS[-1])
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    better: str  # "lower" | "higher"
+    kind: str  # threshold family: "time" | "memory" | "throughput" | "energy" | "info"
+    gated: bool = True
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("latency_s", "latency", "s", "lower", "time"),
+        Metric("throughput_sps", "throughput", "samples/s", "higher", "throughput"),
+        Metric("host_peak_mb", "host peak (over pre-call)", "MB", "lower", "memory"),
+        Metric("accel_peak_mb", "accelerator peak (allocator)", "MB", "lower", "memory"),
+        Metric("nvml_device_peak_mb", "GPU peak (NVML, device)", "MB", "lower", "memory"),
+        Metric("nvml_process_peak_mb", "GPU peak (NVML, process)", "MB", "lower", "memory"),
+        Metric("energy_j", "energy", "J", "lower", "energy"),
+        Metric("rtf", "real-time factor", "s/s", "lower", "info", gated=False),
+        Metric("stage_semantic_s", "semantic", "s", "lower", "info", gated=False),
+        Metric("stage_coarse_s", "coarse", "s", "lower", "info", gated=False),
+        Metric("stage_fine_s", "fine", "s", "lower", "info", gated=False),
+        Metric("stage_codec_s", "codec", "s", "lower", "info", gated=False),
+        Metric("semantic_tok_per_s", "semantic tokens/s", "tok/s", "higher", "info", gated=False),
+        Metric("coarse_tok_per_s", "coarse tokens/s", "tok/s", "higher", "info", gated=False),
+        Metric("fine_tok_per_s", "fine tokens/s", "tok/s", "higher", "info", gated=False),
+        Metric("codec_samples_per_s", "codec samples/s", "samples/s", "higher", "info", gated=False),
+        Metric("host_rss_peak_mb", "host RSS peak", "MB", "lower", "info", gated=False),
+        Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False),
+    )
+}

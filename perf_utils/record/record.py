@@ -1,0 +1,130 @@
+"""What a run produces: per benchmark (configuration x batch size), every round's numbers, plus where they came
+from (hardware, checkpoint, workload, software).
+
+The same shape is kept after every run and stored as a baseline, so a baseline is simply an adopted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from perf_utils.record.fidelity import Fidelity
+from perf_utils.record.stats import Summary, summarize
+
+SCHEMA_VERSION = 2  # 2: the fp32 eager configuration is named `fp32` (it was `baseline`)
+RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies beside it
+# Configurations renamed over the suite's versions: old records are migrated when read, old names on the
+# command line are taken with a note. `baseline` meant both this configuration and the stored file.
+RENAMED_CONFIGS = {"baseline": "fp32"}
+REFERENCE_CONFIG = "fp32"  # what the report's "vs fp32" columns and the ratios are taken against
+OK, UNAVAILABLE, FAILED = "ok", "unavailable", "failed"
+
+
+def benchmark_id(config: str, batch_size: int) -> str:
+    return f"bs{batch_size}-{config}"
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark: a configuration at a batch size."""
+
+    config: str
+    batch_size: int
+    status: str  # OK | UNAVAILABLE | FAILED
+    reason: str | None = None
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    counts: dict[str, int] | None = None
+    load_s: float | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    fidelity: Fidelity | None = None
+    # The exception of a failed benchmark, for whoever ran it (pytest shows its traceback); never stored.
+    error: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return benchmark_id(self.config, self.batch_size)
+
+    @property
+    def ran(self) -> bool:
+        return self.status == OK
+
+    def values(self, metric: str) -> list[float]:
+        return [r[metric] for r in self.rounds if metric in r]
+
+    def summary(self, metric: str) -> Summary:
+        return summarize(self.values(metric))
+
+    def median(self, metric: str) -> float | None:
+        """The median over the measured rounds; None when this benchmark did not run or measure `metric`."""
+        return self.summary(metric).median if self.ran and self.values(metric) else None
+
+    def metrics(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rounds:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("error", "fidelity")}
+        data = copy.deepcopy(data)
+        data["fidelity"] = self.fidelity.to_dict() if self.fidelity else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkResult:
+        fid = data.get("fidelity")
+        return cls(**{**data, "fidelity": Fidelity.from_dict(fid) if fid else None})
+
+
+@dataclass
+class RunRecord:
+    hardware: str
+    device: str
+    checkpoint: dict[str, Any]
+    workload: dict[str, Any]
+    environment: dict[str, Any]
+    results: list[BenchmarkResult] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    suite_version: str = ""
+    # Set when this record was read from an older schema and migrated (says what changed); never stored.
+    migrated: str | None = field(default=None, compare=False)
+
+    def by_id(self) -> dict[str, BenchmarkResult]:
+        return {r.id: r for r in self.results}
+
+    def put(self, result: BenchmarkResult) -> BenchmarkResult:
+        """Add a result, replacing an earlier one of the same benchmark."""
+        self.results = [r for r in self.results if r.id != result.id] + [result]
+        return result
+
+    def measured(self, batch_size: int | None = None) -> list[BenchmarkResult]:
+        """The results that ran (status ok), in run order; of one batch size if given."""
+        return [r for r in self.results if r.ran and batch_size in (None, r.batch_size)]
+
+    def batch_sizes(self) -> list[int]:
+        return sorted({r.batch_size for r in self.measured()})
+
+    @property
+    def device_type(self) -> str:
+        """ "cuda" for "cuda:1": what per-device thresholds are keyed by."""
+        return self.device.split(":")[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in ("results", "migrated")
+        }
+        data["results"] = [r.to_dict() for r in self.results]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Trusts `data`'s shape: validate it first (`store.validate`)."""
+        top = {k: v for k, v in data.items() if k != "results"}
+        return cls(**top, results=[BenchmarkResult.from_dict(r) for r in data.get("results", [])])
+
+    def copy(self) -> RunRecord:
+        return RunRecord.from_dict(self.to_dict())

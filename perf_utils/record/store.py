@@ -1,0 +1,262 @@
+"""Where records live: stored baselines and kept runs, their schema, strict loading, migration of older
+records, and atomic writes.
+
+Baselines: `baselines/<hardware>/<checkpoint>.json`, one adopted run per hardware and checkpoint. Kept runs:
+`results/<time>-<hardware>-<checkpoint>/run.json`, one folder per run (its report goes beside it; the folders
+are the history). A bad file is an error that names the file and the field; a write goes to a temporary file that
+replaces the old one only once complete, so a crash or Ctrl-C never leaves a damaged baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from perf_utils.record.record import RENAMED_CONFIGS, RUN_FILE, SCHEMA_VERSION, BenchmarkResult, RunRecord
+
+_NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "bark-perf run record / baseline",
+    "type": "object",
+    "required": ["schema_version", "hardware", "device", "checkpoint", "workload", "environment", "results"],
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "hardware": {"type": "string", "minLength": 1},
+        "device": {"type": "string"},
+        "created": {"type": "string"},
+        "suite_version": {"type": "string"},
+        "checkpoint": {
+            "type": "object",
+            "required": ["key", "kind"],
+            "properties": {
+                "key": {"type": "string", "minLength": 1},
+                "kind": {"enum": ["tiny", "hub", "local"]},
+                "revision": {"type": ["string", "null"]},
+            },
+        },
+        "workload": {
+            "type": "object",
+            "required": ["n_tokens", "prompts_sha256", "seed", "sampling"],
+            "properties": {
+                "n_tokens": {"type": "integer", "minimum": 1},
+                "prompts_sha256": {"type": "string"},
+                "seed": {"type": "integer"},
+                "sampling": {"type": "object"},
+            },
+        },
+        "environment": {"type": "object"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["config", "batch_size", "status", "rounds"],
+                "additionalProperties": False,
+                "properties": {
+                    "config": {"type": "string", "minLength": 1},
+                    "batch_size": {"type": "integer", "minimum": 1},
+                    "status": {"enum": ["ok", "unavailable", "failed"]},
+                    "reason": {"type": ["string", "null"]},
+                    "rounds": {"type": "array", "items": _NUMBER_MAP},
+                    "counts": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+                    "load_s": {"type": ["number", "null"]},
+                    "changes": {"type": "object"},
+                    "fidelity": {"type": ["object", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+class BaselineError(Exception):
+    """A baseline file that cannot be used; names the file and, where there is one, the field."""
+
+    def __init__(self, path: Path, message: str, field: str | None = None) -> None:
+        self.path, self.field = path, field
+        where = f"{path}: field {field!r}: " if field else f"{path}: "
+        super().__init__(where + message)
+
+
+def _field_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _migrate_v1(data: dict[str, Any]) -> list[str]:
+    """Version 1 named the fp32 eager configuration `baseline`: renamed, never a crash."""
+    notes = []
+    for result in data.get("results", []):
+        if isinstance(result, dict) and (new := RENAMED_CONFIGS.get(result.get("config"))):
+            notes.append(f"configuration {result['config']!r} is now {new!r}")
+            result["config"] = new
+    data["schema_version"] = 2
+    return sorted(set(notes))
+
+
+MIGRATIONS = {1: _migrate_v1}  # from version N to N+1
+
+
+def validate(data: Any, path: Path) -> RunRecord:
+    if not isinstance(data, dict):
+        raise BaselineError(path, f"expected a JSON object at the top level, found {type(data).__name__}")
+    version = data.get("schema_version")
+    notes: list[str] = []
+    while isinstance(version, int) and version in MIGRATIONS:
+        notes += MIGRATIONS[version](data)
+        version = data["schema_version"]
+    if isinstance(version, int) and version != SCHEMA_VERSION:
+        raise BaselineError(
+            path, f"unknown schema version {version} (this suite reads {SCHEMA_VERSION})", "schema_version"
+        )
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is not None:
+        raise BaselineError(path, error.message, _field_path(error.absolute_path))
+    record = RunRecord.from_dict(data)
+    if notes:
+        record.migrated = f"{path}: an older record (schema 1), read as schema {SCHEMA_VERSION}: " + "; ".join(notes)
+    return record
+
+
+def load(path: Path) -> RunRecord:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BaselineError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return validate(data, path)
+
+
+def file_name(checkpoint_key: str) -> str:
+    return checkpoint_key.replace("/", "__").replace(":", "-") + ".json"
+
+
+def path_for(root: Path, hardware: str, checkpoint_key: str) -> Path:
+    return root / hardware / file_name(checkpoint_key)
+
+
+def other_hardware(root: Path, hardware: str, checkpoint_key: str) -> list[Path]:
+    """Baselines of the same checkpoint measured on other hardware (never compared silently)."""
+    if not root.is_dir():
+        return []
+    name = file_name(checkpoint_key)
+    return sorted(p for p in root.glob(f"*/{name}") if p.parent.name != hardware)
+
+
+def incompatibilities(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """Why these two runs must not be compared; empty when they may."""
+    problems = []
+    if baseline.hardware != current.hardware:
+        problems.append(f"hardware differs: baseline {baseline.hardware}, now {current.hardware}")
+    for part in ("key", "revision"):
+        old_ck, new_ck = baseline.checkpoint.get(part), current.checkpoint.get(part)
+        if old_ck != new_ck:
+            problems.append(f"checkpoint {part} differs: baseline {old_ck}, now {new_ck}")
+    old_w, new_w = baseline.workload, current.workload
+    if old_w != new_w:
+        diff = sorted(k for k in {*old_w, *new_w} if old_w.get(k) != new_w.get(k))
+        detail = ", ".join(f"{k} {old_w.get(k)} -> {new_w.get(k)}" for k in diff)
+        problems.append(f"workload differs: {detail}")
+    return problems
+
+
+def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
+    """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept."""
+    if old is None:
+        return new
+    ran = new.by_id()
+    kept: list[BenchmarkResult] = [r for r in old.results if r.id not in ran]
+    out = new.copy()
+    out.results = [*out.results, *kept]
+    return out
+
+
+def merge_shards(paths: list[Path]) -> RunRecord:
+    """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice."""
+    if not paths:
+        raise ValueError("no shard files given")
+    records = [load(p) for p in paths]
+    first = records[0]
+    seen: dict[str, Path] = {}
+    results: list[BenchmarkResult] = []
+    for path, rec in zip(paths, records, strict=True):
+        problems = incompatibilities(first, rec)
+        if problems:
+            raise BaselineError(path, "cannot be merged with " + str(paths[0]) + ": " + "; ".join(problems))
+        for r in rec.results:
+            if r.id in seen:
+                raise BaselineError(path, f"benchmark {r.id} is also in {seen[r.id]}: overlapping shards")
+            seen[r.id] = path
+            results.append(r)
+    out = first.copy()
+    out.results = results
+    return out
+
+
+def write_atomic(path: Path, record: RunRecord) -> None:
+    """Validate, write to a temporary file beside `path`, fsync, then rename over it."""
+    data = record.to_dict()
+    validate(data, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a baseline is meant to be shared
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- kept runs ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeptRun:
+    path: Path
+    record: RunRecord
+
+
+def keep_run(results_dir: Path, record: RunRecord, suffix: str = "") -> Path:
+    """Add a run to the kept runs: `<time>-<hardware>-<checkpoint><suffix>/run.json`, written atomically."""
+    stamp = record.created.replace(":", "").replace("+0000", "Z")
+    name = f"{stamp}-{record.hardware}-{Path(file_name(record.checkpoint['key'])).stem}{suffix}"
+    path = results_dir / name / RUN_FILE
+    write_atomic(path, record)
+    return path
+
+
+def kept_runs(results_dir: Path, like: RunRecord | None = None) -> tuple[list[KeptRun], list[str]]:
+    """Runs kept under `results_dir` (`<run>/run.json`, and the flat `<run>.json` of earlier versions), oldest
+    first; with `like`, only those comparable to it (same hardware, checkpoint and workload). Files that cannot be
+    read are named in the second list and skipped: one bad file must not hide the whole history."""
+    if not results_dir.is_dir():
+        return [], []
+    runs, skipped = [], []
+    for path in sorted({*results_dir.glob(f"*/{RUN_FILE}"), *results_dir.glob("*.json")}):
+        try:
+            record = load(path)
+        except BaselineError as exc:
+            skipped.append(str(exc))
+            continue
+        if like is None or not incompatibilities(record, like):
+            runs.append(KeptRun(path, record))
+    runs.sort(key=lambda r: r.record.created)
+    return runs, skipped

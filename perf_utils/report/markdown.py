@@ -1,0 +1,225 @@
+"""The report of one run: a folder with the run's JSON, a Markdown report and PNG figures.
+
+The Markdown leads with the verdict, then the tables in the shape of the optimizing-bark blog post (each
+configuration against `fp32` in the same run, per batch size), where the time goes per stage, what could
+not run and why, and the history of kept runs. Every number in it is read from the run record itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabulate import tabulate
+
+from perf_utils.gate import trends
+from perf_utils.gate.compare import IMPROVED, REGRESSED, Comparison
+from perf_utils.gate.decide import GateOutcome
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.gate.trends import Trend
+from perf_utils.record.fidelity import NOT_CHECKED
+from perf_utils.record.metrics import STAGES, memory_metric
+from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecord, benchmark_id
+from perf_utils.record.store import KeptRun
+from perf_utils.report import plots
+from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, num
+
+REPORT_FILE = "report.md"
+FIGURES_HEADING = "## Figures"
+
+
+@dataclass
+class WrittenReport:
+    folder: Path
+    markdown: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    trends: list[Trend] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def summary(self) -> str:
+        """For GitHub's job summary, which cannot show the run's own image files: the report without them."""
+        body = self.text.split(FIGURES_HEADING)[0].rstrip()
+        return f"{body}\n\nFigures and the run's JSON: `{self.folder}` (kept as the job's artifact).\n\n"
+
+
+def run_memory_metric(record: RunRecord) -> str:
+    """The peak a reader of the blog expects, as measured anywhere in this run."""
+    return memory_metric({m for r in record.measured() for m in r.metrics()})
+
+
+def _median(result: BenchmarkResult | None, metric: str) -> float | None:
+    return result.median(metric) if result is not None else None
+
+
+def _vs(value: float | None, ref: float | None) -> str:
+    if value is None or ref is None or ref == 0:
+        return "-"
+    return "—" if value == ref else f"{value / ref - 1:+.0%}"
+
+
+def fidelity_cell(result: BenchmarkResult) -> str:
+    fid = result.fidelity
+    if not fid:
+        return "-"
+    if fid.passed is None:
+        return NOT_CHECKED
+    if fid.passed is False:
+        return "**FAIL**: " + "; ".join(fid.problems)
+    worst = fid.worst_rel_err
+    return "ok" if worst == 0 else f"ok (rel. err. {worst:.1e})"
+
+
+def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None = None) -> str:
+    """Latency, peak memory and throughput per configuration, with the change against `fp32` in this run."""
+    mem = run_memory_metric(record)
+    results = record.measured(batch_size)
+    ref = record.by_id().get(benchmark_id(REFERENCE_CONFIG, batch_size))
+    verdicts = {v.id: v.verdict for v in comparison.verdicts} if comparison else {}
+    rows = []
+    for r in results:
+        lat, peak, sps = (_median(r, m) for m in ("latency_s", mem, "throughput_sps"))
+        row = [
+            r.config,
+            num(lat, ".3f"),
+            _vs(lat, _median(ref, "latency_s")),
+            num(peak, ".1f"),
+            _vs(peak, _median(ref, mem)),
+            num(sps, ".2f"),
+            _vs(sps, _median(ref, "throughput_sps")),
+            fidelity_cell(r),
+        ]
+        if comparison:
+            row.append(VERDICT_MARKDOWN.get(verdicts.get(r.id, ""), verdicts.get(r.id, "-")))
+        rows.append(row)
+    peak_label = "GPU peak MB" if mem == "accel_peak_mb" else "host peak MB"
+    vs = f"vs {REFERENCE_CONFIG}"
+    headers = ["configuration", "latency s", vs, peak_label, vs, "samples/s", vs]
+    headers += ["fidelity", *(["gate"] if comparison else [])]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def stages_table(record: RunRecord) -> str:
+    rows = []
+    for r in (r for r in record.measured() if r.values("stage_semantic_s")):
+        stages = [_median(r, f"stage_{s}_s") or 0.0 for s in STAGES]
+        total = sum(stages)
+        rows.append([r.id, *(f"{s:.3f} ({s / total:.0%})" for s in stages), f"{total:.3f}"])
+    return tabulate(rows, headers=["benchmark", *STAGES, "sum s"], tablefmt="github", disable_numparse=True)
+
+
+def unavailable_table(record: RunRecord) -> str:
+    seen: dict[str, str] = {}
+    for r in record.results:
+        if not r.ran:
+            seen.setdefault(r.config, f"{r.status}: {r.reason}")
+    return tabulate(sorted(seen.items()), headers=["configuration", "why"], tablefmt="github")
+
+
+def history_section(called_trends: list[Trend], runs: int, skipped: list[str]) -> str:
+    if runs < trends.MIN_RUNS:
+        text = f"{runs} comparable run(s) kept; trends are called from {trends.MIN_RUNS}."
+    else:
+        called = [t for t in called_trends if t.verdict in (REGRESSED, IMPROVED)]
+        text = f"{runs} comparable runs kept. "
+        text += f"{len(called)} trend(s) called:" if called else "No step, drift or outlier beyond the thresholds."
+        if called:
+            rows = [[VERDICT_MARKDOWN[t.verdict], t.benchmark, t.metric, t.why] for t in called]
+            text += "\n\n" + tabulate(rows, headers=["trend", "benchmark", "metric", "why"], tablefmt="github")
+    if skipped:
+        text += "\n\nSkipped (unreadable): " + "; ".join(skipped)
+    return text
+
+
+def headline(outcome: GateOutcome | None) -> str:
+    comparison = outcome.comparison if outcome else None
+    if comparison is None:
+        if outcome is None:
+            return "**gate not run**: add `--benchmark-compare` to compare with the stored baseline."
+        return f"**{outcome.status}**: " + (outcome.messages[0] if outcome.messages else "no comparison")
+    bad = [v for v in comparison.verdicts if v.failing]
+    if not bad:
+        return "**passed**: nothing regressed or lost against the baseline."
+    parts = []
+    for v in bad:
+        worse = [f"{m.info.label} {m.change:+.0%}" for m in v.metrics if m.info.gated and m.verdict == REGRESSED]
+        parts.append(f"`{v.id}` ({', '.join(worse) or v.reason})")
+    return f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts)
+
+
+def _context(record: RunRecord) -> str:
+    packages = record.environment.get("packages", {})
+    names = ("torch", "transformers", "optimum", "accelerate")
+    versions = ", ".join(f"{k} {packages[k]}" for k in names if packages.get(k))
+    w = record.workload
+    return (
+        f"run {record.created} on `{record.hardware}` ({record.device}); checkpoint `{record.checkpoint.get('key')}`; "
+        f"{w.get('n_tokens')} semantic tokens per call; {versions}"
+    )
+
+
+def verdict_section(outcome: GateOutcome | None) -> str:
+    if outcome is None:
+        return "Gate not run (add `--benchmark-compare` or `--bark-compare`)."
+    if outcome.comparison is None:
+        return "\n\n".join(f"- {line}" for line in outcome.messages)
+    forced = "".join(f"- {line}\n" for line in outcome.messages)
+    return forced + markdown_verdict(outcome.comparison, outcome.baseline_path, measured_only=True)
+
+
+def markdown(
+    record: RunRecord,
+    outcome: GateOutcome | None,
+    series_trends: list[Trend],
+    runs: int,
+    figures: dict[str, Path],
+    skipped: list[str] | None = None,
+) -> str:
+    comparison = outcome.comparison if outcome else None
+    parts = [
+        f"# Bark performance report: {record.checkpoint.get('key')} on {record.hardware}",
+        headline(outcome),
+        _context(record),
+        "## Verdict against the stored baseline",
+        verdict_section(outcome),
+    ]
+    for bs in record.batch_sizes():
+        parts += [f"## Batch {bs}: each configuration against `{REFERENCE_CONFIG}` in this run"]
+        parts += [blog_table(record, bs, comparison)]
+    parts += ["## Where the time goes (median s per call, share of the sum)", stages_table(record)]
+    if any(not r.ran for r in record.results):
+        parts += ["## Not measured in this run", unavailable_table(record)]
+    parts += ["## History", history_section(series_trends, runs, skipped or [])]
+    if figures:
+        parts += [FIGURES_HEADING, *(f"![{name}]({path.name})" for name, path in figures.items())]
+    return "\n\n".join(parts) + "\n"
+
+
+def write(
+    folder: Path,
+    record: RunRecord,
+    outcome: GateOutcome | None = None,
+    kept: list[KeptRun] | None = None,
+    skipped: list[str] | None = None,
+    thresholds: Thresholds | None = None,
+) -> WrittenReport:
+    """Write report.md and the figures into `folder` (the run's own folder); `kept` is the history, this run
+    included; trends are judged with the gate's thresholds."""
+    th = thresholds or (outcome.comparison.thresholds if outcome and outcome.comparison else Thresholds())
+    kept = kept or []
+    mem = run_memory_metric(record)
+    found = trends.trends(kept, record, th, ["latency_s", mem, "throughput_sps"])
+    baseline = outcome.baseline if outcome else None
+    comparison = outcome.comparison if outcome else None
+    figures = {
+        "latency": plots.save(plots.spread_figure(record, "latency_s", baseline, comparison), folder / "latency.png"),
+        "peak memory": plots.save(plots.spread_figure(record, mem, baseline, comparison), folder / "memory.png"),
+        "per-stage time": plots.save(plots.stages_figure(record), folder / "stages.png"),
+    }
+    if len(kept) >= trends.MIN_RUNS:
+        for metric, name in (("latency_s", "latency"), (mem, "memory")):
+            figures[f"{name} trend"] = plots.save(plots.trend_figure(found, metric), folder / f"trend-{name}.png")
+    text = markdown(record, outcome, found, len(kept), figures, skipped)
+    path = folder / REPORT_FILE
+    path.write_text(text, encoding="utf-8")
+    return WrittenReport(folder, path, figures, found, text)

@@ -1,0 +1,154 @@
+"""Tables a person reads at a glance (plain text in a terminal, Markdown in CI): the verdict table, the run table
+of `python -m perf_utils run`, and the configuration table."""
+
+from __future__ import annotations
+
+import math
+
+from tabulate import tabulate
+
+from perf_utils.gate.compare import IMPROVED, LOST, NEW, REGRESSED, UNAVAILABLE, BenchmarkVerdict, Comparison
+from perf_utils.record.metrics import memory_metric
+from perf_utils.record.record import RunRecord
+
+# How each verdict is written: plain for a terminal, with a coloured mark in Markdown.
+VERDICT_TEXT = {REGRESSED: "REGRESSED", LOST: "LOST", IMPROVED: "improved", NEW: "new"}
+VERDICT_MARKDOWN = {REGRESSED: "🔴 REGRESSED", LOST: "🔴 LOST", IMPROVED: "🟢 improved", NEW: "🆕 new"}
+
+
+def num(value: float | None, fmt: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+
+def _pct(change: float) -> str:
+    return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
+
+
+def _note(v: BenchmarkVerdict) -> str:
+    if v.reason:
+        return v.reason + (" (allowed)" if v.allowed else "")
+    bad = [m for m in v.metrics if m.info.gated and m.verdict in (REGRESSED, IMPROVED)]
+    return ", ".join(f"{m.info.label} {_pct(m.change)} (p={m.p_value:.3f})" for m in bad)
+
+
+def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
+    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline (`not_measured_line`)."""
+    rows = []
+    for v in comparison.verdicts:
+        if measured_only and v.verdict == UNAVAILABLE:
+            continue
+        lat = v.metric("latency_s")
+        mem = v.metric(memory_metric({m.metric for m in v.metrics}))
+        thr = v.metric("throughput_sps")
+        verdict = VERDICT_TEXT.get(v.verdict, v.verdict)
+        if v.verdict == LOST and v.allowed:
+            verdict = "lost (allowed)"
+        rows.append(
+            [
+                v.id,
+                num(lat.baseline, ".3f") if lat else "-",
+                num(lat.current, ".3f") if lat else "-",
+                _pct(lat.change) if lat else "-",
+                num(mem.baseline, ".1f") if mem else "-",
+                num(mem.current, ".1f") if mem else "-",
+                _pct(mem.change) if mem else "-",
+                _pct(thr.change) if thr else "-",
+                v.fidelity,
+                verdict,
+                _note(v),
+            ]
+        )
+    return rows
+
+
+HEADERS = [
+    "benchmark",
+    "latency s (base)",
+    "latency s (now)",
+    "change",
+    "peak MB (base)",
+    "peak MB (now)",
+    "change",
+    "throughput",
+    "fidelity",
+    "verdict",
+    "why",
+]
+
+
+def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_only: bool = False) -> str:
+    rows = verdict_rows(comparison, measured_only)
+    return tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+
+
+def not_measured_line(comparison: Comparison) -> str:
+    """One line for what could run neither now nor in the baseline, instead of a row each."""
+    names = list(dict.fromkeys(v.config for v in comparison.verdicts if v.verdict == UNAVAILABLE))
+    if not names:
+        return ""
+    return f"unavailable now and in the baseline: {', '.join(names)} (why: python -m perf_utils configs)"
+
+
+def summary_line(comparison: Comparison) -> str:
+    counts: dict[str, int] = {}
+    for v in comparison.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    th = comparison.thresholds
+    rule = (
+        f"a change is called when p<{th.alpha} (Mann-Whitney U over rounds) and larger than "
+        f"{th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) memory"
+    )
+    status = "FAILED" if comparison.failed else "passed"
+    return f"bark gate {status}: {parts}; {rule}"
+
+
+def markdown_verdict(comparison: Comparison, baseline: object, measured_only: bool = False) -> str:
+    table = verdict_table(comparison, "github", measured_only)
+    rest = not_measured_line(comparison) if measured_only else ""
+    return f"{summary_line(comparison)}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
+
+
+def markdown_section(comparison: Comparison, baseline: object) -> str:
+    """The verdict as Markdown, for GitHub Actions' job summary."""
+    return f"### Bark performance gate\n\n{markdown_verdict(comparison, baseline)}\n\n"
+
+
+RUN_COLUMNS = (  # (metric, header, format)
+    ("latency_s", "latency s", ".3f"),
+    ("throughput_sps", "samples/s", ".2f"),
+    ("rtf", "RTF", ".3f"),
+    ("host_peak_mb", "host peak MB", ".1f"),
+    ("accel_peak_mb", "accel peak MB", ".1f"),
+    ("nvml_process_peak_mb", "NVML proc MB", ".1f"),
+    ("energy_j", "energy J", ".2f"),
+    ("stage_semantic_s", "semantic s", ".3f"),
+    ("stage_coarse_s", "coarse s", ".3f"),
+    ("stage_fine_s", "fine s", ".3f"),
+    ("stage_codec_s", "codec s", ".3f"),
+)
+
+
+def run_table(record: RunRecord) -> str:
+    """Medians over the measured rounds; columns with no data anywhere (e.g. GPU memory on CPU) are dropped."""
+    ok = record.measured()
+    columns = [c for c in RUN_COLUMNS if any(r.values(c[0]) for r in ok)]
+    rows = []
+    for r in record.results:
+        if not r.ran:
+            rows.append([r.id, r.status + ": " + (r.reason or "")] + [""] * (len(columns) + 4))
+            continue
+        counts = r.counts or {}
+        overhead = r.summary("overhead_s").median / r.summary("latency_s").median
+        fidelity = r.fidelity.status if r.fidelity else "-"
+        cells = [num(r.median(m), fmt) for m, _, fmt in columns]
+        sem, audio = counts.get("semantic_tokens"), counts.get("audio_samples")
+        rows.append([r.id, len(r.rounds), *cells, sem, audio, f"{overhead:.2%}", fidelity])
+    headers = ["benchmark", "rounds", *(h for _, h, _ in columns), "sem tokens", "audio samples", "overhead"]
+    return tabulate(rows, headers=[*headers, "fidelity"], tablefmt="github", disable_numparse=True)
+
+
+def configs_table(rows: list[tuple[str, str, str | None]], device_type: str) -> str:
+    """(configuration, what it changes, why it cannot run here or None)."""
+    body = [(name, summary, reason or "available") for name, summary, reason in rows]
+    return tabulate(body, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github")

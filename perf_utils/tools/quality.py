@@ -1,0 +1,116 @@
+"""How good is the gate on this machine? False alarms on unchanged code, and the smallest slowdown caught.
+
+A gate is only as good as its measured false-alarm rate (CodSpeed: a 2% gate on a 2.7%-CV runner alarms
+45% of the time). This repeats unchanged runs of one configuration against a reference run, then runs with
+injected slowdowns and extra memory of several sizes, and reports how often the gate calls each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from perf_utils.bark import configs
+from perf_utils.gate.compare import IMPROVED, REGRESSED, compare_result
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.measure.run import Case, Run, RunPlan
+from perf_utils.record.metrics import memory_metric
+from perf_utils.record.record import BenchmarkResult
+from perf_utils.record.stats import summarize
+from perf_utils.tools import faults
+
+
+@dataclass
+class QualityRow:
+    label: str
+    batch_size: int
+    flagged: int = 0
+    trials: int = 0
+    changes: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.flagged / self.trials if self.trials else float("nan")
+
+
+def _measured(run: Run, case: Case) -> BenchmarkResult:
+    result = run.measure(case)
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def measure_quality(
+    plan: RunPlan,
+    thresholds: Thresholds,
+    config_name: str = "fp32",
+    batch_sizes: Iterable[int] = (1,),
+    repeats: int = 10,
+    trials: int = 3,
+    slowdowns: Iterable[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
+    buffers_mb: Iterable[int] = (2, 8, 32),
+    progress: Callable[[str], None] | None = None,
+) -> list[QualityRow]:
+    """Through the run loop, like any run; a fault is a configuration of its own (loaded once per scenario).
+    The memory scenarios read the peak where the buffer lives: the allocator's on an accelerator."""
+    config = configs.get(config_name)
+    run = Run(plan, check_fidelity=False)
+    rows: list[QualityRow] = []
+    try:
+        for bs in batch_sizes:
+            reference = _measured(run, Case(config, bs))
+            memory = memory_metric(set(reference.metrics()))
+            scenarios: list[tuple[str, str, Any, int]] = [
+                ("unchanged (false alarms)", "any", config, repeats),
+                *(
+                    (f"slowdown +{s:.0%}", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
+                    for s in slowdowns
+                ),
+                *(
+                    (f"extra buffer {mb} MB", memory, faults.inject(config, f"extra_buffer:{mb}"), trials)
+                    for mb in buffers_mb
+                ),
+            ]
+            for label, metric, scenario_config, n in scenarios:
+                row = QualityRow(label, bs)
+                for i in range(n):
+                    if progress:
+                        progress(f"bs{bs} {label}: run {i + 1}/{n}")
+                    verdict = compare_result(reference, _measured(run, Case(scenario_config, bs)), thresholds)
+                    if metric == "any":
+                        hit = verdict.verdict in (REGRESSED, IMPROVED)
+                        change = verdict.metric("latency_s")
+                    else:
+                        change = verdict.metric(metric)
+                        hit = change is not None and change.verdict == REGRESSED
+                    row.flagged += hit
+                    row.trials += 1
+                    if change is not None:
+                        row.changes.append(change.change)
+                rows.append(row)
+            cv = summarize(reference.values("latency_s")).cv
+            rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%})", bs))
+    finally:
+        run.release()
+    return rows
+
+
+def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
+    body = []
+    for r in rows:
+        if not r.trials:
+            body.append([f"bs{r.batch_size}", r.label, "", "", ""])
+            continue
+        med = summarize(r.changes).median if r.changes else float("nan")
+        body.append([f"bs{r.batch_size}", r.label, f"{r.flagged}/{r.trials}", f"{r.rate:.0%}", f"{med:+.1%}"])
+    table = tabulate(
+        body, headers=["batch", "scenario", "flagged", "rate", "median measured change"], tablefmt="github"
+    )
+    th = thresholds
+    return (
+        table + f"\n\nthresholds: time {th.time:.0%}, throughput {th.throughput:.0%}, memory {th.memory:.0%} "
+        f"and {th.memory_floor_mb:g} MB, significance p<{th.alpha} (one-sided Mann-Whitney U)"
+    )

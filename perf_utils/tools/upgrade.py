@@ -1,0 +1,130 @@
+"""Gate an upgrade: run the suite in two software stacks on the same machine and compare them.
+
+Each stack is a virtual environment made from pip requirements (cached by their hash), with this suite
+installed into it, so the very same benchmarks run under, say, transformers 4.48.3 + optimum 1.27.0 (pinned)
+and the current releases (candidate). The candidate is judged by the same rules as a nightly run: regressions,
+improvements, and configurations lost (BetterTransformer after optimum 2) or gained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf_utils.record import store
+from perf_utils.record.record import RUN_FILE, RunRecord
+
+REPO = Path(__file__).resolve().parents[2]
+TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU wheel on this project's machines; override for GPU runners
+CURRENT = "current"  # as a stack: the environment running this command, as it is (no venv is built)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    requirements: tuple[str, ...]
+    current: bool = False  # the running environment itself (e.g. a CI venv just upgraded)
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> StackSpec:
+        """A requirements file, requirements separated by spaces ("transformers==4.48.3 optimum==1.27.0"), or
+        `current`: the environment running this command."""
+        if spec == CURRENT:
+            return cls(name, (), current=True)
+        path = Path(spec)
+        if path.is_file():
+            lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+            return cls(name, tuple(ln for ln in lines if ln))
+        reqs = tuple(shlex.split(spec))
+        if not reqs:
+            raise StackError(f"--{name}: give requirements or a requirements file; got {spec!r}")
+        return cls(name, reqs)
+
+    def key(self, torch_requirement: str, suite: bytes | None = None) -> str:
+        """Names the cached venv. The suite's own dependencies are part of it (pyproject.toml and the
+        requirements/*.txt it reads them from): a venv made before the suite gained a dependency lacks it, and
+        would fail every run in that stack. `suite`, when given, replaces the pyproject.toml read from disk."""
+        suite = (REPO / "pyproject.toml").read_bytes() if suite is None else suite
+        for path in sorted((REPO / "requirements").glob("*.txt")):
+            suite += b"\n" + path.name.encode() + b"\n" + path.read_bytes()
+        text = "\n".join((torch_requirement, *self.requirements)).encode() + b"\n" + suite
+        return f"{self.name}-{hashlib.sha256(text).hexdigest()[:12]}"
+
+
+def _run(cmd: list[str], what: str, **kwargs: object) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise StackError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+
+
+def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: Callable[[str], None]) -> Path:
+    """Create (once) a venv with torch, this suite and the stack's requirements; returns its python. One pip
+    call with torch pinned: the pin alone keeps pip from pulling another (CUDA) build."""
+    if spec.current:
+        return Path(sys.executable)
+    venv = root / spec.key(torch_requirement)
+    python = venv / "bin" / "python"
+    done = venv / ".bark-perf-complete"
+    if done.exists():
+        return python
+    progress(f"[{spec.name}] creating {venv} with {' '.join(spec.requirements)}")
+    _run([sys.executable, "-m", "venv", "--clear", str(venv)], f"creating the {spec.name} venv")
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    _run([*pip, torch_requirement, "-e", str(REPO), *spec.requirements], f"installing the {spec.name} stack")
+    done.write_text("\n".join(spec.requirements) + "\n")
+    return python
+
+
+def run_suite(python: Path, name: str, out_dir: Path, pytest_args: list[str]) -> tuple[RunRecord, Path]:
+    """The same command a person runs, in the stack's venv; the run record it saved."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    before = set(out_dir.glob(f"*/{RUN_FILE}"))
+    cmd = [str(python), "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "-q",
+           "--bark-results-dir", str(out_dir), *pytest_args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    new = sorted(set(out_dir.glob(f"*/{RUN_FILE}")) - before)
+    if not new:
+        raise StackError(
+            f"the {name} stack saved no run (exit {proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        )
+    return store.load(new[-1]), new[-1]
+
+
+def versions_line(record: RunRecord) -> str:
+    pk = record.environment.get("packages", {})
+    return ", ".join(f"{p} {pk.get(p) or '-'}" for p in ("torch", "transformers", "optimum", "accelerate"))
+
+
+def run_stacks(
+    pinned: StackSpec,
+    candidate: StackSpec,
+    root: Path,
+    out_dir: Path,
+    pytest_args: list[str],
+    torch_requirement: str = TORCH_REQUIREMENT,
+    progress: Callable[[str], None] = print,
+) -> tuple[RunRecord, RunRecord]:
+    """The same suite in each stack's venv; the two runs, checked to be comparable (the checkpoint's revision may
+    differ: each stack builds its own tiny checkpoint). The gate (`finish`) judges the candidate against them."""
+    records = []
+    for spec in (pinned, candidate):
+        python = ensure_venv(spec, root, torch_requirement, progress)
+        progress(f"[{spec.name}] running the suite")
+        record, path = run_suite(python, spec.name, out_dir / spec.name, pytest_args)
+        progress(f"[{spec.name}] {versions_line(record)}: {path}")
+        records.append(record)
+    problems = [p for p in store.incompatibilities(*records) if not p.startswith("checkpoint revision")]
+    if problems:
+        raise StackError("the two runs are not comparable: " + "; ".join(problems))
+    return records[0], records[1]
