@@ -12,6 +12,7 @@ from pathlib import Path
 
 from perf_utils.gate.decide import (
     EXIT_BAD_BASELINE,
+    EXIT_BAD_THRESHOLDS,
     EXIT_OK,
     EXIT_REGRESSION,
     GateOptions,
@@ -26,8 +27,6 @@ from perf_utils.record.record import RUN_FILE, RunRecord
 from perf_utils.report import markdown
 from perf_utils.report.markdown import WrittenReport
 from perf_utils.report.table import markdown_section, not_measured_line, summary_line, verdict_table
-
-EXIT_USAGE = 4  # pytest's usage error: a configuration file (thresholds) that cannot be used
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     outcome = _gate(record, how, thresholds)
     exit_code = outcome.exit_code if outcome else EXIT_OK
     if thresholds is None and (how.choices.compare or how.choices.baseline or how.against):
-        exit_code = EXIT_USAGE
+        exit_code = EXIT_BAD_THRESHOLDS
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     if how.choices.save_baseline:

@@ -19,7 +19,13 @@ import pytest
 from suite import ROOT, baseline_file, bench, out, row
 
 from perf_utils.finish import Finish, Finished, finish
-from perf_utils.gate.decide import EXIT_BAD_BASELINE, EXIT_INCOMPARABLE, EXIT_OK, EXIT_REGRESSION
+from perf_utils.gate.decide import (
+    EXIT_BAD_BASELINE,
+    EXIT_BAD_THRESHOLDS,
+    EXIT_INCOMPARABLE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+)
 from perf_utils.options import FinishChoices
 from perf_utils.record import store
 from perf_utils.record.record import UNAVAILABLE, BenchmarkResult, RunRecord
@@ -331,3 +337,12 @@ def test_an_interrupted_run_never_damages_the_baseline(work):
     assert "KeyboardInterrupt" in rest
     assert path.read_bytes() == before
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_unusable_thresholds_stop_the_gate_naming_the_key(run, work):
+    bad = work / "pyproject.toml"
+    bad.write_text("[tool.bark-perf.thresholds]\ntiem = 0.3\n")
+    how = Finish(choices=CHOICES, baselines_dir=work / "baselines", pyproject=bad)
+    done = finish(run, how)
+    assert done.exit_code == EXIT_BAD_THRESHOLDS
+    assert any("unknown key 'tiem'" in line.text for line in done.lines)

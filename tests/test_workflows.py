@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -34,14 +35,36 @@ def test_the_validator_rejects_a_broken_workflow(tmp_path):
     assert check(broken).returncode != 0
 
 
-def test_workflows_run_the_local_commands():
-    ci = (ROOT / ".github/workflows/ci.yml").read_text()
+def steps(workflow: str, job: str) -> list[str]:
+    """The shell commands of one job, parsed from the YAML (not grepped: a command in a comment or in another job
+    does not count)."""
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
+    return [step["run"] for step in data["jobs"][job]["steps"] if "run" in step]
+
+
+def uses(workflow: str, job: str) -> list[str]:
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
+    return [step["uses"] for step in data["jobs"][job]["steps"] if "uses" in step]
+
+
+def test_ci_runs_the_readme_setup_and_test_command():
+    ci = "\n".join(steps("ci.yml", "test"))
     readme = (ROOT / "README.md").read_text()
-    assert "pytest tests" in ci and "pytest tests" in readme
-    assert 'pip install -e ".[dev]"' in ci and 'pip install -e ".[dev]"' in readme
-    nightly = (ROOT / ".github/workflows/nightly-gpu.yml").read_text()
-    assert "pytest benchmarks" in nightly and "--bark-shard" in nightly
-    assert "python -m perf_utils merge" in nightly and "python -m perf_utils gate" in nightly
-    assert "--history history/" in nightly and "actions/cache/save" in nightly  # the nightly keeps its runs
-    upgrade = (ROOT / ".github/workflows/upgrade-gate.yml").read_text()
-    assert "python -m perf_utils compare-stacks" in upgrade
+    for command in ('pip install -e ".[dev]"', "pytest tests", "ruff check .", "ruff format --check ."):
+        assert command in ci, command
+    assert 'pip install -e ".[dev]"' in readme and "pytest tests" in readme
+
+
+def test_nightly_shards_measure_and_the_verdict_job_needs_no_torch():
+    shard = "\n".join(steps("nightly-gpu.yml", "shard"))
+    assert "pytest benchmarks" in shard and "--bark-shard ${{ matrix.shard }}/${{ env.SHARDS }}" in shard
+    verdict = "\n".join(steps("nightly-gpu.yml", "verdict"))
+    assert "python -m perf_utils merge" in verdict and "python -m perf_utils gate" in verdict
+    assert "--history history/" in verdict  # the nightly keeps its runs ...
+    assert "actions/cache/save@v4" in uses("nightly-gpu.yml", "verdict")  # ... across nights
+    assert "pip install -r requirements/gate.txt" in verdict and "--no-deps" in verdict
+    assert "torch" not in verdict  # judging saved records installs no torch
+
+
+def test_the_upgrade_gate_compares_two_stacks():
+    assert any("python -m perf_utils compare-stacks" in s for s in steps("upgrade-gate.yml", "compare-stacks"))

@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1  # same as a failed test and as pytest-benchmark's --benchmark-compare-fail
 EXIT_BAD_BASELINE = 10
 EXIT_INCOMPARABLE = 11
+EXIT_BAD_THRESHOLDS = 4  # pytest's usage error: the thresholds in pyproject.toml cannot be used
 
 
 @dataclass
