@@ -155,7 +155,7 @@ def _report(
 
 def _verdict_lines(outcome: GateOutcome | None, how: Finish) -> list[Line]:
     if outcome is None:
-        return [Line("gate not run (add --benchmark-compare or --bark-compare to compare with the baseline)")]
+        return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
     lines = [Line(m) for m in outcome.messages]
     if outcome.comparison is not None:
         lines.append(Line(f"baseline: {outcome.baseline_path}"))
