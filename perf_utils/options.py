@@ -91,6 +91,7 @@ FINISH = (
         comma_list,
         extend=True,
     ),  # fmt: skip
+    Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
     Option(
         "results-dir",
@@ -163,6 +164,7 @@ class FinishChoices:
     baseline: Path | None
     force_compare: bool
     allow_lost: frozenset[str]
+    fail_on_noisy: bool
     save_baseline: bool
     results_dir: Path | None
     markdown: Path | None
@@ -177,6 +179,7 @@ class FinishChoices:
             baseline=get("bark_baseline"),
             force_compare=bool(get("bark_force_compare")),
             allow_lost=frozenset(get("bark_allow_lost") or ()),
+            fail_on_noisy=bool(get("bark_fail_on_noisy")),
             save_baseline=bool(get("bark_save_baseline")),
             results_dir=get("bark_results_dir"),
             markdown=get("bark_markdown") or (Path(summary) if summary else None),

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
+from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
@@ -48,18 +48,27 @@ def test_large_significant_slowdown_regresses_and_names_latency():
 
 
 def test_small_significant_change_is_not_called():
-    """Significant but below the minimum effect (asv's rule: both are needed)."""
+    """Significant but below the minimum effect (asv's rule: both are needed), and the interval rules out a
+    change of the threshold's size: unchanged."""
     v = verdict(result(latency=SPREAD), result(latency=[x * 1.08 for x in SPREAD]))
-    assert v.metric("latency_s").p_value < TH.alpha
+    lat = v.metric("latency_s")
+    assert lat.low > 0 and lat.high < TH.time
     assert v.verdict == UNCHANGED
 
 
-def test_large_but_insignificant_change_is_not_called():
-    """One wild round must not trip the gate: the medians barely move, the test sees overlap."""
-    noisy = (1.0, 3.0, 0.9, 1.1, 1.0)
+def test_a_change_too_noisy_to_decide_is_noisy_not_a_pass_and_not_a_regression():
+    """Large but not significant: +80% with rounds that overlap the baseline's. One wild round is no regression
+    either, yet its interval reaches far past the threshold: neither can be called unchanged."""
     v = verdict(result(latency=SPREAD), result(latency=(0.7, 1.9, 1.8, 0.8, 1.9)))
-    assert v.verdict == UNCHANGED
-    assert verdict(result(latency=SPREAD), result(latency=noisy)).verdict == UNCHANGED
+    lat = v.metric("latency_s")
+    assert v.verdict == NOISY and lat.verdict == NOISY and lat.low < 0 < TH.time < lat.high
+    assert not v.failing
+    wild = verdict(result(latency=SPREAD), result(latency=(1.0, 3.0, 0.9, 1.1, 1.0)))
+    assert wild.verdict == NOISY and wild.metric("latency_s").change == 0
+    assert not compare(record(result(latency=SPREAD)), record(result(latency=(1.0, 3.0, 0.9, 1.1, 1.0))), TH).failed
+    strict = compare(record(result(latency=SPREAD)), record(result(latency=(1.0, 3.0, 0.9, 1.1, 1.0))), TH,
+                     fail_on_noisy=True)  # fmt: skip
+    assert strict.failed and strict.verdicts[0].failing
 
 
 def test_improvement():
@@ -76,7 +85,10 @@ def test_memory_needs_relative_and_absolute_change():
 
 
 def test_too_few_rounds_never_regress():
-    assert verdict(result(latency=(1.0,), memory=(1.0,)), result(latency=(9.0,), memory=(99.0,))).verdict == UNCHANGED
+    """One round a side has no spread to judge by: a large change is noisy, never a regression."""
+    v = verdict(result(latency=(1.0,), memory=(1.0,)), result(latency=(9.0,), memory=(99.0,)))
+    assert v.verdict == NOISY and v.metric("latency_s").interval == "no interval"
+    assert verdict(result(latency=(1.0,), memory=(1.0,)), result(latency=(1.01,), memory=(1.0,))).verdict == UNCHANGED
 
 
 def test_lost_new_unavailable_not_run():

@@ -36,6 +36,7 @@ CHOICES = FinishChoices(
     baseline=None,
     force_compare=False,
     allow_lost=frozenset(),
+    fail_on_noisy=False,
     save_baseline=False,
     results_dir=None,
     markdown=None,

@@ -1,8 +1,11 @@
 """Compare a run against a baseline: a verdict per benchmark and per gated metric.
 
-A change is called only when it is statistically significant over the raw rounds (one-sided Mann-Whitney U)
-*and* larger than the metric kind's minimum effect; memory also needs an absolute floor. A configuration
-the baseline could run but this run could not is `lost` and fails unless allowed.
+Each metric's change is the ratio of medians with an interval from a hierarchical bootstrap (invocations, then
+rounds: `gate.bootstrap`). A change is called only when the interval excludes "no change" *and* the change is
+larger than the metric kind's minimum effect (asv's rule); memory also needs an absolute floor. When neither can
+be said, because the interval still reaches a change of the threshold's size, the metric is `noisy`: not a pass
+and not a regression, counted, and failing the run only when asked (`--bark-fail-on-noisy`). A configuration the
+baseline could run but this run could not is `lost` and fails unless allowed.
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from scipy.stats import mannwhitneyu
-
+from perf_utils.gate.bootstrap import ratio_of_medians
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import METRICS, Metric
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 REGRESSED, IMPROVED, UNCHANGED, NEW, LOST = "regressed", "improved", "unchanged", "new", "lost"
-UNAVAILABLE, NOT_RUN = "unavailable", "not run"
+UNAVAILABLE, NOT_RUN, NOISY = "unavailable", "not run", "noisy"
 FAILING = {REGRESSED, LOST}
 
 
@@ -28,8 +30,13 @@ class MetricChange:
     baseline: float  # median
     current: float  # median
     change: float  # relative change of the median, signed (+ = larger)
-    p_value: float
+    low: float  # the interval of the relative change (bootstrap; nan when it could not be estimated)
+    high: float
     verdict: str
+
+    @property
+    def interval(self) -> str:
+        return "no interval" if math.isnan(self.low) else f"{self.low:+.1%}..{self.high:+.1%}"
 
     @property
     def info(self) -> Metric:
@@ -46,10 +53,11 @@ class BenchmarkVerdict:
     reason: str | None = None
     allowed: bool = False  # a lost configuration the user allowed
     fidelity: str = "-"  # record.fidelity's OK | FAIL | NOT_CHECKED (the check could not run), or "-" (off)
+    noisy_fails: bool = False  # --bark-fail-on-noisy
 
     @property
     def failing(self) -> bool:
-        return self.verdict in FAILING and not self.allowed
+        return (self.verdict in FAILING and not self.allowed) or (self.verdict == NOISY and self.noisy_fails)
 
     def metric(self, name: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.metric == name), None)
@@ -68,33 +76,33 @@ class Comparison:
         return [v for v in self.verdicts if v.verdict == verdict]
 
 
-def _p_value(worse: str, base: list[float], now: list[float]) -> float:
-    """P(now is not worse than base); tiny when every round of `now` is worse than every round of `base`."""
-    if len(base) < 2 or len(now) < 2:
-        return 1.0
-    if len(set(base) | set(now)) == 1:
-        return 1.0
-    alternative = "greater" if worse == "greater" else "less"
-    return float(mannwhitneyu(now, base, alternative=alternative).pvalue)
-
-
-def compare_metric(metric: Metric, base: list[float], now: list[float], th: Thresholds) -> MetricChange | None:
-    if not base or not now:
+def compare_metric(
+    metric: Metric, base: list[list[float]], now: list[list[float]], th: Thresholds
+) -> MetricChange | None:
+    """`base`, `now`: the metric's rounds grouped by invocation."""
+    flat_base, flat_now = [v for g in base for v in g], [v for g in now for v in g]
+    if not flat_base or not flat_now:
         return None
-    b_med, c_med = statistics.median(base), statistics.median(now)
+    b_med, c_med = statistics.median(flat_base), statistics.median(flat_now)
     change = (c_med - b_med) / b_med if b_med else (0.0 if c_med == b_med else math.inf)
     worse_if_larger = metric.better == "lower"
-    p_worse = _p_value("greater" if worse_if_larger else "less", base, now)
-    p_better = _p_value("less" if worse_if_larger else "greater", base, now)
-    verdict = UNCHANGED
     big = th.large(metric.kind, b_med, c_med)
-    got_worse = (change > 0) == worse_if_larger and change != 0
-    if big and got_worse and p_worse < th.alpha:
+    if len(flat_base) < 2 or len(flat_now) < 2 or not b_med:  # no spread to judge by
+        verdict = NOISY if big else UNCHANGED
+        return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
+    est = ratio_of_medians(base, now, th.alpha)
+    low, high = est.low - 1, est.high - 1
+    worse_bound = high if worse_if_larger else low  # how bad it could be
+    got_worse = change != 0 and (change > 0) == worse_if_larger
+    if big and got_worse and (low > 0 if worse_if_larger else high < 0):
         verdict = REGRESSED
-    elif big and not got_worse and change != 0 and p_better < th.alpha:
+    elif big and not got_worse and change != 0 and (high < 0 if worse_if_larger else low > 0):
         verdict = IMPROVED
-    p = p_worse if (change > 0) == worse_if_larger else p_better
-    return MetricChange(metric.name, b_med, c_med, change, p, verdict)
+    elif (worse_bound > 0) == worse_if_larger and th.large(metric.kind, b_med, b_med * (1 + worse_bound)):
+        verdict = NOISY  # a change of the threshold's size in the worse direction is still inside the interval
+    else:
+        verdict = UNCHANGED
+    return MetricChange(metric.name, b_med, c_med, change, low, high, verdict)
 
 
 def _ran(result: BenchmarkResult | None) -> bool:
@@ -117,7 +125,7 @@ def compare_result(base: BenchmarkResult | None, now: BenchmarkResult | None, th
     if not _ran(now):
         v.verdict, v.reason = LOST, now.reason or now.status
         v.metrics = [
-            MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, LOST)
+            MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, math.nan, LOST)
             for m in ("latency_s", "host_peak_mb", "accel_peak_mb")
             if base.values(m)
         ]
@@ -133,7 +141,7 @@ def compare_result(base: BenchmarkResult | None, now: BenchmarkResult | None, th
         if problems:
             v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
     for metric in METRICS.values():
-        change = compare_metric(metric, base.values(metric.name), now.values(metric.name), th)
+        change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th)
         if change is not None:
             v.metrics.append(change)
     gated = [m for m in v.metrics if m.info.gated]
@@ -141,15 +149,22 @@ def compare_result(base: BenchmarkResult | None, now: BenchmarkResult | None, th
         return v
     if any(m.verdict == REGRESSED for m in gated):
         v.verdict = REGRESSED
+    elif any(m.verdict == NOISY for m in gated):
+        v.verdict = NOISY
     elif any(m.verdict == IMPROVED for m in gated):
         v.verdict = IMPROVED
     return v
 
 
 def compare(
-    baseline: RunRecord, current: RunRecord, thresholds: Thresholds, allow_lost: set[str] | None = None
+    baseline: RunRecord,
+    current: RunRecord,
+    thresholds: Thresholds,
+    allow_lost: set[str] | None = None,
+    fail_on_noisy: bool = False,
 ) -> Comparison:
-    """`allow_lost`: configuration names (or "all") whose loss does not fail the gate."""
+    """`allow_lost`: configuration names (or "all") whose loss does not fail the gate; `fail_on_noisy`: a
+    benchmark too noisy to decide fails it."""
     allow_lost = allow_lost or set()
     base, now = baseline.by_id(), current.by_id()
     verdicts = []
@@ -157,5 +172,6 @@ def compare(
         v = compare_result(base.get(bid), now.get(bid), thresholds)
         if v.verdict == LOST and ("all" in allow_lost or v.config in allow_lost):
             v.allowed = True
+        v.noisy_fails = fail_on_noisy
         verdicts.append(v)
     return Comparison(verdicts, thresholds)

@@ -37,6 +37,7 @@ class GateOptions:
     baseline_file: Path | None = None  # explicit; otherwise found by hardware and checkpoint
     force: bool = False
     allow_lost: frozenset[str] = frozenset()
+    fail_on_noisy: bool = False
 
 
 def adopt_hint(path: Path) -> str:
@@ -85,7 +86,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
                 ],
             )
         messages += [f"comparing with {source} although (forced):", *problems]
-    comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost))
+    comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)
     return GateOutcome(
         "compared",
         EXIT_REGRESSION if comparison.failed else EXIT_OK,

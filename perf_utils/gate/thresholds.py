@@ -25,7 +25,7 @@ class Thresholds:
     energy: float = 0.10
     # Memory changes smaller than this many MB are never called (allocator rounding, page granularity).
     memory_floor_mb: float = 4.0
-    # One-sided Mann-Whitney U p-value below which a change is significant.
+    # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
     alpha: float = 0.01
 
     def min_effect(self, kind: str) -> float | None:

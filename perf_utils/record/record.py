@@ -40,6 +40,8 @@ class BenchmarkResult:
     load_s: float | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     fidelity: Fidelity | None = None
+    # The invocation (a fresh model load, with its own warm-up) each round came from; None: all from one.
+    invocations: list[int] | None = None
     # The exception of a failed benchmark, for whoever ran it (pytest shows its traceback); never stored.
     error: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -53,6 +55,16 @@ class BenchmarkResult:
 
     def values(self, metric: str) -> list[float]:
         return [r[metric] for r in self.rounds if metric in r]
+
+    def groups(self, metric: str) -> list[list[float]]:
+        """The metric's rounds grouped by invocation, in order: the unit the gate's uncertainty is built from."""
+        if not self.invocations:
+            return [self.values(metric)] if self.values(metric) else []
+        grouped: dict[int, list[float]] = {}
+        for inv, r in zip(self.invocations, self.rounds, strict=True):
+            if metric in r:
+                grouped.setdefault(inv, []).append(r[metric])
+        return list(grouped.values())
 
     def summary(self, metric: str) -> Summary:
         return summarize(self.values(metric))

@@ -13,7 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from perf_utils.gate import trends
-from perf_utils.gate.compare import IMPROVED, REGRESSED, Comparison
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, Comparison
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import Trend
@@ -138,13 +138,17 @@ def headline(outcome: GateOutcome | None) -> str:
             return "**gate not run**: add `--benchmark-compare` to compare with the stored baseline."
         return f"**{outcome.status}**: " + (outcome.messages[0] if outcome.messages else "no comparison")
     bad = [v for v in comparison.verdicts if v.failing]
+    noisy = [f"`{v.id}`" for v in comparison.verdicts if v.verdict == NOISY and not v.failing]
+    if noisy:
+        noisy_text = f" {len(noisy)} too noisy to decide at the threshold: {', '.join(noisy)}."
     if not bad:
-        return "**passed**: nothing regressed or lost against the baseline."
+        return "**passed**: nothing regressed or lost against the baseline." + (noisy_text if noisy else "")
     parts = []
     for v in bad:
         worse = [f"{m.info.label} {m.change:+.0%}" for m in v.metrics if m.info.gated and m.verdict == REGRESSED]
         parts.append(f"`{v.id}` ({', '.join(worse) or v.reason})")
-    return f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts)
+    text = f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts)
+    return text + (noisy_text if noisy else "")
 
 
 def _context(record: RunRecord) -> str:

@@ -7,13 +7,29 @@ import math
 
 from tabulate import tabulate
 
-from perf_utils.gate.compare import IMPROVED, LOST, NEW, REGRESSED, UNAVAILABLE, BenchmarkVerdict, Comparison
+from perf_utils.gate.compare import (
+    IMPROVED,
+    LOST,
+    NEW,
+    NOISY,
+    REGRESSED,
+    UNAVAILABLE,
+    BenchmarkVerdict,
+    Comparison,
+    MetricChange,
+)
 from perf_utils.record.metrics import memory_metric
 from perf_utils.record.record import RunRecord
 
 # How each verdict is written: plain for a terminal, with a coloured mark in Markdown.
-VERDICT_TEXT = {REGRESSED: "REGRESSED", LOST: "LOST", IMPROVED: "improved", NEW: "new"}
-VERDICT_MARKDOWN = {REGRESSED: "🔴 REGRESSED", LOST: "🔴 LOST", IMPROVED: "🟢 improved", NEW: "🆕 new"}
+VERDICT_TEXT = {REGRESSED: "REGRESSED", LOST: "LOST", IMPROVED: "improved", NEW: "new", NOISY: "NOISY"}
+VERDICT_MARKDOWN = {
+    REGRESSED: "🔴 REGRESSED",
+    LOST: "🔴 LOST",
+    IMPROVED: "🟢 improved",
+    NEW: "🆕 new",
+    NOISY: "🟡 noisy",
+}
 
 
 def num(value: float | None, fmt: str) -> str:
@@ -27,8 +43,14 @@ def _pct(change: float) -> str:
 def _note(v: BenchmarkVerdict) -> str:
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
-    bad = [m for m in v.metrics if m.info.gated and m.verdict in (REGRESSED, IMPROVED)]
-    return ", ".join(f"{m.info.label} {_pct(m.change)} (p={m.p_value:.3f})" for m in bad)
+    bad = [m for m in v.metrics if m.info.gated and m.verdict in (REGRESSED, IMPROVED, NOISY)]
+    return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m)})" for m in bad)
+
+
+def _why(m: MetricChange) -> str:
+    if m.verdict == NOISY:
+        return f"could be {m.interval}: too noisy to decide" if not math.isnan(m.low) else "too few rounds to decide"
+    return m.interval
 
 
 def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
@@ -96,8 +118,9 @@ def summary_line(comparison: Comparison) -> str:
     parts = ", ".join(f"{n} {k}" for k, n in counts.items())
     th = comparison.thresholds
     rule = (
-        f"a change is called when p<{th.alpha} (Mann-Whitney U over rounds) and larger than "
-        f"{th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) memory"
+        f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then rounds) "
+        f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
+        "memory; noisy when the interval still reaches that size"
     )
     status = "FAILED" if comparison.failed else "passed"
     return f"bark gate {status}: {parts}; {rule}"

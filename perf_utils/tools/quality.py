@@ -112,5 +112,5 @@ def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
     th = thresholds
     return (
         table + f"\n\nthresholds: time {th.time:.0%}, throughput {th.throughput:.0%}, memory {th.memory:.0%} "
-        f"and {th.memory_floor_mb:g} MB, significance p<{th.alpha} (one-sided Mann-Whitney U)"
+        f"and {th.memory_floor_mb:g} MB, each end of the bootstrap interval {th.alpha}"
     )
