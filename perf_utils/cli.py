@@ -73,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     record = run.measure_all(cases(selected, o.batch_sizes))
     print(
         f"checkpoint {plan.checkpoint.key} on {record.hardware} ({plan.device}), "
-        f"{plan.n_tokens} semantic tokens, {plan.warmup} warm-up + {plan.rounds} rounds; medians:"
+        f"{plan.n_tokens} semantic tokens, warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds; "
+        "medians:"
     )
     print(run_table(record))
     if args.json:
@@ -147,7 +148,8 @@ def _gate_quality(args: argparse.Namespace) -> int:
     )
     print(
         f"gate quality for {(o.configs or ['fp32'])[0]} on {plan.checkpoint.key}, {plan.device}: "
-        f"{plan.warmup} warm-up + {plan.rounds} rounds per run, each run compared with one reference run"
+        f"warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds per run, each run compared with one "
+        "reference run"
     )
     print(quality_table(rows, thresholds))
     return 0

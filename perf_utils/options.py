@@ -72,7 +72,11 @@ RUN = (
     ),  # fmt: skip
     Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", int),
     Option("rounds", "measured rounds per benchmark (default: 5 cpu, 10 accelerator)", int),
-    Option("warmup", "warm-up rounds (default: 1 cpu, 2 accelerator)", int),
+    Option(
+        "warmup",
+        "the least warm-up calls; more until the rounds stop improving, at most 10 (default: 1 cpu, 2 accelerator)",
+        int,
+    ),  # fmt: skip
     Option(
         "threads", "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared", int
     ),

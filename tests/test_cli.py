@@ -83,7 +83,7 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)  # the default checkpoint: tiny, from the session cache
     path = tmp_path / "out" / "run.json"
     # The old name of the fp32 configuration is still taken (with a note), as are the repeatable option forms.
-    argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "0"]
+    argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "1"]
     # --device cpu: on a machine with an accelerator `auto` would pick it (and 256 tokens instead of 32)
     code = cli.main([*argv, "--device", "cpu", "--json", str(path), "--results-dir", str(tmp_path / "results")])
     captured = capsys.readouterr()
@@ -99,6 +99,7 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
         assert column not in header, column
     row = dict(zip(header, rows["bs1-fp32"], strict=True))
     assert row["rounds"] == "1"
+    assert int(row["warm-up"]) >= 2  # warmed up until steady: at least two calls to tell
     assert row["sem tokens"] == "32"
     assert row["audio samples"] == "15360"
     assert row["fidelity"] == "ok"
@@ -122,7 +123,7 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
     kept = list((tmp_path / "results").glob("*/run.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["results"] == data["results"]
     assert f"run saved: {kept[0]}" in out
-    assert len(result["rounds"]) == 1
+    assert len(result["rounds"]) == 1 and result["warmup"] == int(row["warm-up"])
     round_ = result["rounds"][0]
     for key in ("latency_s", "stage_semantic_s", "host_peak_mb", "throughput_sps", "rtf"):
         assert key in round_, key

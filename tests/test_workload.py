@@ -24,6 +24,7 @@ from perf_utils.bark.workload import (
     prompts_hash,
 )
 from perf_utils.measure.measurer import Measurer
+from perf_utils.measure.run import warm_up
 
 CPU = torch.device("cpu")
 N = 32
@@ -169,3 +170,34 @@ def test_identity_and_defaults() -> None:
     assert identity["n_tokens"] == N
     assert default_tokens("cpu") == 32
     assert default_tokens("cuda") == default_tokens("mps") == 256
+
+
+# --- warm-up to a steady state ----------------------------------------------------------------------------------
+
+
+def _calls(latencies: list[float]) -> tuple[list[float], object]:
+    made: list[float] = []
+
+    def call() -> float:
+        made.append(latencies[len(made)])
+        return made[-1]
+
+    return made, call
+
+
+def test_warm_up_goes_on_while_the_calls_keep_getting_faster() -> None:
+    made, call = _calls([2.0, 1.2, 1.0, 0.99, 1.01, 1.0])
+    assert warm_up(call, least=1) == 4  # 0.99 is within 2% of the best before it: steady
+    assert made == [2.0, 1.2, 1.0, 0.99]
+
+
+def test_warm_up_takes_at_least_two_and_at_least_what_was_asked() -> None:
+    assert warm_up(_calls([1.0] * 10)[1], least=1) == 2
+    assert warm_up(_calls([1.0] * 10)[1], least=5) == 5
+    made, call = _calls([9.0, 1.0])
+    assert warm_up(call, least=0) == 0 and made == []  # asked for none: a cold measurement
+
+
+def test_warm_up_stops_at_its_cap_on_an_endless_trend() -> None:
+    made, call = _calls([0.95**i for i in range(20)])
+    assert warm_up(call, least=1, most=7) == 7 and len(made) == 7

@@ -31,8 +31,11 @@ from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.record import FAILED, OK, UNAVAILABLE, BenchmarkResult, RunRecord, benchmark_id
 
 Progress = Callable[[str], None]
-# How the rounds of one benchmark are timed: `timed(one_call, rounds, warmup)`.
+# How the measured rounds of one benchmark are timed: `timed(one_call, rounds, warmup)` (the loop warms up itself,
+# and passes warmup=0).
 Timed = Callable[[Callable[[], None], int, int], None]
+WARMUP_CAP = 10  # at most this many warm-up calls, however long the rounds keep improving
+WARMUP_TOLERANCE = 0.02  # a call more than this much faster than every earlier one: still warming up
 
 # What every configuration's fidelity is measured against: never the registry's `fp32`, which a test may have
 # replaced with a faulty copy.
@@ -41,6 +44,21 @@ REFERENCE = OptimizationConfig("reference", "fp32, eager attention, unpatched: t
 
 def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def warm_up(call: Callable[[], float], least: int, most: int = WARMUP_CAP, tolerance: float = WARMUP_TOLERANCE) -> int:
+    """Warm up to a steady state instead of for a count assumed to be enough: call (it returns the call's latency)
+    at least `least` times and at least twice, then until a call is no longer faster than every earlier one by
+    more than `tolerance`; at most `most` times. `least` 0 is no warm-up at all (a cold measurement). Returns how
+    many calls it took."""
+    if least <= 0:
+        return 0
+    times: list[float] = []
+    while len(times) < max(most, 1):
+        times.append(call())
+        if len(times) >= max(least, 2) and times[-1] >= min(times[:-1]) * (1 - tolerance):
+            break
+    return len(times)
 
 
 def plain_rounds(fn: Callable[[], None], rounds: int, warmup: int) -> None:
@@ -55,7 +73,7 @@ class RunPlan:
     device: torch.device
     n_tokens: int
     rounds: int
-    warmup: int
+    warmup: int  # the least number of warm-up calls: they go on until the rounds stop improving (warm_up)
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
 
     def apply(self) -> str | None:
@@ -82,7 +100,7 @@ class RunPlan:
             device=device,
             n_tokens=n_tokens or default_tokens(device.type),
             rounds=rounds if rounds is not None else (5 if on_cpu else 10),
-            warmup=warmup if warmup is not None else (1 if on_cpu else 2),
+            warmup=warmup if warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=threads,
         )
 
@@ -202,12 +220,21 @@ class Run:
             measurer = Measurer(loaded, self.plan.workload(case.batch_size))
             rounds: list[dict[str, float]] = []
             started = time.perf_counter()
+            warmups = 0
+
+            def warm_call() -> float:
+                nonlocal warmups
+                warmups += 1
+                self._say(f"{self._position(case)}{case.id}: warm-up {warmups} (until steady, at most {WARMUP_CAP})")
+                return measurer.call()["latency_s"]
 
             def one_call() -> None:
-                self._say(self._where(case, len(rounds), time.perf_counter() - started))
+                per_call = (time.perf_counter() - started) / (warmups + len(rounds))  # warm-ups included
+                self._say(self._where(case, len(rounds), per_call))
                 rounds.append(measurer.call())
 
-            timed(one_call, self.plan.rounds, self.plan.warmup)
+            warm_up(warm_call, self.plan.warmup)
+            timed(one_call, self.plan.rounds, 0)
             self._durations.append(time.perf_counter() - started)
             fid = self._fidelity_of(config, loaded) if self.check_fidelity else None
         except Exception as exc:  # noqa: BLE001 - a benchmark that fails is a result, not a crash of the run
@@ -225,8 +252,8 @@ class Run:
             config.name,
             case.batch_size,
             OK,
-            # pytest-benchmark calls once, without warm-up, when disabled (--benchmark-disable, xdist)
-            rounds=rounds[self.plan.warmup :] if len(rounds) > self.plan.warmup else rounds,
+            rounds=rounds,  # pytest-benchmark calls once when disabled (--benchmark-disable, xdist)
+            warmup=warmups,
             counts=measurer.last_counts.to_dict() if measurer.last_counts else None,
             load_s=loaded.load_s,
             changes=config.changes(),
@@ -276,24 +303,21 @@ class Run:
             loading.unload(self._loaded)
             self._loaded = None
 
-    def _where(self, case: Case, calls_done: int, elapsed: float) -> str:
-        """Progress: which benchmark of how many, which call, and the time left (from the calls and benchmarks
-        measured so far; unavailable benchmarks cost nothing)."""
-        total = self.plan.warmup + self.plan.rounds
-        phase = (
-            f"warm-up {calls_done + 1}/{self.plan.warmup}"
-            if calls_done < self.plan.warmup
-            else (f"round {calls_done - self.plan.warmup + 1}/{self.plan.rounds}")
-        )
+    def _position(self, case: Case) -> str:
         ids = [c.id for c in self.planned]
-        position = f"[{ids.index(case.id) + 1}/{len(ids)}] " if case.id in ids else ""
-        here = elapsed / calls_done * (total - calls_done) if calls_done else None
-        text = f"{position}{case.id}: {phase}" + (f", ~{_duration(here)} left in it" if here is not None else "")
+        return f"[{ids.index(case.id) + 1}/{len(ids)}] " if case.id in ids else ""
+
+    def _where(self, case: Case, done: int, per_call: float) -> str:
+        """Progress: which benchmark of how many, which round, and the time left (from the calls and benchmarks
+        measured so far; unavailable benchmarks cost nothing)."""
+        here = per_call * (self.plan.rounds - done)
+        text = f"{self._position(case)}{case.id}: round {done + 1}/{self.plan.rounds}, ~{_duration(here)} left in it"
+        ids = [c.id for c in self.planned]
         if case.id in ids and self._durations:
             after = self.planned[ids.index(case.id) + 1 :]
             todo = sum(self.unavailable_reason(c.config) is None for c in after)
             per = sum(self._durations) / len(self._durations)
-            text += f", ~{_duration(todo * per + (here or per))} left in the run"
+            text += f", ~{_duration(todo * per + here)} left in the run"
         return text
 
 

@@ -40,6 +40,7 @@ class BenchmarkResult:
     load_s: float | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     fidelity: Fidelity | None = None
+    warmup: int | None = None  # warm-up calls it took to reach a steady state (measure.run.warm_up)
     # The invocation (a fresh model load, with its own warm-up) each round came from; None: all from one.
     invocations: list[int] | None = None
     # The exception of a failed benchmark, for whoever ran it (pytest shows its traceback); never stored.

@@ -68,6 +68,7 @@ SCHEMA: dict[str, Any] = {
                     "load_s": {"type": ["number", "null"]},
                     "changes": {"type": "object"},
                     "fidelity": {"type": ["object", "null"]},
+                    "warmup": {"type": ["integer", "null"], "minimum": 0},
                     "invocations": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}},
                 },
             },

@@ -159,15 +159,16 @@ def run_table(record: RunRecord) -> str:
     rows = []
     for r in record.results:
         if not r.ran:
-            rows.append([r.id, r.status + ": " + (r.reason or "")] + [""] * (len(columns) + 4))
+            rows.append([r.id, r.status + ": " + (r.reason or "")] + [""] * (len(columns) + 5))
             continue
         counts = r.counts or {}
         overhead = r.summary("overhead_s").median / r.summary("latency_s").median
         fidelity = r.fidelity.status if r.fidelity else "-"
         cells = [num(r.median(m), fmt) for m, _, fmt in columns]
         sem, audio = counts.get("semantic_tokens"), counts.get("audio_samples")
-        rows.append([r.id, len(r.rounds), *cells, sem, audio, f"{overhead:.2%}", fidelity])
-    headers = ["benchmark", "rounds", *(h for _, h, _ in columns), "sem tokens", "audio samples", "overhead"]
+        warmup = "-" if r.warmup is None else r.warmup
+        rows.append([r.id, warmup, len(r.rounds), *cells, sem, audio, f"{overhead:.2%}", fidelity])
+    headers = ["benchmark", "warm-up", "rounds", *(h for _, h, _ in columns), "sem tokens", "audio samples", "overhead"]
     return tabulate(rows, headers=[*headers, "fidelity"], tablefmt="github", disable_numparse=True)
 
 
