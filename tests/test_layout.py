@@ -62,3 +62,18 @@ def test_imports_follow_the_flow(path: Path) -> None:
 
 def test_every_part_is_known() -> None:
     assert {part_of(p) for p in FILES} <= set(ALLOWED)
+
+
+def test_the_readme_layout_table_names_every_part_of_the_tree() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Layout", 1)[1]
+    for path in FILES:
+        rel = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" and len(rel.parts) == 1:
+            continue
+        if len(rel.parts) > 1:
+            assert f"`perf_utils/{rel.parts[0]}/`" in table, rel.parts[0]
+            if len(rel.parts) == 2 and path.stem != "__init__":
+                assert f"`{path.stem}`" in table, f"{rel} is not in the README's layout table"
+        else:
+            assert path.name in table, f"{rel} is not in the README's layout table"
