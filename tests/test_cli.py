@@ -164,3 +164,17 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_run_cold_with_no_warm_up(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--warmup 0` measures cold: no warm-up call at all, and the progress has no estimate yet to give."""
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    argv = ["run", "--configs", "fp32", "--batch-sizes", "1", "--rounds", "1", "--warmup", "0", "--no-fidelity"]
+    code = cli.main([*argv, "--device", "cpu", "--results-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    row = dict(zip(_table_rows(captured.out)["benchmark"], _table_rows(captured.out)["bs1-fp32"], strict=True))
+    assert row["warm-up"] == "0" and row["rounds"] == "1" and row["fidelity"] == "-"
+    assert "bs1-fp32: round 1/1\n" in captured.err and "warm-up" not in captured.err

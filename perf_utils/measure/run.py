@@ -229,7 +229,8 @@ class Run:
                 return measurer.call()["latency_s"]
 
             def one_call() -> None:
-                per_call = (time.perf_counter() - started) / (warmups + len(rounds))  # warm-ups included
+                calls = warmups + len(rounds)  # warm-ups included; none yet on a cold measurement
+                per_call = (time.perf_counter() - started) / calls if calls else None
                 self._say(self._where(case, len(rounds), per_call))
                 rounds.append(measurer.call())
 
@@ -307,17 +308,18 @@ class Run:
         ids = [c.id for c in self.planned]
         return f"[{ids.index(case.id) + 1}/{len(ids)}] " if case.id in ids else ""
 
-    def _where(self, case: Case, done: int, per_call: float) -> str:
+    def _where(self, case: Case, done: int, per_call: float | None) -> str:
         """Progress: which benchmark of how many, which round, and the time left (from the calls and benchmarks
         measured so far; unavailable benchmarks cost nothing)."""
-        here = per_call * (self.plan.rounds - done)
-        text = f"{self._position(case)}{case.id}: round {done + 1}/{self.plan.rounds}, ~{_duration(here)} left in it"
+        here = per_call * (self.plan.rounds - done) if per_call is not None else None
+        text = f"{self._position(case)}{case.id}: round {done + 1}/{self.plan.rounds}"
+        text += f", ~{_duration(here)} left in it" if here is not None else ""
         ids = [c.id for c in self.planned]
         if case.id in ids and self._durations:
             after = self.planned[ids.index(case.id) + 1 :]
             todo = sum(self.unavailable_reason(c.config) is None for c in after)
             per = sum(self._durations) / len(self._durations)
-            text += f", ~{_duration(todo * per + here)} left in the run"
+            text += f", ~{_duration(todo * per + (here or per))} left in the run"
         return text
 
 
