@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from perf_utils import options
@@ -130,7 +131,7 @@ def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.bark.device import resolve_device
     from perf_utils.gate.thresholds import Thresholds
     from perf_utils.measure.run import RunPlan, stderr_progress
-    from perf_utils.tools.quality import measure_quality, quality_table
+    from perf_utils.tools.quality import cross_process, measure_quality, quality_table
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
     plan = RunPlan.make(o.checkpoint, resolve_device(o.device), o.tokens, o.rounds, o.warmup, o.threads)
@@ -146,6 +147,13 @@ def _gate_quality(args: argparse.Namespace) -> int:
         [int(s) for s in options.comma_list(args.buffers_mb)],
         stderr_progress,
     )
+    if args.processes:
+        passed = ["--checkpoint", plan.checkpoint.key if plan.checkpoint.kind != "local" else str(plan.checkpoint.path),
+                  "--device", str(plan.device), "--tokens", str(plan.n_tokens), "--rounds", str(plan.rounds),
+                  "--warmup", str(plan.warmup), *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
+            rows += cross_process(passed, (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1], args.processes,
+                                  thresholds, Path(tmp), stderr_progress)  # fmt: skip
     print(
         f"gate quality for {(o.configs or ['fp32'])[0]} on {plan.checkpoint.key}, {plan.device}: "
         f"warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds per run, each run compared with one "
@@ -195,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")
+    q.add_argument("--processes", type=int, default=0, help="also N unchanged runs as separate processes (A/A)")
     return p
 
 

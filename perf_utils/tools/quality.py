@@ -7,18 +7,22 @@ injected slowdowns and extra memory of several sizes, and reports how often the 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from perf_utils.bark import configs
-from perf_utils.gate.compare import IMPROVED, REGRESSED, compare_result
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import Case, Run, RunPlan
 from perf_utils.record.metrics import memory_metric
-from perf_utils.record.record import BenchmarkResult
+from perf_utils.record.record import BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.stats import summarize
 from perf_utils.tools import faults
 
@@ -30,6 +34,7 @@ class QualityRow:
     flagged: int = 0
     trials: int = 0
     changes: list[float] = field(default_factory=list)
+    noisy: int = 0  # trials the gate called too noisy to decide (neither a pass nor an alarm)
 
     @property
     def rate(self) -> float:
@@ -80,16 +85,7 @@ def measure_quality(
                     if progress:
                         progress(f"bs{bs} {label}: run {i + 1}/{n}")
                     verdict = compare_result(reference, _measured(run, Case(scenario_config, bs)), thresholds)
-                    if metric == "any":
-                        hit = verdict.verdict in (REGRESSED, IMPROVED)
-                        change = verdict.metric("latency_s")
-                    else:
-                        change = verdict.metric(metric)
-                        hit = change is not None and change.verdict == REGRESSED
-                    row.flagged += hit
-                    row.trials += 1
-                    if change is not None:
-                        row.changes.append(change.change)
+                    _count(row, verdict, metric)
                 rows.append(row)
             cv = summarize(reference.values("latency_s")).cv
             rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%})", bs))
@@ -98,17 +94,64 @@ def measure_quality(
     return rows
 
 
+def _count(row: QualityRow, verdict: BenchmarkVerdict, metric: str) -> None:
+    """`metric` "any": a false alarm is any call either way; otherwise a hit is that metric regressing."""
+    if metric == "any":
+        hit = verdict.verdict in (REGRESSED, IMPROVED)
+        change = verdict.metric("latency_s")
+    else:
+        change = verdict.metric(metric)
+        hit = change is not None and change.verdict == REGRESSED
+    row.flagged += hit
+    row.noisy += verdict.verdict == NOISY
+    row.trials += 1
+    if change is not None:
+        row.changes.append(change.change)
+
+
+def cross_process(
+    run_args: list[str], config_name: str, batch_sizes: Iterable[int], processes: int, thresholds: Thresholds,
+    workdir: Path, progress: Callable[[str], None] | None = None,
+) -> list[QualityRow]:  # fmt: skip
+    """Unchanged code as a user sees it: `processes` separate `python -m perf_utils run` invocations, each judged
+    against the first (the stored baseline) by the gate. Between-process variance is what the in-process
+    scenarios cannot show."""
+    sizes = list(batch_sizes)
+    records = []
+    for i in range(processes + 1):
+        if progress:
+            progress(f"separate process {i + 1}/{processes + 1}")
+        out = workdir / f"process-{i}.json"
+        cmd = [sys.executable, "-m", "perf_utils", "run", "--configs", config_name,
+               "--batch-sizes", ",".join(map(str, sizes)), "--no-fidelity", "--json", str(out),
+               "--results-dir", str(workdir / "results"), *run_args]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
+        records.append(RunRecord.from_dict(json.loads(out.read_text())).by_id())
+    rows = []
+    for bs in sizes:
+        row = QualityRow("unchanged, separate processes (false alarms)", bs)
+        bid = benchmark_id(config_name, bs)
+        for now in records[1:]:
+            _count(row, compare_result(records[0][bid], now[bid], thresholds), "any")
+        rows.append(row)
+    return rows
+
+
 def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
     body = []
     for r in rows:
         if not r.trials:
-            body.append([f"bs{r.batch_size}", r.label, "", "", ""])
+            body.append([f"bs{r.batch_size}", r.label, "", "", "", ""])
             continue
         med = summarize(r.changes).median if r.changes else float("nan")
-        body.append([f"bs{r.batch_size}", r.label, f"{r.flagged}/{r.trials}", f"{r.rate:.0%}", f"{med:+.1%}"])
-    table = tabulate(
-        body, headers=["batch", "scenario", "flagged", "rate", "median measured change"], tablefmt="github"
-    )
+        flagged, rate, noisy = f"{r.flagged}/{r.trials}", f"{r.rate:.0%}", f"{r.noisy}/{r.trials}"
+        body.append([f"bs{r.batch_size}", r.label, flagged, rate, noisy, f"{med:+.1%}"])
+    headers = ["batch", "scenario", "flagged", "rate", "noisy", "median measured change"]
+    table = tabulate(body, headers=headers, tablefmt="github")
     th = thresholds
     return (
         table + f"\n\nthresholds: time {th.time:.0%}, throughput {th.throughput:.0%}, memory {th.memory:.0%} "

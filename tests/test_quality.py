@@ -1,0 +1,38 @@
+"""gate-quality, the tool that measures the gate here: its scenarios run through the run loop and are judged by the
+gate; unchanged runs can also be separate processes (what a user sees). Unambiguous injected faults only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from perf_utils.bark.checkpoints import Checkpoint
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.measure.run import RunPlan
+from perf_utils.tools.quality import cross_process, measure_quality, quality_table
+
+# The project's CPU setting (pyproject.toml): on this shared machine only gross slowdowns are called.
+TH = Thresholds.from_pyproject(Path(__file__).resolve().parents[1] / "pyproject.toml", "cpu")
+
+
+def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=3, warmup=1)
+    rows = measure_quality(plan, TH, "fp32", [1], repeats=1, trials=1, slowdowns=[3.0], buffers_mb=[256])
+    by_label = {r.label: r for r in rows}
+    assert by_label["slowdown +300%"].flagged == 1 and by_label["slowdown +300%"].changes[0] > 1.0
+    assert by_label["extra buffer 256 MB"].flagged == 1
+    assert by_label["unchanged (false alarms)"].trials == 1
+    table = quality_table(rows, TH)
+    assert "| bs1     | slowdown +300%" in table and "1/1" in table
+
+
+def test_unchanged_runs_in_separate_processes_are_judged_against_the_first(
+    tiny_checkpoint: Checkpoint, tmp_path
+) -> None:
+    args = ["--checkpoint", str(tiny_checkpoint.path), "--device", "cpu", "--tokens", "8", "--rounds", "3",
+            "--warmup", "1"]  # fmt: skip
+    [row] = cross_process(args, "fp32", [1], 1, TH, tmp_path)
+    assert row.label == "unchanged, separate processes (false alarms)"
+    assert row.trials == 1 and row.flagged == 0  # a cross-process A/A at the CPU thresholds: no alarm
+    assert len(list((tmp_path / "results").glob("*/run.json"))) == 2  # each process kept its run
