@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from perf_utils import options
@@ -41,9 +42,7 @@ def _finish(record: RunRecord, args: argparse.Namespace, **how: object) -> int:
         pyproject=choices.pyproject or Path("pyproject.toml"),
         results_dir=choices.results_dir,
     )
-    for key, value in how.items():
-        setattr(base, key, value)
-    return _print(finish(record, base))
+    return _print(finish(record, replace(base, **how)))
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -61,12 +60,11 @@ def _configs(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from perf_utils.bark import configs
-    from perf_utils.bark.device import resolve_device
     from perf_utils.measure.run import Run, RunPlan, cases, stderr_progress
     from perf_utils.report.table import run_table
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
-    plan = RunPlan.make(o.checkpoint, resolve_device(o.device), o.tokens, o.rounds, o.warmup, o.threads)
+    plan = RunPlan.of(o)
     selected = configs.select(o.configs)
     run = Run(plan, stderr_progress, o.fidelity)
     if not o.configs:  # everything that can run here
@@ -82,9 +80,8 @@ def _run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record.to_dict(), indent=2))
         print(f"run record written to {args.json}")
-    failed = [r.id for r in record.results if r.status == "failed"]
     results_dir = args.bark_results_dir or Path("results")
-    return _finish(record, args, results_dir=results_dir, run_failed=", ".join(failed) or None)
+    return _finish(record, args, results_dir=results_dir, run_failed=", ".join(record.failed()) or None)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -128,19 +125,19 @@ def _compare_stacks(args: argparse.Namespace) -> int:
 
 
 def _gate_quality(args: argparse.Namespace) -> int:
-    from perf_utils.bark.device import resolve_device
     from perf_utils.gate.thresholds import Thresholds
     from perf_utils.measure.run import RunPlan, stderr_progress
     from perf_utils.tools.quality import cross_process, measure_quality, quality_table
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
-    plan = RunPlan.make(o.checkpoint, resolve_device(o.device), o.tokens, o.rounds, o.warmup, o.threads)
+    plan = RunPlan.of(o)
     thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
+    config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
     rows = measure_quality(
         plan,
         thresholds,
-        (o.configs or ["fp32"])[0],
-        args.bark_batch_sizes or [1],
+        config,
+        sizes,
         args.repeats,
         args.trials,
         [float(s) for s in options.comma_list(args.slowdowns)],
@@ -152,10 +149,9 @@ def _gate_quality(args: argparse.Namespace) -> int:
                   "--device", str(plan.device), "--tokens", str(plan.n_tokens), "--rounds", str(plan.rounds),
                   "--warmup", str(plan.warmup), *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
-            rows += cross_process(passed, (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1], args.processes,
-                                  thresholds, Path(tmp), stderr_progress)  # fmt: skip
+            rows += cross_process(passed, config, sizes, args.processes, thresholds, Path(tmp), stderr_progress)
     print(
-        f"gate quality for {(o.configs or ['fp32'])[0]} on {plan.checkpoint.key}, {plan.device}: "
+        f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}: "
         f"warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds per run, each run compared with one "
         "reference run"
     )

@@ -80,7 +80,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     if how.choices.save_baseline:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
-    lines = [Line(h) for h in how.header] + _verdict_lines(outcome, how) + [Line(n) for n in notes]
+    lines = [Line(h) for h in how.header] + _verdict_lines(outcome) + [Line(n) for n in notes]
     if kept is not None:
         lines.append(Line(f"run saved: {kept}"))
     if report is not None:
@@ -153,7 +153,7 @@ def _report(
         return None
 
 
-def _verdict_lines(outcome: GateOutcome | None, how: Finish) -> list[Line]:
+def _verdict_lines(outcome: GateOutcome | None) -> list[Line]:
     if outcome is None:
         return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
     lines = [Line(m) for m in outcome.messages]

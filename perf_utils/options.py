@@ -125,7 +125,7 @@ Get = Callable[[str], Any]  # reads an option by its dest: pytest's config.getop
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What to measure and how; None means "the device's default" (resolved by `measure.run.RunPlan.make`)."""
+    """What to measure and how; None means "the device's default" (resolved by `measure.run.RunPlan.of`)."""
 
     checkpoint: str | None
     device: str

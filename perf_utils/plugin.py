@@ -10,6 +10,7 @@ pytest-benchmark's own `--benchmark-compare-fail` is untouched. Torch is importe
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,12 @@ class _State:
     def start(self) -> Any:
         """The run loop, with the checks that must pass before measuring anything (a busy GPU is refused)."""
         if self.run is None:
-            from perf_utils.bark.device import DeviceError, cpu_busy_message, resolve_device
+            from perf_utils.bark.device import DeviceError, cpu_busy_message
             from perf_utils.measure.run import Run, RunPlan
             from perf_utils.measure.trackers.nvml import other_gpu_processes_message
 
             o = self.run_options
-            plan = RunPlan.make(o.checkpoint, resolve_device(o.device), o.tokens, o.rounds, o.warmup, o.threads)
+            plan = RunPlan.of(o)
             busy = other_gpu_processes_message(plan.device)
             if busy and not o.allow_busy_gpu:
                 raise DeviceError(busy + "; free the GPU or pass --bark-allow-busy-gpu to measure anyway")
@@ -76,16 +77,15 @@ class _State:
         root = Path(self.config.rootpath)
         choices = FinishChoices.read(self.config.getoption)
         compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
-        failed = [r.id for r in record.results if r.status == "failed"]
         status = int(session.exitstatus)
         shard = self.run_options.shard
         how = Finish(
-            choices=FinishChoices(**{**vars(choices), "compare": compare}),
+            choices=replace(choices, compare=compare),
             baselines_dir=choices.baselines_dir or root / "baselines",
             pyproject=choices.pyproject or root / "pyproject.toml",
             results_dir=choices.results_dir or root / "results",
             keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
-            run_failed=", ".join(failed) or (f"exit status {status}" if status else None),
+            run_failed=", ".join(record.failed()) or (f"exit status {status}" if status else None),
             header=self.warnings,
         )
         self.finished = finish(record, how)

@@ -32,21 +32,17 @@ class RatioEstimate:
 def _resampled_medians(groups: list[list[float]], samples: int, rng: np.random.Generator) -> np.ndarray:
     """The median of `samples` hierarchical resamples: invocations with replacement, then rounds within each."""
     k = len(groups)
-    picks = rng.integers(0, k, size=(samples, k))
-    out = np.empty(samples)
     sizes = np.array([len(g) for g in groups])
-    padded = np.full((k, sizes.max()), np.nan)
+    width = int(sizes.max())
+    padded = np.full((k, width), np.nan)  # invocations may hold different numbers of rounds
     for i, g in enumerate(groups):
         padded[i, : len(g)] = g
-    # Rounds within each chosen invocation, as many as it had.
-    chosen_sizes = sizes[picks]  # (samples, k)
-    width = sizes.max()
-    draws = (rng.random((samples, k, width)) * chosen_sizes[..., None]).astype(int)
-    values = padded[picks[..., None], draws]  # (samples, k, width)
-    mask = np.arange(width)[None, None, :] < chosen_sizes[..., None]
-    values = np.where(mask, values, np.nan)
-    out[:] = np.nanmedian(values.reshape(samples, -1), axis=1)
-    return out
+    picks = rng.integers(0, k, size=(samples, k))
+    # Rounds within each chosen invocation, as many as it had; the padding of shorter ones is left out.
+    chosen_sizes = sizes[picks][..., None]  # (samples, k, 1)
+    draws = (rng.random((samples, k, width)) * chosen_sizes).astype(int)
+    values = np.where(np.arange(width) < chosen_sizes, padded[picks[..., None], draws], np.nan)
+    return np.nanmedian(values.reshape(samples, -1), axis=1)
 
 
 def ratio_of_medians(

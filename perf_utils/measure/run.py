@@ -1,7 +1,7 @@
 """The one run loop: every entry point (pytest, `python -m perf_utils run`, gate-quality) measures through `Run`.
 
 A run is a plan (checkpoint, device, workload, rounds) and a list of cases (configuration x batch size). The loop
-decides their order (`Run.order`: configuration by configuration, so each model loads once for all its batch
+decides their order (`order`: configuration by configuration, so each model loads once for all its batch
 sizes and is freed before the next loads, and one configuration's memory never shows in another's peak), checks
 availability, loads, measures the rounds, checks fidelity against the fp32 eager reference, and builds the
 record. The caller only says how rounds are timed (`timed`: pytest-benchmark's `pedantic`, or a plain loop).
@@ -21,12 +21,14 @@ import perf_utils
 from perf_utils.bark import checkpoints, configs, loading
 from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.bark.configs import OptimizationConfig
+from perf_utils.bark.device import resolve_device
 from perf_utils.bark.environment import Stack, current_stack, hardware_key
 from perf_utils.bark.loading import LoadedBark
 from perf_utils.bark.workload import Workload, default_tokens
 from perf_utils.measure import fidelity
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.trackers.memory import pin_host_allocator
+from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.record import FAILED, OK, UNAVAILABLE, BenchmarkResult, RunRecord, benchmark_id
 
@@ -85,23 +87,17 @@ class RunPlan:
         return pin_host_allocator()
 
     @classmethod
-    def make(
-        cls,
-        checkpoint: str | None,
-        device: torch.device,
-        n_tokens: int | None = None,
-        rounds: int | None = None,
-        warmup: int | None = None,
-        threads: int | None = None,
-    ) -> RunPlan:
+    def of(cls, o: RunOptions) -> RunPlan:
+        """The plan the run options ask for, with the device's defaults where they leave a value open."""
+        device = resolve_device(o.device)
         on_cpu = device.type == "cpu"
         return cls(
-            checkpoint=checkpoints.resolve(checkpoint),
+            checkpoint=checkpoints.resolve(o.checkpoint),
             device=device,
-            n_tokens=n_tokens or default_tokens(device.type),
-            rounds=rounds if rounds is not None else (5 if on_cpu else 10),
-            warmup=warmup if warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
-            threads=threads,
+            n_tokens=o.tokens or default_tokens(device.type),
+            rounds=o.rounds if o.rounds is not None else (5 if on_cpu else 10),
+            warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
+            threads=o.threads,
         )
 
     def workload(self, batch_size: int) -> Workload:

@@ -45,7 +45,7 @@ class SubmodelFigures:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def judge(figures: dict[str, SubmodelFigures], precision: str) -> list[str]:
+def tolerance_problems(figures: dict[str, SubmodelFigures], precision: str) -> list[str]:
     """Every way these figures break the tolerance of this kind of change, naming the sub-model."""
     tol = TOLERANCES[precision]
     problems = []
@@ -73,7 +73,7 @@ class Fidelity:
 
     @classmethod
     def judged(cls, figures: dict[str, SubmodelFigures], precision: str) -> Fidelity:
-        problems = judge(figures, precision)
+        problems = tolerance_problems(figures, precision)
         return cls(precision, not problems, problems, dict(figures))
 
     @classmethod

@@ -118,6 +118,10 @@ class RunRecord:
         """The results that ran (status ok), in run order; of one batch size if given."""
         return [r for r in self.results if r.ran and batch_size in (None, r.batch_size)]
 
+    def failed(self) -> list[str]:
+        """The ids of the benchmarks that failed: a run with any is never adopted as a baseline."""
+        return [r.id for r in self.results if r.status == FAILED]
+
     def batch_sizes(self) -> list[int]:
         return sorted({r.batch_size for r in self.measured()})
 

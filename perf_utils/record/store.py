@@ -110,7 +110,7 @@ MIGRATIONS = {1: _migrate_v1}  # from version N to N+1
 def validate(data: Any, path: Path) -> RunRecord:
     if not isinstance(data, dict):
         raise BaselineError(path, f"expected a JSON object at the top level, found {type(data).__name__}")
-    version = data.get("schema_version")
+    version = found = data.get("schema_version")
     notes: list[str] = []
     while isinstance(version, int) and version in MIGRATIONS:
         notes += MIGRATIONS[version](data)
@@ -124,7 +124,9 @@ def validate(data: Any, path: Path) -> RunRecord:
         raise BaselineError(path, error.message, _field_path(error.absolute_path))
     record = RunRecord.from_dict(data)
     if notes:
-        record.migrated = f"{path}: an older record (schema 1), read as schema {SCHEMA_VERSION}: " + "; ".join(notes)
+        record.migrated = f"{path}: an older record (schema {found}), read as schema {SCHEMA_VERSION}: " + "; ".join(
+            notes
+        )
     return record
 
 
