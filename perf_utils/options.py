@@ -47,6 +47,16 @@ def batch_sizes(value: str) -> list[int]:
     return sizes
 
 
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a whole number of at least 1")
+    return number
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # the long name without its prefix: `configs` is --bark-configs in pytest, --configs in the CLI
@@ -71,7 +81,13 @@ RUN = (
         "batch-sizes", "batch sizes, comma-separated (default: 1,8)", batch_sizes, extend=True, aliases=("batch-size",)
     ),  # fmt: skip
     Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", int),
-    Option("rounds", "measured rounds per benchmark (default: 5 cpu, 10 accelerator)", int),
+    Option("rounds", "measured rounds per benchmark and invocation (default: 3 cpu, 10 accelerator)", int),
+    Option(
+        "invocations",
+        "separate worker processes each benchmark is measured in, one after the other (default: 3); 1 measures in "
+        "this process",
+        positive_int,
+    ),  # fmt: skip
     Option(
         "warmup",
         "the least warm-up calls; more until the rounds stop improving, at most 10 (default: 1 cpu, 2 accelerator)",
@@ -133,6 +149,7 @@ class RunOptions:
     batch_sizes: list[int]
     tokens: int | None
     rounds: int | None
+    invocations: int | None
     warmup: int | None
     threads: int | None
     shard: str | None
@@ -151,6 +168,7 @@ class RunOptions:
             batch_sizes=list(get("bark_batch_sizes") or [1, MAX_BATCH]),
             tokens=tokens,
             rounds=get("bark_rounds"),
+            invocations=get("bark_invocations"),
             warmup=get("bark_warmup"),
             threads=get("bark_threads"),
             shard=get("bark_shard"),

@@ -2,8 +2,10 @@
 finished run to the one end-of-run path (`finish`).
 
 `pytest benchmarks --benchmark-compare` measures every configuration x batch size through the run loop
-(`measure.run.Run`) with pytest-benchmark's `pedantic` timing the rounds, then `finish` keeps the run, gates it
-against the baseline for this hardware and checkpoint, writes the report and decides the exit status.
+(`measure.run.Run`): at the first benchmark the whole run (its rounds are interleaved across benchmarks, in
+several worker processes); each benchmark then reports its own result and replays its rounds into
+pytest-benchmark. `finish` keeps the run, gates it against the baseline for this hardware and checkpoint, writes
+the report and decides the exit status.
 pytest-benchmark's own `--benchmark-compare-fail` is untouched. Torch is imported only once a benchmark runs.
 """
 
@@ -161,14 +163,12 @@ def bark_measure(bark_run: Any, benchmark: Any, pytestconfig: pytest.Config) -> 
     with its reason, a failed one raises its error, one that computes something else fails."""
 
     def measure(case: Any) -> Any:
-        def timed(fn: Any, rounds: int, warmup: int) -> None:
-            benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
-
-        result = bark_run.measure(case, timed)
+        result = bark_run.result(case)
         if result.status == "unavailable":
             pytest.skip(result.reason)
         if result.error is not None:
             raise result.error
+        _replay(benchmark, result.values("latency_s"))
         benchmark.extra_info["bark"] = _extra_info(result)
         fid = result.fidelity
         if fid is not None and fid.error:
@@ -180,11 +180,31 @@ def bark_measure(bark_run: Any, benchmark: Any, pytestconfig: pytest.Config) -> 
     return measure
 
 
+def _replay(benchmark: Any, latencies: list[float]) -> None:
+    """Hand pytest-benchmark the rounds the run loop measured (all invocations, interleaved): its statistics,
+    table, storage and --benchmark-compare-fail then describe the same rounds as ours. Its `pedantic` times each
+    call with the fixture's timer; a clock that advances by one measured latency per call replays them exactly."""
+    if not latencies:
+        return
+    now, pending = [0.0], iter(latencies)
+
+    def clock() -> float:
+        return now[0]
+
+    def one_round() -> None:
+        now[0] += next(pending)
+
+    clock.__name__ = "bark_perf.replayed_rounds"
+    benchmark._timer = clock  # pytest-benchmark's fixture reads its timer from here for every runner it makes
+    benchmark.pedantic(one_round, rounds=len(latencies), warmup_rounds=0, iterations=1)
+
+
 def _extra_info(result: Any) -> dict[str, Any]:
     """What goes into pytest-benchmark's JSON beside its own stats: our medians and every raw round."""
     data = result.to_dict()
     data["medians"] = {m: result.summary(m).median for m in result.metrics()}
-    return {k: data[k] for k in ("config", "batch_size", "counts", "medians", "rounds", "changes", "fidelity")}
+    keys = ("config", "batch_size", "counts", "medians", "rounds", "invocations", "warmup", "changes", "fidelity")
+    return {k: data[k] for k in keys}
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -8,7 +8,7 @@ BARK_PERF_FAULT_CONFIGS=a,b         (default: fp32)
 import os
 
 from perf_utils.bark import configs
-from perf_utils.tools import faults
+from perf_utils.measure import faults
 
 
 def pytest_configure(config):

@@ -12,7 +12,7 @@ from perf_utils.bark.environment import current_stack, hardware_key
 
 ROOT = Path(__file__).resolve().parents[1]
 HARDWARE = hardware_key(current_stack(), "cpu")
-FAST = ["--bark-tokens", "16", "--bark-device", "cpu"]
+FAST = ["--bark-tokens", "16", "--bark-device", "cpu", "--bark-invocations", "1"]
 
 
 def bench(

@@ -83,7 +83,7 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)  # the default checkpoint: tiny, from the session cache
     path = tmp_path / "out" / "run.json"
     # The old name of the fp32 configuration is still taken (with a note), as are the repeatable option forms.
-    argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "1"]
+    argv = ["run", "--config", "baseline", "--batch-size", "1", "--rounds", "1", "--warmup", "1", "--invocations", "1"]
     # --device cpu: on a machine with an accelerator `auto` would pick it (and 256 tokens instead of 32)
     code = cli.main([*argv, "--device", "cpu", "--json", str(path), "--results-dir", str(tmp_path / "results")])
     captured = capsys.readouterr()
@@ -172,6 +172,7 @@ def test_run_cold_with_no_warm_up(
     """`--warmup 0` measures cold: no warm-up call at all, and the progress has no estimate yet to give."""
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
     argv = ["run", "--configs", "fp32", "--batch-sizes", "1", "--rounds", "1", "--warmup", "0", "--no-fidelity"]
+    argv += ["--invocations", "1"]
     code = cli.main([*argv, "--device", "cpu", "--results-dir", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err

@@ -9,12 +9,11 @@ from perf_utils.bark.environment import current_stack
 from perf_utils.bark.workload import Workload
 from perf_utils.gate.compare import REGRESSED, UNCHANGED, compare_result
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.measure import fidelity
+from perf_utils.measure import faults, fidelity
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.run import REFERENCE
 from perf_utils.record.fidelity import TOLERANCES, Fidelity, SubmodelFigures
 from perf_utils.record.record import BenchmarkResult
-from perf_utils.tools import faults
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -56,16 +56,14 @@ def gate(record: RunRecord, tmp: Path, **choices: object) -> tuple[Finished, str
     return done, "\n".join(line.text for line in done.lines)
 
 
-SPREAD = (0.98, 0.99, 1.0, 1.01, 1.02)
-
-
 def steady(record: RunRecord) -> RunRecord:
-    """A copy of `record` whose latency rounds are its medians times SPREAD (throughput follows)."""
+    """A copy of `record` whose latency rounds are spread evenly over +-2% of their median (throughput follows)."""
     new = record.copy()
     for r in new.results:
-        median = r.median("latency_s")
+        median, n = r.median("latency_s"), len(r.rounds)
+        spread = [0.98 + 0.04 * i / (n - 1) for i in range(n)] if n > 1 else [1.0]
         r.rounds = [{**rnd, "latency_s": median * f, "throughput_sps": r.batch_size / (median * f)}
-                    for rnd, f in zip(r.rounds, SPREAD, strict=True)]  # fmt: skip
+                    for rnd, f in zip(r.rounds, spread, strict=True)]  # fmt: skip
     return new
 
 

@@ -31,6 +31,8 @@ class OptimizationConfig:
     # Applied to the loaded model; for test-only fault injection (a configuration that must fail the gate).
     patch: Callable[[Any], None] | None = None
     test_only: bool = False
+    # The fault spec `patch` came from (measure.faults), so a worker process can rebuild the same configuration.
+    fault: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -62,7 +62,24 @@ def max_memory_allocated(device: torch.device) -> int | None:
 
 
 def memory_allocated(device: torch.device) -> int | None:
-    return torch.accelerator.memory_allocated(device) if is_accelerator(device) else None
+    if not is_accelerator(device):
+        return None
+    return torch.accelerator.memory_allocated(device) if _backend_initialized(device) else 0
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` (the host's MemAvailable for the CPU); None where it cannot be asked."""
+    if is_accelerator(device):
+        mem_get_info = getattr(getattr(torch, device.type, None), "mem_get_info", None)
+        return int(mem_get_info(device)[0]) if callable(mem_get_info) else None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def release_memory(device: torch.device) -> None:

@@ -23,6 +23,9 @@ class LoadedBark:
     config: OptimizationConfig
     device: torch.device
     load_s: float
+    # What the loaded model holds on the accelerator (allocator bytes); None on the CPU. A peak measured while
+    # other models are resident (interleaved rounds) leaves theirs out.
+    resident_bytes: int | None = None
 
 
 def quiet_transformers() -> None:
@@ -47,6 +50,7 @@ def load(checkpoint: Checkpoint, config: OptimizationConfig, device: torch.devic
     from transformers import BarkModel
 
     start = time.perf_counter()
+    before = dev.memory_allocated(device)
     kwargs = {
         compat.dtype_kwarg(current_stack()): config.torch_dtype,
         "attn_implementation": config.attn_implementation,
@@ -65,7 +69,9 @@ def load(checkpoint: Checkpoint, config: OptimizationConfig, device: torch.devic
     model.eval()
     processor = load_processor(checkpoint)
     dev.synchronize(device)
-    return LoadedBark(model, processor, checkpoint, config, device, time.perf_counter() - start)
+    after = dev.memory_allocated(device)
+    resident = after - before if after is not None and before is not None else None
+    return LoadedBark(model, processor, checkpoint, config, device, time.perf_counter() - start, resident)
 
 
 def unload(loaded: LoadedBark) -> None:

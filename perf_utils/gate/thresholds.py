@@ -23,13 +23,15 @@ class Thresholds:
     throughput: float = 0.15
     memory: float = 0.05
     energy: float = 0.10
+    # A configuration's latency or peak memory relative to fp32 in the same run (record.ratios).
+    ratio: float = 0.10
     # Memory changes smaller than this many MB are never called (allocator rounding, page granularity).
     memory_floor_mb: float = 4.0
     # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
     alpha: float = 0.01
 
     def min_effect(self, kind: str) -> float | None:
-        return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy"} else None
+        return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None
 
     def large(self, kind: str, old: float, new: float) -> bool:
         """Whether a move from `old` to `new` passes this kind's minimum effect (and, for memory, the floor in MB).

@@ -50,6 +50,8 @@ class Measurer:
     host_memory_sampling: bool = False
     # Runs inside the measured region; tests use it to inject a call of known cost.
     inject: Callable[[], None] | None = None
+    # Accelerator bytes held by other resident models (interleaved rounds), left out of the peaks.
+    others_bytes: int = 0
     expected: Counts = field(init=False)
     inputs: dict[str, Any] = field(init=False)
     last_counts: Counts | None = field(init=False, default=None)
@@ -66,8 +68,8 @@ class Measurer:
         device = self.loaded.device
         outer: list[Tracker] = [
             HostMemoryTracker(force_sampling=self.host_memory_sampling),
-            AcceleratorMemoryTracker(device),
-            NvmlMemoryTracker(device),
+            AcceleratorMemoryTracker(device, self.others_bytes),
+            NvmlMemoryTracker(device, others=self.others_bytes),
             EnergyTracker(device),
         ]
         return outer, LatencyTracker(device), StageTracker(self.loaded.model, device)

@@ -1,14 +1,25 @@
 """The one run loop: every entry point (pytest, `python -m perf_utils run`, gate-quality) measures through `Run`.
 
-A run is a plan (checkpoint, device, workload, rounds) and a list of cases (configuration x batch size). The loop
-decides their order (`order`: configuration by configuration, so each model loads once for all its batch
-sizes and is freed before the next loads, and one configuration's memory never shows in another's peak), checks
-availability, loads, measures the rounds, checks fidelity against the fp32 eager reference, and builds the
-record. The caller only says how rounds are timed (`timed`: pytest-benchmark's `pedantic`, or a plain loop).
+A run is a plan (checkpoint, device, workload, rounds, invocations) and a list of cases (configuration x batch
+size). Where the noise lives decides the schedule:
+- **Invocations.** Rounds of one process share its state (memory layout, clocks, the load on the machine in those
+  seconds); here the medians of separate processes spread several times wider than the rounds of one. So a run
+  measures each case in `invocations` separate worker processes (`measure.worker`), one after the other, each with
+  its own load and warm-up, and the gate's interval is built from invocations first (`gate.bootstrap`). One
+  invocation runs in this process.
+- **Interleaved rounds.** Within an invocation every configuration's model is loaded at once (when the models fit
+  the device with room to spare; otherwise configuration by configuration, in a random order, and the record says
+  why), and the rounds run as randomized interleaved trials (Abedi and Brecht): each trial measures every case
+  once, in a fresh random order. What drifts over minutes then hits every configuration alike, and the ratios to
+  fp32 of the same trial (`record.ratios`) are drift-free.
+- **Warm-up to a steady state** per case and invocation (`warm_up`), counted.
+The loop checks availability, loads, measures, checks fidelity against the fp32 eager reference (first
+invocation), and builds the record. It never raises for a benchmark: the result says `unavailable` or `failed`.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +30,7 @@ import torch
 
 import perf_utils
 from perf_utils.bark import checkpoints, configs, loading
+from perf_utils.bark import device as dev
 from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.bark.configs import OptimizationConfig
 from perf_utils.bark.device import resolve_device
@@ -30,14 +42,16 @@ from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
+from perf_utils.record.metrics import MB
+from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import FAILED, OK, UNAVAILABLE, BenchmarkResult, RunRecord, benchmark_id
 
 Progress = Callable[[str], None]
-# How the measured rounds of one benchmark are timed: `timed(one_call, rounds, warmup)` (the loop warms up itself,
-# and passes warmup=0).
-Timed = Callable[[Callable[[], None], int, int], None]
 WARMUP_CAP = 10  # at most this many warm-up calls, however long the rounds keep improving
 WARMUP_TOLERANCE = 0.02  # a call more than this much faster than every earlier one: still warming up
+# Models are loaded together for interleaving only when this many times their weights fit in free memory
+# (activations, the allocator's cache, the fidelity reference).
+ROOM_FACTOR = 2.0
 
 # What every configuration's fidelity is measured against: never the registry's `fp32`, which a test may have
 # replaced with a faulty copy.
@@ -63,20 +77,16 @@ def warm_up(call: Callable[[], float], least: int, most: int = WARMUP_CAP, toler
     return len(times)
 
 
-def plain_rounds(fn: Callable[[], None], rounds: int, warmup: int) -> None:
-    """Warm-up calls, then measured ones: what `timed` is outside pytest."""
-    for _ in range(warmup + rounds):
-        fn()
-
-
 @dataclass(frozen=True)
 class RunPlan:
     checkpoint: Checkpoint
     device: torch.device
     n_tokens: int
-    rounds: int
+    rounds: int  # per invocation
     warmup: int  # the least number of warm-up calls: they go on until the rounds stop improving (warm_up)
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
+    invocations: int = 1  # separate processes per run; 1 measures in this process
+    seed: int = 0  # of the interleaved order (invocation i shuffles with seed + i)
 
     def apply(self) -> str | None:
         """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
@@ -95,13 +105,18 @@ class RunPlan:
             checkpoint=checkpoints.resolve(o.checkpoint),
             device=device,
             n_tokens=o.tokens or default_tokens(device.type),
-            rounds=o.rounds if o.rounds is not None else (5 if on_cpu else 10),
+            rounds=o.rounds if o.rounds is not None else (DEFAULT_ROUNDS_CPU if on_cpu else 10),
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
+            invocations=o.invocations if o.invocations is not None else DEFAULT_INVOCATIONS,
         )
 
     def workload(self, batch_size: int) -> Workload:
         return Workload(n_tokens=self.n_tokens, batch_size=batch_size)
+
+
+DEFAULT_INVOCATIONS = 3  # why: README, "Where the noise lives"
+DEFAULT_ROUNDS_CPU = 3  # per invocation
 
 
 @dataclass(frozen=True)
@@ -142,9 +157,39 @@ def shard(all_cases: list[Case], k: int, n: int) -> list[Case]:
 
 
 def order(selected: list[Case]) -> list[Case]:
-    """The loop's order of benchmarks: configuration by configuration, in the order they were first named."""
+    """The order benchmarks are listed and reported in: configuration by configuration, as first named."""
     names = list(dict.fromkeys(c.config.name for c in selected))
     return sorted(selected, key=lambda c: names.index(c.config.name))
+
+
+def trials(selected: list[Case], rounds: int, rng: random.Random) -> list[Case]:
+    """Randomized multiple interleaved trials (Abedi and Brecht): `rounds` trials, each measuring every case once
+    in a fresh random order, so slow drift and periodic noise fall on every case alike."""
+    out: list[Case] = []
+    for _ in range(rounds):
+        trial = list(selected)
+        rng.shuffle(trial)
+        out += trial
+    return out
+
+
+def weights_bytes(checkpoint: Checkpoint) -> int:
+    """The checkpoint's weights on disk: an upper bound of what one loaded configuration holds (fp32)."""
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in checkpoint.path.glob(pattern))
+
+
+def together_or_why(plan: RunPlan, n_models: int) -> str | None:
+    """None when `n_models` models of the checkpoint fit the device at once with room to spare; else why not."""
+    if n_models <= 1:
+        return None
+    need = ROOM_FACTOR * n_models * weights_bytes(plan.checkpoint)
+    free = dev.free_memory(plan.device)
+    if free is None or need <= free:
+        return None
+    return (
+        f"{n_models} models of {plan.checkpoint.key} need ~{need / MB:,.0f} MB with room to spare, "
+        f"{free / MB:,.0f} MB free on {plan.device}: configuration by configuration, in a random order"
+    )
 
 
 def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = None) -> RunRecord:
@@ -167,19 +212,27 @@ def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = 
 
 
 @dataclass
+class Invocation:
+    """What one invocation measured: a result per case, and how its rounds were scheduled."""
+
+    results: list[BenchmarkResult]
+    interleaved: bool
+    note: str | None = None  # why not interleaved
+    tracebacks: dict[str, str] = field(default_factory=dict)  # of failed benchmarks, by id
+
+
+@dataclass
 class Run:
-    """One run: the plan, the model currently loaded, the fidelity reference, and every result so far."""
+    """One run: the plan, the models loaded, the fidelity reference, and the record of every result so far."""
 
     plan: RunPlan
     progress: Progress | None = None
     check_fidelity: bool = True
-    planned: list[Case] = field(default_factory=list)  # the run's benchmarks, for position and time left
+    planned: list[Case] = field(default_factory=list)  # the run's benchmarks (pytest fills this at collection)
     record: RunRecord = field(init=False)
-    _loaded: LoadedBark | None = field(default=None, init=False)
-    _load_error: tuple[OptimizationConfig, BaseException] | None = field(default=None, init=False)
+    _loaded: dict[OptimizationConfig, LoadedBark] = field(default_factory=dict, init=False)
     _reference: dict[str, Any] | BaseException | None = field(default=None, init=False)
-    _fidelity: dict[OptimizationConfig, Fidelity] = field(default_factory=dict, init=False)
-    _durations: list[float] = field(default_factory=list, init=False)  # seconds per finished benchmark
+    _clock: _Clock = field(init=False)
 
     def __post_init__(self) -> None:
         loading.quiet_transformers()
@@ -192,85 +245,159 @@ class Run:
     def unavailable_reason(self, config: OptimizationConfig) -> str | None:
         return configs.unavailable_reason(config, current_stack(), self.plan.device.type)
 
+    def result(self, case: Case) -> BenchmarkResult:
+        """`case`'s result, measuring the whole planned run the first time one is asked for (the rounds of all
+        cases are interleaved, so they are measured together)."""
+        if case.id not in self.record.by_id():
+            self.measure_all(self.planned if case in self.planned else [case])
+        return self.record.by_id()[case.id]
+
     def measure_all(self, selected: list[Case]) -> RunRecord:
-        """Every case, in the loop's order; the model of the last configuration is freed at the end."""
+        """Every case: the unavailable ones say why; the rest in `plan.invocations` invocations."""
         self.planned = order(selected)
-        try:
-            for case in self.planned:
-                self.measure(case)
-        finally:
-            self.release()
+        runnable = []
+        for case in self.planned:
+            if reason := self.unavailable_reason(case.config):
+                self.record.put(BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason,
+                                                changes=case.config.changes()))  # fmt: skip
+            else:
+                runnable.append(case)
+        if not runnable:
+            return self.record
+        n = self.plan.invocations
+        if n == 1:
+            parts = [self.invocation(runnable, 0)]
+        else:
+            from perf_utils.measure import worker
+
+            parts, started = [], time.perf_counter()
+            for i in range(n):
+                left = (time.perf_counter() - started) / i * (n - i) if i else None
+                after = f" (~{_duration(left)} left in the run)" if left is not None else ""
+
+                def relay(line: str, i: int = i, after: str = after) -> None:
+                    self._say(f"invocation {i + 1}/{n}{after}: {line}")
+
+                parts.append(worker.invoke(self.plan, runnable, i, self.check_fidelity, relay))
+        self._record(runnable, parts)
         return self.record
 
-    def measure(self, case: Case, timed: Timed = plain_rounds) -> BenchmarkResult:
-        """Measure one case through `timed(fn, rounds, warmup)`. Never raises for the case itself: the result says
-        `unavailable` (with the exact reason) or `failed` (with the exception in `result.error`)."""
-        config = case.config
-        if reason := self.unavailable_reason(config):
-            return self.record.put(
-                BenchmarkResult(config.name, case.batch_size, UNAVAILABLE, reason, changes=config.changes())
-            )
-        try:
+    def _record(self, runnable: list[Case], parts: list[Invocation]) -> None:
+        by_id = [{r.id: r for r in p.results} for p in parts]
+        for case in runnable:
+            result = BenchmarkResult.of_invocations([p[case.id] for p in by_id])
+            if result.status == FAILED and result.error is None:
+                trace = next((p.tracebacks[case.id] for p in parts if case.id in p.tracebacks), result.reason)
+                result.error = InvocationError(f"{case.id}: {result.reason}\n{trace}")
+            self.record.put(result)
+        notes = sorted({p.note for p in parts if p.note})
+        self.record.schedule = {
+            "invocations": len(parts),
+            "rounds": self.plan.rounds,
+            "interleaved": all(p.interleaved for p in parts),
+            "seed": self.plan.seed,
+            **({"note": "; ".join(notes)} if notes else {}),
+        }
+        add_ratios(self.record)
+
+    def invocation(self, selected: list[Case], index: int) -> Invocation:
+        """One invocation in this process: load, warm up each case, then the interleaved trials; fidelity (in
+        the first invocation) once per configuration. Everything it loaded is freed before it returns."""
+        rng = random.Random(self.plan.seed + index)
+        names = list(dict.fromkeys(c.config for c in selected))
+        why_not = together_or_why(self.plan, len(names))
+        groups = [names] if why_not is None else [[c] for c in rng.sample(names, len(names))]
+        out = Invocation([], interleaved=why_not is None, note=why_not)
+        fidelity_now = self.check_fidelity and index == 0
+        expected_calls = len(selected) * (max(self.plan.warmup, 2) + self.plan.rounds)
+        self._clock = _Clock(expected_calls, "the run" if self.plan.invocations == 1 else "this invocation")
+        if fidelity_now:
             self._ensure_reference()
-            loaded = self._model_for(config)
-            measurer = Measurer(loaded, self.plan.workload(case.batch_size))
-            rounds: list[dict[str, float]] = []
-            started = time.perf_counter()
-            warmups = 0
-
-            def warm_call() -> float:
-                nonlocal warmups
-                warmups += 1
-                self._say(f"{self._position(case)}{case.id}: warm-up {warmups} (until steady, at most {WARMUP_CAP})")
-                return measurer.call()["latency_s"]
-
-            def one_call() -> None:
-                calls = warmups + len(rounds)  # warm-ups included; none yet on a cold measurement
-                per_call = (time.perf_counter() - started) / calls if calls else None
-                self._say(self._where(case, len(rounds), per_call))
-                rounds.append(measurer.call())
-
-            warm_up(warm_call, self.plan.warmup)
-            timed(one_call, self.plan.rounds, 0)
-            self._durations.append(time.perf_counter() - started)
-            fid = self._fidelity_of(config, loaded) if self.check_fidelity else None
-        except Exception as exc:  # noqa: BLE001 - a benchmark that fails is a result, not a crash of the run
-            self.release()
-            failed = BenchmarkResult(
-                config.name,
-                case.batch_size,
-                FAILED,
-                f"{type(exc).__name__}: {exc}",
-                changes=config.changes(),
-                error=exc,
-            )
-            return self.record.put(failed)
-        result = BenchmarkResult(
-            config.name,
-            case.batch_size,
-            OK,
-            rounds=rounds,  # pytest-benchmark calls once when disabled (--benchmark-disable, xdist)
-            warmup=warmups,
-            counts=measurer.last_counts.to_dict() if measurer.last_counts else None,
-            load_s=loaded.load_s,
-            changes=config.changes(),
-            fidelity=fid,
-        )
-        return self.record.put(result)
-
-    def _model_for(self, config: OptimizationConfig) -> LoadedBark:
-        if self._loaded is not None and self._loaded.config == config:
-            return self._loaded
-        if self._load_error is not None and self._load_error[0] == config:  # one failed load per configuration
-            raise self._load_error[1]
-        self.release()
-        self._say(f"loading {config.name} ({self.plan.checkpoint.key})")
         try:
-            self._loaded = loading.load(self.plan.checkpoint, config, self.plan.device)
-        except Exception as exc:
-            self._load_error = (config, exc)
-            raise
-        return self._loaded
+            for group in groups:
+                self._measure_group([c for c in selected if c.config in group], rng, fidelity_now, out)
+        finally:
+            self.release()
+        return out
+
+    def _measure_group(self, group: list[Case], rng: random.Random, with_fidelity: bool, out: Invocation) -> None:
+        failed: dict[str, BaseException] = {}
+        for config in dict.fromkeys(c.config for c in group):
+            try:
+                self._load(config)
+            except Exception as exc:  # noqa: BLE001 - a configuration that cannot load is a failed result
+                failed.update({c.id: exc for c in group if c.config == config})
+        measurers: dict[str, Measurer] = {}
+        rounds: dict[str, list[dict[str, float]]] = {c.id: [] for c in group}
+        warmups: dict[str, int] = {}
+        for case in group:
+            if case.id in failed:
+                continue
+            try:
+                measurers[case.id] = self._measurer(case)
+                warmups[case.id] = self._warm(case, measurers[case.id])
+            except Exception as exc:  # noqa: BLE001
+                failed[case.id] = exc
+        for case in trials(group, self.plan.rounds, rng):
+            if case.id in failed:
+                continue
+            self._clock.say(self, f"{case.id}: round {len(rounds[case.id]) + 1}/{self.plan.rounds}")
+            try:
+                rounds[case.id].append(measurers[case.id].call())
+            except Exception as exc:  # noqa: BLE001
+                failed[case.id] = exc
+            self._clock.tick()
+        fid = {}
+        for config, loaded in self._loaded.items():
+            if with_fidelity and any(c.config == config and c.id not in failed for c in group):
+                fid[config] = self._fidelity_of(config, loaded)
+        for case in group:
+            config, loaded = case.config, self._loaded.get(case.config)
+            if case.id in failed:
+                exc = failed[case.id]
+                out.results.append(BenchmarkResult(config.name, case.batch_size, FAILED, f"{type(exc).__name__}: {exc}",
+                                                   changes=config.changes(), error=exc))  # fmt: skip
+                out.tracebacks[case.id] = _traceback(exc)
+                continue
+            assert loaded is not None
+            counts = measurers[case.id].last_counts
+            out.results.append(
+                BenchmarkResult(
+                    config.name,
+                    case.batch_size,
+                    OK,
+                    rounds=rounds[case.id],
+                    warmup=warmups[case.id],
+                    counts=counts.to_dict() if counts else None,
+                    load_s=loaded.load_s,
+                    changes=config.changes(),
+                    fidelity=fid.get(config),
+                )
+            )
+        self.release()
+
+    def _load(self, config: OptimizationConfig) -> LoadedBark:
+        self._say(f"loading {config.name} ({self.plan.checkpoint.key})")
+        self._loaded[config] = loading.load(self.plan.checkpoint, config, self.plan.device)
+        return self._loaded[config]
+
+    def _measurer(self, case: Case) -> Measurer:
+        loaded = self._loaded[case.config]
+        others = sum(m.resident_bytes or 0 for c, m in self._loaded.items() if c != case.config)
+        return Measurer(loaded, self.plan.workload(case.batch_size), others_bytes=others)
+
+    def _warm(self, case: Case, measurer: Measurer) -> int:
+        calls = 0
+
+        def call() -> float:
+            nonlocal calls
+            calls += 1
+            self._clock.say(self, f"{case.id}: warm-up {calls} (until steady, at most {WARMUP_CAP})")
+            latency = measurer.call()["latency_s"]
+            self._clock.tick()
+            return latency
+
+        return warm_up(call, self.plan.warmup)
 
     def _ensure_reference(self) -> None:
         """The fp32 eager outputs, computed once, before any configuration's model is loaded."""
@@ -286,37 +413,44 @@ class Run:
                 loading.unload(ref)
 
     def _fidelity_of(self, config: OptimizationConfig, loaded: LoadedBark) -> Fidelity:
-        """Once per configuration, against the fp32 eager reference."""
-        if config not in self._fidelity:
-            if isinstance(self._reference, BaseException):
-                self._fidelity[config] = Fidelity.not_checked(config.precision, self._reference)
-            else:
-                assert self._reference is not None
-                self._fidelity[config] = fidelity.check(loaded.model, self._reference, config.precision)
-        return self._fidelity[config]
+        """Against the fp32 eager reference."""
+        if isinstance(self._reference, BaseException):
+            return Fidelity.not_checked(config.precision, self._reference)
+        assert self._reference is not None
+        return fidelity.check(loaded.model, self._reference, config.precision)
 
     def release(self) -> None:
-        if self._loaded is not None:
-            loading.unload(self._loaded)
-            self._loaded = None
+        """Free every loaded model (collected, accelerator cache emptied, peaks reset)."""
+        while self._loaded:
+            _, loaded = self._loaded.popitem()
+            loading.unload(loaded)
 
-    def _position(self, case: Case) -> str:
-        ids = [c.id for c in self.planned]
-        return f"[{ids.index(case.id) + 1}/{len(ids)}] " if case.id in ids else ""
 
-    def _where(self, case: Case, done: int, per_call: float | None) -> str:
-        """Progress: which benchmark of how many, which round, and the time left (from the calls and benchmarks
-        measured so far; unavailable benchmarks cost nothing)."""
-        here = per_call * (self.plan.rounds - done) if per_call is not None else None
-        text = f"{self._position(case)}{case.id}: round {done + 1}/{self.plan.rounds}"
-        text += f", ~{_duration(here)} left in it" if here is not None else ""
-        ids = [c.id for c in self.planned]
-        if case.id in ids and self._durations:
-            after = self.planned[ids.index(case.id) + 1 :]
-            todo = sum(self.unavailable_reason(c.config) is None for c in after)
-            per = sum(self._durations) / len(self._durations)
-            text += f", ~{_duration(todo * per + (here or per))} left in the run"
-        return text
+class InvocationError(RuntimeError):
+    """A benchmark failed in an invocation (perhaps another process): its reason and traceback."""
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))[-4000:]
+
+
+class _Clock:
+    """Progress within one invocation: which benchmark and round, and the time left from the calls so far."""
+
+    def __init__(self, expected_calls: int, scope: str) -> None:
+        self.started = time.perf_counter()
+        self.calls, self.expected, self.scope = 0, expected_calls, scope
+
+    def tick(self) -> None:
+        self.calls += 1
+
+    def say(self, run: Run, what: str) -> None:
+        if self.calls:
+            per = (time.perf_counter() - self.started) / self.calls
+            what += f", ~{_duration(per * max(self.expected - self.calls, 0))} left in {self.scope}"
+        run._say(what)
 
 
 def _duration(seconds: float) -> str:

@@ -26,7 +26,7 @@ class Metric:
     label: str
     unit: str
     better: str  # "lower" | "higher"
-    kind: str  # threshold family: "time" | "memory" | "throughput" | "energy" | "info"
+    kind: str  # threshold family: "time" | "memory" | "throughput" | "energy" | "ratio" | "info"
     gated: bool = True
 
 
@@ -40,6 +40,9 @@ METRICS: dict[str, Metric] = {
         Metric("nvml_device_peak_mb", "GPU peak (NVML, device)", "MB", "lower", "memory"),
         Metric("nvml_process_peak_mb", "GPU peak (NVML, process)", "MB", "lower", "memory"),
         Metric("energy_j", "energy", "J", "lower", "energy"),
+        # Paired with fp32's round of the same trial (record.ratios): drift-free, gated on any machine.
+        Metric("latency_vs_fp32", "latency / fp32", "x", "lower", "ratio"),
+        Metric("peak_vs_fp32", "peak memory / fp32", "x", "lower", "ratio"),
         Metric("rtf", "real-time factor", "s/s", "lower", "info", gated=False),
         Metric("stage_semantic_s", "semantic", "s", "lower", "info", gated=False),
         Metric("stage_coarse_s", "coarse", "s", "lower", "info", gated=False),

@@ -7,6 +7,7 @@ The same shape is kept after every run and stored as a baseline, so a baseline i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -40,7 +41,7 @@ class BenchmarkResult:
     load_s: float | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     fidelity: Fidelity | None = None
-    warmup: int | None = None  # warm-up calls it took to reach a steady state (measure.run.warm_up)
+    warmup: int | None = None  # warm-up calls it took to reach a steady state (the most of any invocation)
     # The invocation (a fresh model load, with its own warm-up) each round came from; None: all from one.
     invocations: list[int] | None = None
     # The exception of a failed benchmark, for whoever ran it (pytest shows its traceback); never stored.
@@ -91,6 +92,25 @@ class BenchmarkResult:
         fid = data.get("fidelity")
         return cls(**{**data, "fidelity": Fidelity.from_dict(fid) if fid else None})
 
+    @classmethod
+    def of_invocations(cls, parts: list[BenchmarkResult]) -> BenchmarkResult:
+        """One benchmark measured in several invocations (part i is invocation i): their rounds together, each
+        labelled with its invocation; counts, load time and fidelity from the first. One that did not run
+        makes the whole benchmark fail, saying which invocation."""
+        first = parts[0]
+        for i, part in enumerate(parts):
+            if not part.ran:
+                where = f" (invocation {i + 1} of {len(parts)})" if len(parts) > 1 else ""
+                return dataclasses.replace(part, reason=f"{part.reason}{where}")
+        if len(parts) == 1:
+            return first
+        return dataclasses.replace(
+            first,
+            rounds=[r for p in parts for r in p.rounds],
+            invocations=[i for i, p in enumerate(parts) for _ in p.rounds],
+            warmup=max((p.warmup for p in parts if p.warmup is not None), default=None),
+        )
+
 
 @dataclass
 class RunRecord:
@@ -103,6 +123,8 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     suite_version: str = ""
+    # How the rounds were taken: invocations (processes), rounds each, interleaved or why not (measure.run).
+    schedule: dict[str, Any] | None = None
     # Set when this record was read from an older schema and migrated (says what changed); never stored.
     migrated: str | None = field(default=None, compare=False)
 

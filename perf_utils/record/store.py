@@ -52,6 +52,7 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "environment": {"type": "object"},
+        "schedule": {"type": ["object", "null"]},
         "results": {
             "type": "array",
             "items": {

@@ -20,11 +20,11 @@ from tabulate import tabulate
 from perf_utils.bark import configs
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
 from perf_utils.gate.thresholds import Thresholds
+from perf_utils.measure import faults
 from perf_utils.measure.run import Case, Run, RunPlan
 from perf_utils.record.metrics import memory_metric
 from perf_utils.record.record import BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.stats import summarize
-from perf_utils.tools import faults
 
 
 @dataclass
@@ -42,7 +42,8 @@ class QualityRow:
 
 
 def _measured(run: Run, case: Case) -> BenchmarkResult:
-    result = run.measure(case)
+    """One run of `case` as a user's run would measure it (in `plan.invocations` invocations)."""
+    result = run.measure_all([case]).by_id()[case.id]
     if result.error is not None:
         raise result.error
     return result

@@ -142,20 +142,24 @@ class HostMemoryTracker(Tracker):
 
 
 class AcceleratorMemoryTracker(Tracker):
-    """The caching allocator's peak (`max_memory_allocated`), reset before the call: the blog's figure."""
+    """The caching allocator's peak (`max_memory_allocated`), reset before the call: the blog's figure. `others`:
+    bytes held by other resident models (interleaved rounds keep several loaded), left out of the peak, so the
+    figure is the one this model would show alone."""
 
     name = "accelerator_memory"
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, others: int = 0) -> None:
         super().__init__()
         self.device = device
+        self.others = others
         self.peak: int | None = None
 
     def start(self) -> None:
         dev.reset_peak_memory(self.device)
 
     def stop(self) -> None:
-        self.peak = dev.max_memory_allocated(self.device)
+        peak = dev.max_memory_allocated(self.device)
+        self.peak = None if peak is None else max(peak - self.others, 0)
 
     def results(self) -> dict[str, float]:
         return {} if self.peak is None else {"accel_peak_mb": self.peak / MB}
@@ -163,14 +167,16 @@ class AcceleratorMemoryTracker(Tracker):
 
 class NvmlMemoryTracker(Tracker):
     """What the driver sees (allocator cache, CUDA context, other libraries), device-wide and for this process,
-    polled like optimum-benchmark's NVML tracker."""
+    polled like optimum-benchmark's NVML tracker. `others`: bytes of other resident models, left out (as for the
+    allocator's peak)."""
 
     name = "nvml_memory"
 
-    def __init__(self, device: torch.device, interval_s: float = 0.01) -> None:
+    def __init__(self, device: torch.device, interval_s: float = 0.01, others: int = 0) -> None:
         super().__init__()
         self.handle = nvml_handle(device)
         self.interval_s = interval_s
+        self.others = others
         self._pollers: tuple[_Poller, _Poller] | None = None
         self.device_peak = self.process_peak = 0
 
@@ -201,7 +207,7 @@ class NvmlMemoryTracker(Tracker):
 
     def stop(self) -> None:
         if self._pollers is not None:
-            self.device_peak, self.process_peak = (p.stop() for p in self._pollers)
+            self.device_peak, self.process_peak = (max(p.stop() - self.others, 0) for p in self._pollers)
 
     def results(self) -> dict[str, float]:
         if self._pollers is None:

@@ -122,4 +122,4 @@ def parse(spec: str) -> Callable[[Any], None]:
 
 
 def inject(config: OptimizationConfig, spec: str) -> OptimizationConfig:
-    return replace(config, patch=parse(spec), test_only=True)
+    return replace(config, patch=parse(spec), test_only=True, fault=spec)

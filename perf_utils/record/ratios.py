@@ -1,0 +1,48 @@
+"""Every configuration against fp32 measured in the same run: ratios that drift cannot move.
+
+The run loop interleaves the rounds of an invocation (`measure.run`): the k-th round of every benchmark in one
+invocation comes from the same pass over all of them, seconds apart. The ratio of a configuration's k-th round to
+fp32's k-th round at the same batch size cancels what drifts over minutes (machine load, clocks, a machine that is
+slower today), so "fp16 no longer halves memory" or "fused attention is no longer faster than eager" shows on
+any machine. The ratios are stored in the rounds (`latency_vs_fp32`, `peak_vs_fp32`) and gated like any metric
+(threshold kind `ratio`).
+"""
+
+from __future__ import annotations
+
+from perf_utils.record.metrics import memory_metric
+from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecord
+
+LATENCY_RATIO, PEAK_RATIO = "latency_vs_fp32", "peak_vs_fp32"
+
+
+def _by_trial(result: BenchmarkResult) -> dict[tuple[int, int], dict[str, float]]:
+    """Each round under (invocation, its position within the invocation): the trial it was measured in."""
+    invocations = result.invocations or [0] * len(result.rounds)
+    seen: dict[int, int] = {}
+    out = {}
+    for inv, r in zip(invocations, result.rounds, strict=True):
+        out[(inv, seen.get(inv, 0))] = r
+        seen[inv] = seen.get(inv, 0) + 1
+    return out
+
+
+def add_ratios(record: RunRecord) -> None:
+    """Pair every round with fp32's round of the same trial and batch size, and store the ratios in it."""
+    for bs in record.batch_sizes():
+        reference = next((r for r in record.measured(bs) if r.config == REFERENCE_CONFIG), None)
+        if reference is None:
+            continue
+        memory = memory_metric(reference.metrics())
+        ref_rounds = _by_trial(reference)
+        for result in record.measured(bs):
+            if result is reference:
+                continue
+            for trial, r in _by_trial(result).items():
+                ref = ref_rounds.get(trial)
+                if ref is None:
+                    continue
+                if ref.get("latency_s") and "latency_s" in r:
+                    r[LATENCY_RATIO] = r["latency_s"] / ref["latency_s"]
+                if ref.get(memory) and memory in r:
+                    r[PEAK_RATIO] = r[memory] / ref[memory]
