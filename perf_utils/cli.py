@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from perf_utils import options
 from perf_utils.finish import Finish, Finished, finish
@@ -72,8 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     record = run.measure_all(cases(selected, o.batch_sizes))
     print(
         f"checkpoint {plan.checkpoint.key} on {record.hardware} ({plan.device}), "
-        f"{plan.n_tokens} semantic tokens, warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds; "
-        "medians:"
+        f"{plan.n_tokens} semantic tokens, {plan.describe()}; medians:"
     )
     print(run_table(record))
     if args.json:
@@ -126,16 +126,31 @@ def _compare_stacks(args: argparse.Namespace) -> int:
 
 def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.gate.thresholds import Thresholds
-    from perf_utils.measure.run import RunPlan, stderr_progress
-    from perf_utils.tools.quality import cross_process, measure_quality, quality_table
+    from perf_utils.measure.run import RunPlan
+    from perf_utils.tools.quality import busy_loops, judged, quality_table
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
     plan = RunPlan.of(o)
     thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
-    rows = measure_quality(
+    with busy_loops(args.busy):
+        scenarios = _quality_scenarios(args, o, plan, config, sizes)
+    busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
+    print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, each run "
+          "compared with one reference run")  # fmt: skip
+    times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
+    for t in times:  # the same runs, judged at each time threshold asked for
+        th = thresholds if t is None else replace(thresholds, time=t, throughput=t)
+        print(quality_table(judged(scenarios, th), th))
+    return 0
+
+
+def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int]) -> list[Any]:
+    from perf_utils.measure.run import stderr_progress
+    from perf_utils.tools.quality import cross_process, measure_quality
+
+    scenarios = measure_quality(
         plan,
-        thresholds,
         config,
         sizes,
         args.repeats,
@@ -147,16 +162,11 @@ def _gate_quality(args: argparse.Namespace) -> int:
     if args.processes:
         passed = ["--checkpoint", plan.checkpoint.key if plan.checkpoint.kind != "local" else str(plan.checkpoint.path),
                   "--device", str(plan.device), "--tokens", str(plan.n_tokens), "--rounds", str(plan.rounds),
-                  "--warmup", str(plan.warmup), *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
+                  "--warmup", str(plan.warmup), "--invocations", str(plan.invocations),
+                  *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
-            rows += cross_process(passed, config, sizes, args.processes, thresholds, Path(tmp), stderr_progress)
-    print(
-        f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}: "
-        f"warm-up until steady (at least {plan.warmup}) + {plan.rounds} rounds per run, each run compared with one "
-        "reference run"
-    )
-    print(quality_table(rows, thresholds))
-    return 0
+            scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress)
+    return scenarios
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -200,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")
     q.add_argument("--processes", type=int, default=0, help="also N unchanged runs as separate processes (A/A)")
+    q.add_argument("--busy", type=int, default=0, help="N busy loops run beside the measurements (a shared machine)")
+    q.add_argument("--time-thresholds", default=None,
+                   help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
     return p
 
 

@@ -81,7 +81,7 @@ RUN = (
         "batch-sizes", "batch sizes, comma-separated (default: 1,8)", batch_sizes, extend=True, aliases=("batch-size",)
     ),  # fmt: skip
     Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", int),
-    Option("rounds", "measured rounds per benchmark and invocation (default: 3 cpu, 10 accelerator)", int),
+    Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", int),
     Option(
         "invocations",
         "separate worker processes each benchmark is measured in, one after the other (default: 3); 1 measures in "

@@ -275,6 +275,17 @@ def test_a_baseline_of_the_previous_schema_is_migrated_not_refused(run, work):
     assert "unchanged" in row(text, "bs1-fp32") and "unchanged" in row(text, "bs8-fp32")
 
 
+def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work):
+    """The fixture runs in one process; a run in three interleaved processes is still judged, and told so."""
+    now = run.copy()
+    now.schedule = {"invocations": 3, "rounds": 2, "interleaved": True, "seed": 0}
+    done, text = gate(now, work)
+    assert done.exit_code == EXIT_OK, text
+    assert "the baseline's rounds were taken interleaved, in 1 process, this run's interleaved, in 3 processes" in text
+    _, same = gate(run, work)
+    assert "rounds were taken" not in same
+
+
 def test_the_committed_baseline_reads_under_this_schema():
     for path in (ROOT / "baselines").glob("*/*.json"):
         record = store.load(path)

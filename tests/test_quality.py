@@ -10,7 +10,7 @@ import torch
 from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import RunPlan
-from perf_utils.tools.quality import cross_process, measure_quality, quality_table
+from perf_utils.tools.quality import cross_process, judged, measure_quality, quality_table
 
 # The project's CPU setting (pyproject.toml): on this shared machine only gross slowdowns are called.
 TH = Thresholds.from_pyproject(Path(__file__).resolve().parents[1] / "pyproject.toml", "cpu")
@@ -18,7 +18,8 @@ TH = Thresholds.from_pyproject(Path(__file__).resolve().parents[1] / "pyproject.
 
 def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=3, warmup=1)
-    rows = measure_quality(plan, TH, "fp32", [1], repeats=1, trials=1, slowdowns=[3.0], buffers_mb=[256])
+    scenarios = measure_quality(plan, "fp32", [1], repeats=1, trials=1, slowdowns=[3.0], buffers_mb=[256])
+    rows = judged(scenarios, TH)
     by_label = {r.label: r for r in rows}
     assert by_label["slowdown +300%"].flagged == 1 and by_label["slowdown +300%"].changes[0] > 1.0
     assert by_label["extra buffer 256 MB"].flagged == 1
@@ -32,7 +33,23 @@ def test_unchanged_runs_in_separate_processes_are_judged_against_the_first(
 ) -> None:
     args = ["--checkpoint", str(tiny_checkpoint.path), "--device", "cpu", "--tokens", "8", "--rounds", "3",
             "--warmup", "1"]  # fmt: skip
-    [row] = cross_process(args, "fp32", [1], 1, TH, tmp_path)
-    assert row.label == "unchanged, separate processes (false alarms)"
+    [row] = judged(cross_process(args, "fp32", [1], 1, tmp_path), TH)[:1]
+    assert row.label == "unchanged, separate `run` processes (false alarms)"
     assert row.trials == 1 and row.flagged == 0  # a cross-process A/A at the CPU thresholds: no alarm
     assert len(list((tmp_path / "results").glob("*/run.json"))) == 2  # each process kept its run
+
+
+def test_the_same_runs_are_judged_at_each_time_threshold_asked_for(
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch
+) -> None:
+    from perf_utils import cli
+
+    monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--repeats", "1", "--trials", "0",
+            "--slowdowns", "", "--buffers-mb", "", "--invocations", "1", "--rounds", "2", "--tokens", "8",
+            "--device", "cpu", "--time-thresholds", "0.1,1.0"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 interleaved rounds per benchmark in this process" in out
+    assert out.count("| bs1     | unchanged (false alarms)") == 2
+    assert "thresholds: time 10%, throughput 10%" in out and "thresholds: time 100%, throughput 100%" in out

@@ -72,6 +72,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
     such as the pinned stack), refusing an incomparable one unless forced."""
     problems = store.incompatibilities(baseline, current)
     messages = [baseline.migrated] if baseline.migrated else []
+    messages += store.schedule_notes(baseline, current)
     if problems:
         if not opts.force:
             return GateOutcome(

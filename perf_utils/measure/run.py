@@ -105,7 +105,7 @@ class RunPlan:
             checkpoint=checkpoints.resolve(o.checkpoint),
             device=device,
             n_tokens=o.tokens or default_tokens(device.type),
-            rounds=o.rounds if o.rounds is not None else (DEFAULT_ROUNDS_CPU if on_cpu else 10),
+            rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS[on_cpu],
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
             invocations=o.invocations if o.invocations is not None else DEFAULT_INVOCATIONS,
@@ -114,9 +114,19 @@ class RunPlan:
     def workload(self, batch_size: int) -> Workload:
         return Workload(n_tokens=self.n_tokens, batch_size=batch_size)
 
+    def describe(self) -> str:
+        """The schedule in words, for the line above a result table."""
+        where = "in this process" if self.invocations == 1 else f"in each of {self.invocations} worker processes"
+        return (
+            f"warm-up until steady (at least {self.warmup}), then {self.rounds} interleaved rounds per benchmark "
+            f"{where}"
+        )
 
-DEFAULT_INVOCATIONS = 3  # why: README, "Where the noise lives"
-DEFAULT_ROUNDS_CPU = 3  # per invocation
+
+# Why: README, "Where the noise lives". Separate processes spread more than the rounds within one, so invocations
+# buy more certainty than rounds; a CPU round of the tier costs ~8 s and an invocation ~35 s (start, load, warm-up).
+DEFAULT_INVOCATIONS = 3
+DEFAULT_ROUNDS = {True: 2, False: 4}  # per invocation: on the CPU, on an accelerator
 
 
 @dataclass(frozen=True)

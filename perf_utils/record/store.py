@@ -176,6 +176,25 @@ def incompatibilities(baseline: RunRecord, current: RunRecord) -> list[str]:
     return problems
 
 
+def _schedule(record: RunRecord) -> str:
+    s = record.schedule or {}
+    n = s.get("invocations", 1)
+    how = "interleaved" if s.get("interleaved") else "configuration by configuration"
+    return f"{how}, in {n} process{'es' if n > 1 else ''}"
+
+
+def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """Schedules that differ do not forbid a comparison, but change what it can say: said, never silent."""
+    notes = []
+    if _schedule(baseline) != _schedule(current):
+        notes.append(
+            f"note: the baseline's rounds were taken {_schedule(baseline)}, this run's {_schedule(current)}; host "
+            "peaks of small calls depend on what else the process holds, and an interval with one invocation on a "
+            "side cannot see the spread between processes: retake the baseline to compare like with like"
+        )
+    return notes
+
+
 def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
     """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept."""
     if old is None:

@@ -19,6 +19,7 @@ from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import Trend
 from perf_utils.record.fidelity import NOT_CHECKED
 from perf_utils.record.metrics import STAGES, memory_metric
+from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO
 from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
 from perf_utils.report import plots
@@ -58,6 +59,13 @@ def _vs(value: float | None, ref: float | None) -> str:
     return "—" if value == ref else f"{value / ref - 1:+.0%}"
 
 
+def _vs_paired(result: BenchmarkResult, ratio_metric: str, value: float | None, ref: float | None) -> str:
+    """Against fp32: the median of the paired per-trial ratios when the run stored them (drift-free), else the
+    ratio of the two medians."""
+    ratio = _median(result, ratio_metric)
+    return f"{ratio - 1:+.0%}" if ratio is not None else _vs(value, ref)
+
+
 def fidelity_cell(result: BenchmarkResult) -> str:
     fid = result.fidelity
     if not fid:
@@ -82,9 +90,9 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
         row = [
             r.config,
             num(lat, ".3f"),
-            _vs(lat, _median(ref, "latency_s")),
+            _vs_paired(r, LATENCY_RATIO, lat, _median(ref, "latency_s")),
             num(peak, ".1f"),
-            _vs(peak, _median(ref, mem)),
+            _vs_paired(r, PEAK_RATIO, peak, _median(ref, mem)),
             num(sps, ".2f"),
             _vs(sps, _median(ref, "throughput_sps")),
             fidelity_cell(r),

@@ -7,10 +7,11 @@ injected slowdowns and extra memory of several sizes, and reports how often the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,17 @@ class QualityRow:
         return self.flagged / self.trials if self.trials else float("nan")
 
 
+@dataclass
+class Scenario:
+    """Runs of one scenario and the reference run they are judged against (judged later, at any thresholds)."""
+
+    label: str
+    batch_size: int
+    metric: str  # "any": a call either way is a false alarm; else a hit is this metric regressing
+    reference: BenchmarkResult
+    runs: list[BenchmarkResult] = field(default_factory=list)
+
+
 def _measured(run: Run, case: Case) -> BenchmarkResult:
     """One run of `case` as a user's run would measure it (in `plan.invocations` invocations)."""
     result = run.measure_all([case]).by_id()[case.id]
@@ -51,7 +63,6 @@ def _measured(run: Run, case: Case) -> BenchmarkResult:
 
 def measure_quality(
     plan: RunPlan,
-    thresholds: Thresholds,
     config_name: str = "fp32",
     batch_sizes: Iterable[int] = (1,),
     repeats: int = 10,
@@ -59,17 +70,18 @@ def measure_quality(
     slowdowns: Iterable[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
     buffers_mb: Iterable[int] = (2, 8, 32),
     progress: Callable[[str], None] | None = None,
-) -> list[QualityRow]:
-    """Through the run loop, like any run; a fault is a configuration of its own (loaded once per scenario).
-    The memory scenarios read the peak where the buffer lives: the allocator's on an accelerator."""
+) -> list[Scenario]:
+    """Through the run loop, like any run (each run in `plan.invocations` worker processes); a fault is a
+    configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
+    accelerator."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
-    rows: list[QualityRow] = []
+    out: list[Scenario] = []
     try:
         for bs in batch_sizes:
             reference = _measured(run, Case(config, bs))
             memory = memory_metric(set(reference.metrics()))
-            scenarios: list[tuple[str, str, Any, int]] = [
+            plans: list[tuple[str, str, Any, int]] = [
                 ("unchanged (false alarms)", "any", config, repeats),
                 *(
                     (f"slowdown +{s:.0%}", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
@@ -80,19 +92,46 @@ def measure_quality(
                     for mb in buffers_mb
                 ),
             ]
-            for label, metric, scenario_config, n in scenarios:
-                row = QualityRow(label, bs)
+            for label, metric, scenario_config, n in plans:
+                scenario = Scenario(label, bs, metric, reference)
                 for i in range(n):
                     if progress:
                         progress(f"bs{bs} {label}: run {i + 1}/{n}")
-                    verdict = compare_result(reference, _measured(run, Case(scenario_config, bs)), thresholds)
-                    _count(row, verdict, metric)
-                rows.append(row)
-            cv = summarize(reference.values("latency_s")).cv
-            rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%})", bs))
+                    scenario.runs.append(_measured(run, Case(scenario_config, bs)))
+                out.append(scenario)
     finally:
         run.release()
+    return out
+
+
+def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow]:
+    """How the gate at `thresholds` calls every run of every scenario; after each batch size's scenarios, the
+    spread of its reference run."""
+    rows: list[QualityRow] = []
+    for i, sc in enumerate(scenarios):
+        row = QualityRow(sc.label, sc.batch_size)
+        for result in sc.runs:
+            _count(row, compare_result(sc.reference, result, thresholds), sc.metric)
+        rows.append(row)
+        last_of_size = i + 1 == len(scenarios) or scenarios[i + 1].batch_size != sc.batch_size
+        if last_of_size:
+            groups = sc.reference.groups("latency_s")
+            cv = summarize(sc.reference.values("latency_s")).cv
+            inv = f", {len(groups)} invocations" if len(groups) > 1 else ""
+            rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%}{inv})", sc.batch_size))
     return rows
+
+
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """`n` processes spinning on a core each for as long as the block runs: a machine shared with other work."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 def _count(row: QualityRow, verdict: BenchmarkVerdict, metric: str) -> None:
@@ -111,9 +150,9 @@ def _count(row: QualityRow, verdict: BenchmarkVerdict, metric: str) -> None:
 
 
 def cross_process(
-    run_args: list[str], config_name: str, batch_sizes: Iterable[int], processes: int, thresholds: Thresholds,
-    workdir: Path, progress: Callable[[str], None] | None = None,
-) -> list[QualityRow]:  # fmt: skip
+    run_args: list[str], config_name: str, batch_sizes: Iterable[int], processes: int, workdir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> list[Scenario]:  # fmt: skip
     """Unchanged code as a user sees it: `processes` separate `python -m perf_utils run` invocations, each judged
     against the first (the stored baseline) by the gate. Between-process variance is what the in-process
     scenarios cannot show."""
@@ -132,14 +171,12 @@ def cross_process(
                 f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
         records.append(RunRecord.from_dict(json.loads(out.read_text())).by_id())
-    rows = []
+    out = []
     for bs in sizes:
-        row = QualityRow("unchanged, separate processes (false alarms)", bs)
         bid = benchmark_id(config_name, bs)
-        for now in records[1:]:
-            _count(row, compare_result(records[0][bid], now[bid], thresholds), "any")
-        rows.append(row)
-    return rows
+        label = "unchanged, separate `run` processes (false alarms)"
+        out.append(Scenario(label, bs, "any", records[0][bid], [now[bid] for now in records[1:]]))
+    return out
 
 
 def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
