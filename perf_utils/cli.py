@@ -41,6 +41,7 @@ def _finish(record: RunRecord, args: argparse.Namespace, **how: object) -> int:
         choices=choices,
         baselines_dir=choices.baselines_dir or Path("baselines"),
         pyproject=choices.pyproject or Path("pyproject.toml"),
+        golden_dir=choices.golden_dir or Path("golden"),
         results_dir=choices.results_dir,
     )
     return _print(finish(record, replace(base, **how)))

@@ -22,7 +22,7 @@ from perf_utils.gate.decide import (
 )
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.options import FinishChoices
-from perf_utils.record import store
+from perf_utils.record import golden, store
 from perf_utils.record.record import RUN_FILE, RunRecord
 from perf_utils.report import markdown
 from perf_utils.report.markdown import WrittenReport
@@ -43,6 +43,7 @@ class Finish:
     choices: FinishChoices
     baselines_dir: Path
     pyproject: Path
+    golden_dir: Path | None = None  # golden fingerprints; None: not checked
     results_dir: Path | None = None  # keep the run here (its folder is also its report's); None: not kept
     keep_suffix: str = ""  # a shard's runs are told apart by it
     report_dir: Path | None = None  # write the report here; default: the kept run's folder
@@ -77,10 +78,11 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         exit_code = EXIT_BAD_THRESHOLDS
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
+    exit_code, golden_lines = _golden(record, how, exit_code, notes)
     if how.choices.save_baseline:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
-    lines = [Line(h) for h in how.header] + _verdict_lines(outcome) + [Line(n) for n in notes]
+    lines = [Line(h) for h in how.header] + _verdict_lines(outcome) + golden_lines + [Line(n) for n in notes]
     if kept is not None:
         lines.append(Line(f"run saved: {kept}"))
     if report is not None:
@@ -97,6 +99,66 @@ def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> Gate
     if how.against is not None:
         return judge(how.against, record, opts, how.against_label)
     return run_gate(record, opts)
+
+
+def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> tuple[int, list[Line]]:
+    """Today's fp32 eager reference against the checkpoint's golden fingerprint (between two stacks: against the
+    pinned stack's): a difference fails the run, naming the sub-model and the figure. `--bark-save-golden`
+    replaces the golden file after a run that was otherwise clean. Returns the exit status after it."""
+    if how.against is not None:
+        if how.against.reference is None or record.reference is None:
+            return exit_code, [Line("numerics: not compared (a stack computed no fp32 eager reference)")]
+        problems = golden.differences(how.against.reference, record.reference)
+        if not problems:
+            return exit_code, [Line("numerics: fp32 eager computes the same on both stacks (golden fingerprint)")]
+        lines = [Line("numerics changed between the stacks: " + "; ".join(problems), red=True, bold=True)]
+        return (EXIT_REGRESSION if exit_code == EXIT_OK else exit_code), lines
+    if how.golden_dir is None:
+        return exit_code, []
+    if record.reference is None:
+        if how.choices.save_golden:
+            notes.append("golden fingerprint NOT saved: this run computed no fp32 eager reference (fidelity was off)")
+        return exit_code, [
+            Line("golden fingerprint: not checked (no fp32 eager reference: the fidelity check was off)")
+        ]
+    path = golden.golden_path(how.golden_dir, record.checkpoint["key"])
+    stored, lines, problems = None, [], []
+    if path.exists():
+        try:
+            stored = golden.load(path)
+        except golden.GoldenError as exc:
+            lines.append(Line(f"golden fingerprint: {exc}", red=True))
+    if stored is not None and stored.checkpoint.get("revision") != record.checkpoint.get("revision"):
+        lines.append(Line(f"golden fingerprint: {path} is of revision {stored.checkpoint.get('revision')}, this "
+                          f"checkpoint is {record.checkpoint.get('revision')}: not compared"))  # fmt: skip
+        stored = None
+    elif stored is not None:
+        problems = golden.differences(stored.fingerprint, record.reference)
+        if problems:
+            text = f"numerics changed: fp32 eager differs from the golden fingerprint ({stored.describe()}): "
+            lines.append(Line(text + "; ".join(problems), red=True, bold=True))
+        else:
+            lines.append(Line(f"golden fingerprint: matches ({stored.describe()})"))
+    elif not path.exists() and not how.choices.save_golden:
+        lines.append(Line(f"golden fingerprint: none for {record.checkpoint['key']} yet ({path}); adopt this "
+                          "run's with --bark-save-golden (pytest) or --save-golden"))  # fmt: skip
+    if how.choices.save_golden:
+        if how.run_failed or exit_code != EXIT_OK:
+            why = how.run_failed or f"exit status {exit_code}"
+            notes.append(f"golden fingerprint NOT updated: the run failed ({why}); the stored one is untouched")
+        else:
+            new = golden.Golden(
+                checkpoint={k: record.checkpoint.get(k) for k in ("key", "revision")},
+                fingerprint=record.reference,
+                taken_on=record.hardware,
+                environment=record.environment,
+            )
+            golden.write_atomic(path, new)
+            notes.append(f"golden fingerprint {'updated' if stored else 'created'}: {path}")
+            return exit_code, lines
+    if problems and exit_code == EXIT_OK:
+        exit_code = EXIT_REGRESSION
+    return exit_code, lines
 
 
 def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> int:

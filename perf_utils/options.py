@@ -114,6 +114,12 @@ FINISH = (
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
     Option(
+        "save-golden",
+        "adopt this run's fp32 eager reference as the checkpoint's golden fingerprint (only after a clean run)",
+        flag=True,
+    ),  # fmt: skip
+    Option("golden-dir", "where golden fingerprints live, one per checkpoint (default: golden/)", Path),
+    Option(
         "results-dir",
         "where runs are kept, one folder each; they are the history (default: results/)",
         Path,
@@ -188,6 +194,8 @@ class FinishChoices:
     allow_lost: frozenset[str]
     fail_on_noisy: bool
     save_baseline: bool
+    save_golden: bool
+    golden_dir: Path | None
     results_dir: Path | None
     markdown: Path | None
     pyproject: Path | None
@@ -203,6 +211,8 @@ class FinishChoices:
             allow_lost=frozenset(get("bark_allow_lost") or ()),
             fail_on_noisy=bool(get("bark_fail_on_noisy")),
             save_baseline=bool(get("bark_save_baseline")),
+            save_golden=bool(get("bark_save_golden")),
+            golden_dir=get("bark_golden_dir"),
             results_dir=get("bark_results_dir"),
             markdown=get("bark_markdown") or (Path(summary) if summary else None),
             pyproject=get("bark_pyproject"),

@@ -85,6 +85,7 @@ class _State:
             choices=replace(choices, compare=compare),
             baselines_dir=choices.baselines_dir or root / "baselines",
             pyproject=choices.pyproject or root / "pyproject.toml",
+            golden_dir=choices.golden_dir or root / "golden",
             results_dir=choices.results_dir or root / "results",
             keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
             run_failed=", ".join(record.failed()) or (f"exit status {status}" if status else None),

@@ -16,19 +16,30 @@ FAST = ["--bark-tokens", "16", "--bark-device", "cpu", "--bark-invocations", "1"
 
 
 def bench(
-    tmp: Path, *args: str, fault: str | None = None, fault_configs: str = "fp32", popen: bool = False, **extra_env
+    tmp: Path,
+    *args: str,
+    fault: str | None = None,
+    fault_configs: str = "fp32",
+    numerics: str | None = None,
+    popen: bool = False,
+    **extra_env,
 ):
-    """Run `pytest benchmarks` with baselines and results under `tmp`."""
+    """Run `pytest benchmarks` with baselines, golden fingerprints and results under `tmp`; `numerics`
+    (`fine:1.01`) scales a sub-model's logits in every model instance, the fidelity reference's too."""
     env = dict(os.environ, **extra_env)
     if "GITHUB_STEP_SUMMARY" not in extra_env:
         env.pop("GITHUB_STEP_SUMMARY", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     env.pop("BARK_PERF_FAULT", None)
+    env.pop("BARK_PERF_NUMERICS", None)
+    if numerics:
+        env["BARK_PERF_NUMERICS"] = numerics
     if fault:
         env["BARK_PERF_FAULT"], env["BARK_PERF_FAULT_CONFIGS"] = fault, fault_configs
     cmd = [
         sys.executable, "-m", "pytest", "benchmarks", "-p", "fault_plugin", "-p", "no:cacheprovider",
         "--bark-baselines-dir", str(tmp / "baselines"), "--bark-results-dir", str(tmp / "results"),
+        "--bark-golden-dir", str(tmp / "golden"),
         "--benchmark-storage", f"file://{tmp / 'benchmark-storage'}", *FAST, *args,
     ]  # fmt: skip
     if popen:
@@ -63,12 +74,13 @@ def baseline_file(tmp: Path) -> Path:
 
 
 def healthy_run(tmp: Path) -> SimpleNamespace:
-    """A baseline of bs1 and bs8 `fp32`, adopted from a clean real run (and pytest-benchmark's own storage)."""
+    """A baseline of bs1 and bs8 `fp32` and the golden fingerprint, adopted from a clean real run (and
+    pytest-benchmark's own storage)."""
     from perf_utils.record import store
 
-    proc = bench(tmp, "--bark-configs", "fp32", "--bark-save-baseline", "--benchmark-autosave")
+    proc = bench(tmp, "--bark-configs", "fp32", "--bark-save-baseline", "--bark-save-golden", "--benchmark-autosave")
     assert proc.returncode == 0, out(proc)
-    assert "baseline created" in proc.stdout
+    assert "baseline created" in proc.stdout and "golden fingerprint created" in proc.stdout
     [kept] = (tmp / "results").glob("*/run.json")
     return SimpleNamespace(tmp=tmp, output=out(proc), record=store.load(kept), baseline=baseline_file(tmp))
 
@@ -79,6 +91,7 @@ def regressed_run(healthy: SimpleNamespace, tmp: Path) -> SimpleNamespace:
     from perf_utils.record import store
 
     shutil.copytree(healthy.tmp / "baselines", tmp / "baselines")
+    shutil.copytree(healthy.tmp / "golden", tmp / "golden")
     shutil.copytree(healthy.tmp / "benchmark-storage", tmp / "benchmark-storage")
     shutil.copytree(healthy.tmp / "results", tmp / "results")  # the healthy run is this one's history
     summary = tmp / "job-summary.md"

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 TINY = "tiny"
-TINY_FIXTURE_VERSION = 2  # 2: the tokenizer keeps its vocabulary under transformers 5
+# 2: the tokenizer keeps its vocabulary under transformers 5; 3: weights drawn by the suite itself (own_weights)
+TINY_FIXTURE_VERSION = 3
 TINY_SEED = 1234
 HUB_CHECKPOINTS = ("suno/bark-small", "suno/bark")
 ENV_CHECKPOINT = "BARK_PERF_CHECKPOINT"
@@ -78,6 +79,38 @@ def tiny_dir() -> Path:
     return cache_root() / f"tiny-v{TINY_FIXTURE_VERSION}-transformers-{transformers.__version__}"
 
 
+def own_weights(model: torch.nn.Module, seed: int) -> None:
+    """Draw every parameter (and the codec's codebooks) from the suite's own generator, seeded per tensor name, so
+    the tiny checkpoint computes the same function under every supported stack. transformers' own initialization
+    does not: built under 4.48.3 and 5.24.0 from the same seed, the three GPTs matched but 44 codec tensors (conv
+    biases, LSTM weights) did not (measured 2026-11-27). The codebooks, all zeros after init, get values too, so
+    the decoded audio depends on the codes (with zero codebooks every code decoded to the same sound)."""
+    import zlib
+
+    def draw(name: str, shape: torch.Size, scale: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed + zlib.crc32(name.encode()))
+        return torch.randn(shape, generator=g) * scale
+
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, p in params.items():
+            if name.endswith("parametrizations.weight.original0"):
+                continue  # a weight norm's magnitude: set from its direction below
+            if p.ndim >= 2:
+                p.copy_(draw(name, p.shape, p[0].numel() ** -0.5))
+            elif ".layernorm" in name and name.endswith(".weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(draw(name, p.shape, 0.02))
+        for name, g in params.items():
+            if name.endswith("parametrizations.weight.original0"):
+                v = params[name[: -len("original0")] + "original1"]
+                g.copy_(torch.linalg.vector_norm(v, dim=tuple(range(1, v.ndim)), keepdim=True))
+        for name, buf in model.named_buffers():
+            if name.endswith("codebook.embed") or name.endswith("codebook.embed_avg"):
+                buf.copy_(draw(name.removesuffix("_avg"), buf.shape, 1.0))
+
+
 def build_tiny(target: Path) -> None:
     """Write the tiny model and processor into `target` (which must not exist yet)."""
     from transformers import (
@@ -105,9 +138,9 @@ def build_tiny(target: Path) -> None:
         fine_acoustics_config=BarkFineConfig(**_SUB, **_VOCAB["fine"]).to_dict(),
         codec_config=EncodecConfig(**_CODEC).to_dict(),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
+    with torch.random.fork_rng(devices=[]):  # transformers' own init draws from the global generator
         model = BarkModel(config)
+    own_weights(model, TINY_SEED)
     model.generation_config = make_generation_config(
         BarkGenerationConfig(
             semantic_config=BarkSemanticGenerationConfig().to_dict(),

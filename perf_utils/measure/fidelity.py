@@ -20,6 +20,7 @@ import torch
 
 from perf_utils.bark import compat
 from perf_utils.record.fidelity import Fidelity, SubmodelFigures
+from perf_utils.record.golden import Fingerprint, SubmodelPrint
 
 FIDELITY_SEED = 4321
 SEQ_LEN = 48
@@ -88,6 +89,37 @@ def outputs(model: Any) -> dict[str, torch.Tensor]:
     out["codec_alone"] = model.codec_decode(inputs["codes"][:1].to(dev)).float().cpu()
     out["codec_batched"] = out["codec"][:1]
     return out
+
+
+FINGERPRINT_POSITIONS = slice(0, SEQ_LEN, 12)  # 4 positions of each sequence
+FINGERPRINT_LOGITS = 8  # the first logits of each
+FINGERPRINT_AUDIO = 64  # evenly spaced samples of the decoded audio
+
+
+def fingerprint(reference: dict[str, torch.Tensor]) -> Fingerprint:
+    """The golden fingerprint of fp32 eager outputs (`outputs` of the reference model): per GPT, the logits of
+    the unpadded sample at 4 positions (first 8 each), their norm over every valid position, and the argmax at
+    each; for the codec, 64 evenly spaced samples of the audio and its norm (`record.golden`)."""
+    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
+    valid[1, :PAD] = False
+    prints: dict[str, SubmodelPrint] = {}
+    for name in ("semantic", "coarse"):
+        logits = reference[name]
+        prints[name] = SubmodelPrint(
+            values=logits[0, FINGERPRINT_POSITIONS, :FINGERPRINT_LOGITS].flatten().tolist(),
+            norm=float(torch.linalg.vector_norm(logits[valid])),
+            argmax=logits[valid].argmax(-1).tolist(),
+        )
+    fine = reference["fine"]  # (codebooks, batch, positions, vocabulary)
+    prints["fine"] = SubmodelPrint(
+        values=fine[:, 0, FINGERPRINT_POSITIONS, :FINGERPRINT_LOGITS].flatten().tolist(),
+        norm=float(torch.linalg.vector_norm(fine)),
+        argmax=fine[:, 0].argmax(-1).flatten().tolist(),
+    )
+    audio = reference["codec"].flatten()
+    step = max(audio.numel() // FINGERPRINT_AUDIO, 1)
+    prints["codec"] = SubmodelPrint(values=audio[::step][:FINGERPRINT_AUDIO].tolist(), norm=float(audio.norm()))
+    return Fingerprint(prints)
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -42,6 +42,7 @@ from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
+from perf_utils.record.golden import Fingerprint
 from perf_utils.record.metrics import MB
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import FAILED, OK, UNAVAILABLE, BenchmarkResult, RunRecord, benchmark_id
@@ -229,6 +230,7 @@ class Invocation:
     interleaved: bool
     note: str | None = None  # why not interleaved
     tracebacks: dict[str, str] = field(default_factory=dict)  # of failed benchmarks, by id
+    reference: Fingerprint | None = None  # of the fp32 eager reference, when this invocation computed it
 
 
 @dataclass
@@ -301,6 +303,7 @@ class Run:
                 result.error = InvocationError(f"{case.id}: {result.reason}\n{trace}")
             self.record.put(result)
         notes = sorted({p.note for p in parts if p.note})
+        self.record.reference = next((p.reference for p in parts if p.reference is not None), None)
         self.record.schedule = {
             "invocations": len(parts),
             "rounds": self.plan.rounds,
@@ -323,6 +326,8 @@ class Run:
         self._clock = _Clock(expected_calls, "the run" if self.plan.invocations == 1 else "this invocation")
         if fidelity_now:
             self._ensure_reference()
+            if isinstance(self._reference, dict):
+                out.reference = fidelity.fingerprint(self._reference)
         try:
             for group in groups:
                 self._measure_group([c for c in selected if c.config in group], rng, fidelity_now, out)

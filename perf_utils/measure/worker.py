@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perf_utils.measure.run import Case, Invocation, Run, RunPlan
+from perf_utils.record.golden import Fingerprint
 from perf_utils.record.record import FAILED, BenchmarkResult
 
 PROGRESS = "@@bark-progress "  # a worker's progress line; any other output is kept for an error message
@@ -105,6 +106,7 @@ def invoke(plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool
         interleaved=data["interleaved"],
         note=data["note"],
         tracebacks=data["tracebacks"],
+        reference=Fingerprint.from_dict(data["reference"]) if data["reference"] else None,
     )
 
 
@@ -117,8 +119,9 @@ def main(argv: list[str]) -> int:
 
     run = Run(read_plan(spec["plan"]), progress, check_fidelity=bool(spec["fidelity"]))
     done = run.invocation([read_case(c) for c in spec["cases"]], spec["index"])
+    reference = done.reference.to_dict() if done.reference else None
     data = {"results": [r.to_dict() for r in done.results], "interleaved": done.interleaved, "note": done.note,
-            "tracebacks": done.tracebacks}  # fmt: skip
+            "tracebacks": done.tracebacks, "reference": reference}  # fmt: skip
     partial = out_file.with_suffix(".partial")
     partial.write_text(json.dumps(data))
     os.replace(partial, out_file)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from perf_utils.record.fidelity import Fidelity
+from perf_utils.record.golden import Fingerprint
 from perf_utils.record.stats import Summary, summarize
 
 SCHEMA_VERSION = 2  # 2: the fp32 eager configuration is named `fp32` (it was `baseline`)
@@ -125,6 +126,8 @@ class RunRecord:
     suite_version: str = ""
     # How the rounds were taken: invocations (processes), rounds each, interleaved or why not (measure.run).
     schedule: dict[str, Any] | None = None
+    # The fingerprint of this run's fp32 eager reference (record.golden); None when fidelity was off.
+    reference: Fingerprint | None = None
     # Set when this record was read from an older schema and migrated (says what changed); never stored.
     migrated: str | None = field(default=None, compare=False)
 
@@ -153,17 +156,22 @@ class RunRecord:
         return self.device.split(":")[0]
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
-            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in ("results", "migrated")
-        }
+        skip = ("results", "migrated", "reference")
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        data["reference"] = self.reference.to_dict() if self.reference else None
         data["results"] = [r.to_dict() for r in self.results]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         """Trusts `data`'s shape: validate it first (`store.validate`)."""
-        top = {k: v for k, v in data.items() if k != "results"}
-        return cls(**top, results=[BenchmarkResult.from_dict(r) for r in data.get("results", [])])
+        top = {k: v for k, v in data.items() if k not in ("results", "reference")}
+        ref = data.get("reference")
+        return cls(
+            **top,
+            results=[BenchmarkResult.from_dict(r) for r in data.get("results", [])],
+            reference=Fingerprint.from_dict(ref) if ref else None,
+        )
 
     def copy(self) -> RunRecord:
         return RunRecord.from_dict(self.to_dict())

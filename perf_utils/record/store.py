@@ -53,6 +53,7 @@ SCHEMA: dict[str, Any] = {
         },
         "environment": {"type": "object"},
         "schedule": {"type": ["object", "null"]},
+        "reference": {"type": ["object", "null"]},
         "results": {
             "type": "array",
             "items": {
