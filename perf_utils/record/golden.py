@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from perf_utils.record import atomic
 
 GOLDEN_SCHEMA = 1
 # fp32 eager on another machine or kernel moves logits by float32 rounding (~1e-6 relative); the codec's
@@ -135,16 +135,4 @@ def write_atomic(path: Path, golden: Golden) -> None:
         "environment": golden.environment,
         "fingerprint": golden.fingerprint.to_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_json(path, data)

@@ -10,14 +10,13 @@ replaces the old one only once complete, so a crash or Ctrl-C never leaves a dam
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from perf_utils.record import atomic
 from perf_utils.record.record import RENAMED_CONFIGS, RUN_FILE, SCHEMA_VERSION, BenchmarkResult, RunRecord
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
@@ -230,24 +229,10 @@ def merge_shards(paths: list[Path]) -> RunRecord:
 
 
 def write_atomic(path: Path, record: RunRecord) -> None:
-    """Validate, write to a temporary file beside `path`, fsync, then rename over it."""
+    """Validate, then write atomically (`atomic.write_json`)."""
     data = record.to_dict()
     validate(data, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a baseline is meant to be shared
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_json(path, data)
 
 
 # --- kept runs ---------------------------------------------------------------------------------------------------
