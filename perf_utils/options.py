@@ -96,7 +96,7 @@ RUN = (
     Option(
         "threads", "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared", int
     ),
-    Option("shard", "K/N: run the K-th of N shards (whole configurations)"),
+    Option("shard", "K/N: run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)"),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
     Option("allow-busy-gpu", "measure even if other processes use the GPU (warns)", flag=True),
 )

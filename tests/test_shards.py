@@ -26,13 +26,15 @@ def collected(*args: str) -> list[str]:
     return [ln.split("[", 1)[1].rstrip("]") for ln in proc.stdout.splitlines() if "::test_generate[" in ln]
 
 
-def test_shards_cover_each_benchmark_once():
+def test_shards_cover_each_benchmark_once_and_fp32_everywhere():
+    """fp32 runs in every shard (each configuration's ratios to fp32 come from its own run); the rest once."""
     everything = cases(configs.select(), [1, 8])
     parts = [shard(everything, k, 3) for k in (1, 2, 3)]
-    flat = [c.id for part in parts for c in part]
-    assert sorted(flat) == sorted(c.id for c in everything)
+    assert all({"bs1-fp32", "bs8-fp32"} <= {c.id for c in part} for part in parts)
+    flat = [c.id for part in parts for c in part if c.config.name != "fp32"]
+    assert sorted(flat) == sorted(c.id for c in everything if c.config.name != "fp32")
     assert len(flat) == len(set(flat))
-    assert all(parts), "no shard may be empty with 12 configurations over 3 shards"
+    assert all(len(part) > 2 for part in parts), "every shard measures more than fp32 with 12 configurations"
 
 
 def test_the_real_suite_collects_one_shard_in_the_run_loops_order():
@@ -48,8 +50,9 @@ def test_a_configuration_stays_in_one_shard():
         for k in range(1, n + 1):
             for case in shard(all_cases, k, n):
                 owners.setdefault(case.config.name, set()).add(k)
+        assert owners.pop("fp32") == set(range(1, n + 1))
         assert all(len(v) == 1 for v in owners.values())
-        assert set(owners) == {c.name for c in configs.select()}
+        assert set(owners) == {c.name for c in configs.select()} - {"fp32"}
 
 
 @pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "2"])
@@ -105,13 +108,17 @@ def test_merged_shards_give_the_unsharded_verdict(tmp_path):
     assert verdicts["bs1-bettertransformer"] == "lost"
 
 
-def test_overlapping_or_mismatched_shards_are_refused(tmp_path):
+def test_overlapping_or_mismatched_shards_are_refused_and_fp32_is_kept_once(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    baselines.write_atomic(a, _record([_result("baseline", 1)]))
-    baselines.write_atomic(b, _record([_result("baseline", 1)]))
+    baselines.write_atomic(a, _record([_result("fp32", 1), _result("fp16", 1)]))
+    baselines.write_atomic(b, _record([_result("fp32", 1, factor=2.0), _result("bf16", 1)]))
+    merged = baselines.merge_shards([a, b])
+    assert [r.id for r in merged.results] == ["bs1-fp32", "bs1-fp16", "bs1-bf16"]
+    assert merged.by_id()["bs1-fp32"].median("latency_s") == pytest.approx(1.02)  # the first shard's
+    baselines.write_atomic(b, _record([_result("fp16", 1)]))
     with pytest.raises(baselines.BaselineError, match="overlapping shards"):
         baselines.merge_shards([a, b])
-    other = _record([_result("fp16", 1)])
+    other = _record([_result("bf16", 1)])
     other.hardware = "other-gpu"
     baselines.write_atomic(b, other)
     with pytest.raises(baselines.BaselineError, match="hardware differs"):

@@ -45,7 +45,15 @@ from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.metrics import MB
 from perf_utils.record.ratios import add_ratios
-from perf_utils.record.record import FAILED, OK, UNAVAILABLE, BenchmarkResult, RunRecord, benchmark_id
+from perf_utils.record.record import (
+    FAILED,
+    OK,
+    REFERENCE_CONFIG,
+    UNAVAILABLE,
+    BenchmarkResult,
+    RunRecord,
+    benchmark_id,
+)
 
 Progress = Callable[[str], None]
 WARMUP_CAP = 10  # at most this many warm-up calls, however long the rounds keep improving
@@ -161,9 +169,11 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def shard(all_cases: list[Case], k: int, n: int) -> list[Case]:
-    """Whole configurations go round-robin to shards, so each model is still loaded once per shard."""
-    names = list(dict.fromkeys(c.config.name for c in all_cases))
-    mine = {name for i, name in enumerate(names) if i % n == k - 1}
+    """Whole configurations go round-robin to shards, so each model is still loaded once per shard. fp32, when
+    selected, runs in every shard: each configuration's ratios to fp32 come from the trials of its own run
+    (`record.ratios`); merging keeps the first shard's fp32 (`store.merge_shards`)."""
+    names = [name for name in dict.fromkeys(c.config.name for c in all_cases) if name != REFERENCE_CONFIG]
+    mine = {name for i, name in enumerate(names) if i % n == k - 1} | {REFERENCE_CONFIG}
     return [c for c in all_cases if c.config.name in mine]
 
 

@@ -17,7 +17,14 @@ from typing import Any
 import jsonschema
 
 from perf_utils.record import atomic
-from perf_utils.record.record import RENAMED_CONFIGS, RUN_FILE, SCHEMA_VERSION, BenchmarkResult, RunRecord
+from perf_utils.record.record import (
+    REFERENCE_CONFIG,
+    RENAMED_CONFIGS,
+    RUN_FILE,
+    SCHEMA_VERSION,
+    BenchmarkResult,
+    RunRecord,
+)
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
 SCHEMA: dict[str, Any] = {
@@ -207,7 +214,8 @@ def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
 
 
 def merge_shards(paths: list[Path]) -> RunRecord:
-    """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice."""
+    """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice, except
+    fp32, which every shard measures as its ratios' reference: the first shard's is kept."""
     if not paths:
         raise ValueError("no shard files given")
     records = [load(p) for p in paths]
@@ -219,6 +227,8 @@ def merge_shards(paths: list[Path]) -> RunRecord:
         if problems:
             raise BaselineError(path, "cannot be merged with " + str(paths[0]) + ": " + "; ".join(problems))
         for r in rec.results:
+            if r.id in seen and r.config == REFERENCE_CONFIG:
+                continue
             if r.id in seen:
                 raise BaselineError(path, f"benchmark {r.id} is also in {seen[r.id]}: overlapping shards")
             seen[r.id] = path
