@@ -10,6 +10,7 @@ lost or new, another hardware or workload, a damaged baseline. No decision here 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from dataclasses import replace
@@ -205,7 +206,10 @@ def test_another_workload_is_refused(run, work):
 
 BAD_BASELINES = {
     "invalid-json": (lambda text: text[: len(text) // 2], "invalid JSON at line"),
-    "unknown-schema": (lambda text: text.replace('"schema_version": 2', '"schema_version": 99'), "schema_version"),
+    "unknown-schema": (
+        lambda text: re.sub(r'"schema_version": \d+', '"schema_version": 99', text),
+        "schema_version",
+    ),
     "missing-field": (
         lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "workload"}),
         "'workload' is a required property",

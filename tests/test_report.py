@@ -107,7 +107,8 @@ def test_figures_are_valid_images_with_the_expected_panels(regressed_run):
         "host peak (over pre-call), batch 8",
     ]
     assert png_panels(folder / "stages.png") == ["per-stage time, batch 1", "per-stage time, batch 8"]
-    for name in ("latency.png", "memory.png", "stages.png"):
+    assert png_panels(folder / "batching.png") == ["throughput by batch size"]  # the blog's batching question
+    for name in ("latency.png", "memory.png", "stages.png", "batching.png"):
         assert f"({name})" in regressed_run.markdown
 
 

@@ -108,10 +108,34 @@ def test_measurer_refuses_a_call_that_did_not_do_the_fixed_work(loaded_fp32: Loa
     assert measurer.last_counts is None
 
 
-@pytest.mark.parametrize("batch_size", [0, 9, -1])
+@pytest.mark.parametrize("batch_size", [0, -1])
 def test_workload_rejects_batch_size(batch_size: int) -> None:
-    with pytest.raises(ValueError, match=f"batch size must be between 1 and 8; got {batch_size}"):
+    with pytest.raises(ValueError, match=f"batch size must be at least 1; got {batch_size}"):
         Workload(n_tokens=N, batch_size=batch_size)
+
+
+def test_past_eight_the_prompts_repeat_in_order_and_the_order_is_recorded() -> None:
+    assert Workload(n_tokens=8, batch_size=16).prompts() == list(PROMPTS) * 2
+    assert Workload(n_tokens=8, batch_size=11).prompts() == [*PROMPTS, *PROMPTS[:3]]
+    assert Workload(n_tokens=8, batch_size=16).identity()["prompt_order"] == "cyclic"
+
+
+@pytest.mark.parametrize("value", ["0", "65", "1,x"])
+def test_the_batch_size_option_takes_1_to_64(value: str) -> None:
+    import argparse
+
+    from perf_utils.options import batch_sizes
+
+    assert batch_sizes("1,8,16,32,64") == [1, 8, 16, 32, 64]
+    with pytest.raises(argparse.ArgumentTypeError, match="integers from 1 to 64"):
+        batch_sizes(value)
+
+
+def test_a_batch_of_sixteen_does_sixteen_samples_of_the_fixed_work(loaded_fp32: LoadedBark) -> None:
+    measurer = Measurer(loaded_fp32, Workload(n_tokens=8, batch_size=16))
+    row = measurer.call()
+    assert measurer.last_counts is not None and measurer.last_counts.batch_size == 16
+    assert row["throughput_sps"] == pytest.approx(16 / row["latency_s"])
 
 
 @pytest.mark.parametrize("n_tokens", [0, 1, 7])

@@ -16,7 +16,8 @@ from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.stats import Summary, summarize
 
-SCHEMA_VERSION = 2  # 2: the fp32 eager configuration is named `fp32` (it was `baseline`)
+# 2: the fp32 eager configuration is named `fp32` (it was `baseline`); 3: the workload records its prompt order
+SCHEMA_VERSION = 3
 RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies beside it
 # Configurations renamed over the suite's versions: old records are migrated when read, old names on the
 # command line are taken with a note. `baseline` meant both this configuration and the stored file.

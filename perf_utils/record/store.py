@@ -112,7 +112,15 @@ def _migrate_v1(data: dict[str, Any]) -> list[str]:
     return sorted(set(notes))
 
 
-MIGRATIONS = {1: _migrate_v1}  # from version N to N+1
+def _migrate_v2(data: dict[str, Any]) -> list[str]:
+    """Version 2 batched the first b of the 8 prompts, b at most 8: the cyclic order, unnamed."""
+    if isinstance(data.get("workload"), dict):
+        data["workload"].setdefault("prompt_order", "cyclic")
+    data["schema_version"] = 3
+    return ["the workload's prompt order is now recorded (the same: cyclic)"]
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}  # from version N to N+1
 
 
 def validate(data: Any, path: Path) -> RunRecord:

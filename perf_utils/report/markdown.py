@@ -228,6 +228,8 @@ def write(
         "peak memory": plots.save(plots.spread_figure(record, mem, baseline, comparison), folder / "memory.png"),
         "per-stage time": plots.save(plots.stages_figure(record), folder / "stages.png"),
     }
+    if len(record.batch_sizes()) > 1:
+        figures["throughput by batch size"] = plots.save(plots.batching_figure(record), folder / "batching.png")
     if len(kept) >= trends.MIN_RUNS:
         for metric, name in (("latency_s", "latency"), (mem, "memory")):
             figures[f"{name} trend"] = plots.save(plots.trend_figure(found, metric), folder / f"trend-{name}.png")

@@ -124,6 +124,28 @@ def stages_figure(record: RunRecord) -> Figure:
     return fig
 
 
+def batching_figure(record: RunRecord) -> Figure:
+    """The blog's batching question: throughput (median samples/s) against batch size, a line per configuration;
+    where a line flattens, a larger batch stops paying."""
+    fig = Figure(figsize=(6.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for config in dict.fromkeys(r.config for r in record.measured()):
+        points = sorted((r.batch_size, r.median("throughput_sps")) for r in record.measured() if r.config == config)
+        points = [(b, t) for b, t in points if t is not None]
+        if points:
+            ax.plot([b for b, _ in points], [t for _, t in points], marker="o", label=config)
+    ax.set_xscale("log", base=2)
+    sizes = record.batch_sizes()
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("samples/s (median)")
+    ax.set_title("throughput by batch size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("where does throughput stop growing with the batch?", fontsize=10)
+    return fig
+
+
 def trend_figure(trends: list[Trend], metric: str) -> Figure:
     """One panel per configuration, a line per batch size: each run's median relative to the series' first
     level (1.0 = where it started, so batch sizes share a scale), the rounds' range shaded, detected steps
