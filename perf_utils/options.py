@@ -73,7 +73,11 @@ class Option:
 
 
 RUN = (
-    Option("checkpoint", "tiny (default; env BARK_PERF_CHECKPOINT), suno/bark-small, suno/bark, or a local folder"),
+    Option(
+        "checkpoint",
+        "tiny (default; env BARK_PERF_CHECKPOINT), random:bark-small, random:bark (real shapes, random weights, built "
+        "offline), suno/bark-small, suno/bark, or a local folder",
+    ),  # fmt: skip
     Option("device", "auto (default: the accelerator if present), cpu, cuda, cuda:1, xpu, mps"),
     Option(
         "configs", "configuration names, comma-separated (default: all)", config_names, extend=True, aliases=("config",)

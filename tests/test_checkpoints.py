@@ -24,13 +24,13 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 @dataclass
 class Build:
     path: Path
-    model: Any  # the in-memory BarkModel that build_tiny saved
+    model: Any  # the in-memory BarkModel that build saved
     rng_unchanged: bool
 
 
 @pytest.fixture(scope="module")
 def second_build(torch_single_thread: None, tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """A second, independent `build_tiny` (the session checkpoint is the first), capturing the in-memory model
+    """A second, independent `build` (the session checkpoint is the first), capturing the in-memory model
     it saves; the global RNG is set to something else first, and must be left untouched by the build."""
     target = tmp_path_factory.mktemp("second-build") / "tiny"
     captured: list[Any] = []
@@ -44,9 +44,9 @@ def second_build(torch_single_thread: None, tmp_path_factory: pytest.TempPathFac
     rng_before = torch.random.get_rng_state()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(BarkModel, "save_pretrained", spy)
-        checkpoints.build_tiny(target)
+        checkpoints.build(target)
     rng_unchanged = torch.equal(rng_before, torch.random.get_rng_state())
-    assert len(captured) == 1, "build_tiny should save exactly one BarkModel"
+    assert len(captured) == 1, "build should save exactly one BarkModel"
     return Build(target, captured[0], rng_unchanged)
 
 
@@ -116,10 +116,10 @@ def test_cache_folder_is_keyed_by_transformers_and_fixture_version(
 
 
 def test_cached_tiny_is_reused_without_rebuilding(tiny_checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    def must_not_build(target: Path) -> None:
+    def must_not_build(target: Path, name: str = "tiny") -> None:
         raise AssertionError("the cached tiny checkpoint was rebuilt")
 
-    monkeypatch.setattr(checkpoints, "build_tiny", must_not_build)
+    monkeypatch.setattr(checkpoints, "build", must_not_build)
     assert checkpoints.resolve("tiny").path == tiny_checkpoint.path
     monkeypatch.delenv(checkpoints.ENV_CHECKPOINT, raising=False)
     assert checkpoints.resolve(None).path == tiny_checkpoint.path  # tiny is the default
@@ -129,12 +129,12 @@ def test_crash_during_build_leaves_no_cache_folder(tmp_path: Path, monkeypatch: 
     cache = tmp_path / "cache"
     monkeypatch.setenv(checkpoints.ENV_CACHE, str(cache))
 
-    def crash(target: Path) -> None:
+    def crash(target: Path, name: str = "tiny") -> None:
         target.mkdir(parents=True)
         (target / "model.safetensors").write_bytes(b"half a model")  # written before the crash
         raise RuntimeError("simulated crash in the middle of build")
 
-    monkeypatch.setattr(checkpoints, "build_tiny", crash)
+    monkeypatch.setattr(checkpoints, "build", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         checkpoints.resolve("tiny")
     assert not checkpoints.tiny_dir().exists()
@@ -157,7 +157,7 @@ def test_folder_without_config_json(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", ["not a checkpoint", "a/b/c", "./missing-folder"])
 def test_nonsense_spec(spec: str) -> None:
-    with pytest.raises(CheckpointError, match="neither 'tiny', a Hub id") as err:
+    with pytest.raises(CheckpointError, match="neither a built one \(tiny, random:bark-small, random:bark\), a Hub") as err:
         checkpoints.resolve(spec)
     assert repr(spec) in str(err.value)
 
@@ -181,3 +181,60 @@ def test_hub_id_not_cached_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "'suno/bark-small'" in message
     assert "HF_HUB_OFFLINE" in message
     assert "`hf download suno/bark-small`" in message
+
+
+# --- the real-shaped built checkpoints ----------------------------------------------------------------------------
+
+PUBLISHED = {  # suno/bark-small and suno/bark: width, layers, heads of each GPT, and the parameter count
+    "random:bark-small": (768, 12, 12, 404.4e6),
+    "random:bark": (1024, 24, 16, 1100.6e6),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_real_shaped_configs_have_the_published_shapes(name: str) -> None:
+    """Config only (no weights: suno/bark's 1.1B parameters are counted on the meta device)."""
+    import torch
+    from transformers import BarkModel
+
+    width, layers, heads, params = PUBLISHED[name]
+    config = checkpoints.bark_config(name)
+    for sub in (config.semantic_config, config.coarse_acoustics_config, config.fine_acoustics_config):
+        assert (sub.hidden_size, sub.num_layers, sub.num_heads, sub.block_size, sub.bias) == (
+            width, layers, heads, 1024, False,
+        )  # fmt: skip
+    assert (config.semantic_config.input_vocab_size, config.semantic_config.output_vocab_size) == (129_600, 10_048)
+    assert config.coarse_acoustics_config.output_vocab_size == 12_096
+    assert (config.fine_acoustics_config.n_codes_total, config.fine_acoustics_config.n_codes_given) == (8, 1)
+    codec = config.codec_config
+    assert (codec.sampling_rate, codec.num_filters, codec.hidden_size) == (24_000, 32, 128)  # the real EnCodec
+    with torch.device("meta"):
+        counted = sum(p.numel() for p in BarkModel(config).parameters())
+    assert abs(counted - params) < 0.1e6, counted
+
+
+def test_a_real_shaped_checkpoint_is_built_once_and_keyed_as_its_own(tmp_path: Path, capsys, monkeypatch) -> None:
+    """random:bark-small built offline (own weights, the fine window of Bark: 1024 frames), run at 8 tokens, keyed
+    `random:bark-small` (never suno/bark-small), and read back from the cache the second time."""
+    import json
+
+    from perf_utils import cli
+
+    out = tmp_path / "run.json"
+    argv = ["run", "--checkpoint", "random:bark-small", "--configs", "fp32", "--batch-sizes", "1", "--tokens", "8",
+            "--rounds", "1", "--warmup", "0", "--invocations", "1", "--no-fidelity", "--device", "cpu",
+            "--json", str(out), "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr()
+    record = json.loads(out.read_text())
+    assert record["checkpoint"] == {"key": "random:bark-small", "kind": "random", "revision": "v3"}
+    [result] = record["results"]
+    assert result["status"] == "ok" and result["counts"]["semantic_tokens"] == 8
+    folder = checkpoints.built_dir("random:bark-small")
+    assert (folder / "config.json").exists() and json.loads((folder / "config.json").read_text())[
+        "fine_acoustics_config"]["hidden_size"] == 768  # fmt: skip
+
+    def must_not_build(target: Path, name: str = "tiny") -> None:
+        raise AssertionError("the cached checkpoint was rebuilt")
+
+    monkeypatch.setattr(checkpoints, "build", must_not_build)
+    assert checkpoints.resolve("random:bark-small").path == folder

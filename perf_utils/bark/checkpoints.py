@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,25 +25,55 @@ HUB_CHECKPOINTS = ("suno/bark-small", "suno/bark")
 ENV_CHECKPOINT = "BARK_PERF_CHECKPOINT"
 ENV_CACHE = "BARK_PERF_CACHE"
 
-# Real vocabulary sizes (so embedding and logits shapes are Bark's), tiny transformer bodies.
-_SUB = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "block_size": 1024}
+# Bark's real vocabulary sizes, in every built checkpoint (so embedding and logits shapes are Bark's).
 _VOCAB = {
     "semantic": {"input_vocab_size": 129_600, "output_vocab_size": 10_048},
     "coarse": {"input_vocab_size": 12_096, "output_vocab_size": 12_096},
     "fine": {"input_vocab_size": 1_056, "output_vocab_size": 1_056, "n_codes_total": 8, "n_codes_given": 1},
 }
-_CODEC = {
-    "num_filters": 4,
-    "hidden_size": 16,
-    "codebook_size": 1024,
-    "codebook_dim": 16,
-    "upsampling_ratios": [8, 5, 4, 2],
-    "target_bandwidths": [1.5, 3.0, 6.0, 12.0, 24.0],
-    "sampling_rate": 24_000,
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A checkpoint the suite builds itself, with random weights of its own (`own_weights`): the GPTs' body, the
+    codec (EncodecConfig's arguments; empty: its defaults, Bark's 24 kHz codec) and the fine model's window."""
+
+    gpt: dict[str, Any]
+    codec: dict[str, Any] = field(default_factory=dict)
+    fine_window: dict[str, int] = field(default_factory=dict)  # empty: Bark's 1024 frames, history 512
+    summary: str = ""
+
+
+# Adding a built checkpoint is one entry here. The real-shaped ones follow the published suno/bark-small and
+# suno/bark configs (each GPT 768 wide, 12 layers, 12 heads / 1024, 24, 16; no biases; a 1024 block; the real
+# vocabularies; the default EnCodec; the default fine window): timing and memory depend on the shapes, not on
+# the values of the weights. They are never confused with the real checkpoints: their keys say `random:`.
+BUILT: dict[str, Shape] = {
+    TINY: Shape(
+        # The fine model always pads its window to max_fine_input_length (1024 in Bark); with a tiny body that
+        # padding dominates a CPU run, so the tiny fixture uses a 256-frame window.
+        gpt={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "block_size": 1024},
+        codec={
+            "num_filters": 4,
+            "hidden_size": 16,
+            "codebook_size": 1024,
+            "codebook_dim": 16,
+            "upsampling_ratios": [8, 5, 4, 2],
+            "target_bandwidths": [1.5, 3.0, 6.0, 12.0, 24.0],
+            "sampling_rate": 24_000,
+        },  # fmt: skip
+        fine_window={"max_fine_input_length": 256, "max_fine_history_length": 128},
+        summary="2 layers, 2 heads, 32 wide, a small EnCodec: the chain on any CPU in a second",
+    ),
+    "random:bark-small": Shape(
+        gpt={"hidden_size": 768, "num_layers": 12, "num_heads": 12, "block_size": 1024, "bias": False},
+        summary="suno/bark-small's shapes, random weights (404.4M parameters)",
+    ),
+    "random:bark": Shape(
+        gpt={"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "block_size": 1024, "bias": False},
+        summary="suno/bark's shapes, random weights (1,101M parameters)",
+    ),
 }
-# The fine model always pads its window to max_fine_input_length (1024 in Bark); with a tiny body that
-# padding dominates a CPU run, so the tiny fixture uses a 256-frame window. Real checkpoints keep their own.
-_TINY_FINE_WINDOW = {"max_fine_input_length": 256, "max_fine_history_length": 128}
 
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -55,9 +86,9 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    key: str  # what baselines are keyed by: "tiny", "suno/bark-small", "local:<folder>"
+    key: str  # what baselines are keyed by: "tiny", "random:bark-small", "suno/bark-small", "local:<folder>"
     path: Path  # a local folder that from_pretrained reads
-    kind: str  # "tiny" | "hub" | "local"
+    kind: str  # "tiny" | "random" (built, real-shaped) | "hub" | "local"
     revision: str | None = None
 
 
@@ -73,10 +104,14 @@ def cache_root() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "bark-perf")
 
 
-def tiny_dir() -> Path:
+def built_dir(name: str) -> Path:
     import transformers
 
-    return cache_root() / f"tiny-v{TINY_FIXTURE_VERSION}-transformers-{transformers.__version__}"
+    return cache_root() / f"{name.replace(':', '-')}-v{TINY_FIXTURE_VERSION}-transformers-{transformers.__version__}"
+
+
+def tiny_dir() -> Path:
+    return built_dir(TINY)
 
 
 def own_weights(model: torch.nn.Module, seed: int) -> None:
@@ -111,18 +146,22 @@ def own_weights(model: torch.nn.Module, seed: int) -> None:
                 buf.copy_(draw(name.removesuffix("_avg"), buf.shape, 1.0))
 
 
-def build_tiny(target: Path) -> None:
-    """Write the tiny model and processor into `target` (which must not exist yet)."""
-    from transformers import (
-        BarkCoarseConfig,
-        BarkConfig,
-        BarkFineConfig,
-        BarkModel,
-        BarkProcessor,
-        BarkSemanticConfig,
-        BertTokenizerFast,
-        EncodecConfig,
+def bark_config(name: str) -> Any:
+    """The BarkConfig of a built checkpoint (no weights: cheap, so even suno/bark's shapes are checked in CI)."""
+    from transformers import BarkCoarseConfig, BarkConfig, BarkFineConfig, BarkSemanticConfig, EncodecConfig
+
+    shape = BUILT[name]
+    return BarkConfig(
+        semantic_config=BarkSemanticConfig(**shape.gpt, **_VOCAB["semantic"]).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(**shape.gpt, **_VOCAB["coarse"]).to_dict(),
+        fine_acoustics_config=BarkFineConfig(**shape.gpt, **_VOCAB["fine"]).to_dict(),
+        codec_config=EncodecConfig(**shape.codec).to_dict(),
     )
+
+
+def build(target: Path, name: str = TINY) -> None:
+    """Write the built checkpoint `name` (model and the tiny's processor) into `target` (which must not exist)."""
+    from transformers import BarkModel, BarkProcessor, BertTokenizerFast
     from transformers.models.bark.generation_configuration_bark import (
         BarkCoarseGenerationConfig,
         BarkFineGenerationConfig,
@@ -132,12 +171,7 @@ def build_tiny(target: Path) -> None:
 
     from perf_utils.bark.compat import make_generation_config
 
-    config = BarkConfig(
-        semantic_config=BarkSemanticConfig(**_SUB, **_VOCAB["semantic"]).to_dict(),
-        coarse_acoustics_config=BarkCoarseConfig(**_SUB, **_VOCAB["coarse"]).to_dict(),
-        fine_acoustics_config=BarkFineConfig(**_SUB, **_VOCAB["fine"]).to_dict(),
-        codec_config=EncodecConfig(**_CODEC).to_dict(),
-    )
+    config = bark_config(name)
     with torch.random.fork_rng(devices=[]):  # transformers' own init draws from the global generator
         model = BarkModel(config)
     own_weights(model, TINY_SEED)
@@ -145,9 +179,9 @@ def build_tiny(target: Path) -> None:
         BarkGenerationConfig(
             semantic_config=BarkSemanticGenerationConfig().to_dict(),
             coarse_acoustics_config=BarkCoarseGenerationConfig().to_dict(),
-            fine_acoustics_config=BarkFineGenerationConfig(**_TINY_FINE_WINDOW).to_dict(),
-            sample_rate=_CODEC["sampling_rate"],
-            codebook_size=_CODEC["codebook_size"],
+            fine_acoustics_config=BarkFineGenerationConfig(**BUILT[name].fine_window).to_dict(),
+            sample_rate=config.codec_config.sampling_rate,
+            codebook_size=config.codec_config.codebook_size,
         )
     )
     target.mkdir(parents=True)
@@ -161,15 +195,15 @@ def build_tiny(target: Path) -> None:
     BarkProcessor(tokenizer=tokenizer).save_pretrained(target)
 
 
-def ensure_tiny() -> Path:
-    """Build the tiny checkpoint once per cache key; atomic, so a crash never leaves a half-written one."""
-    target = tiny_dir()
+def ensure_built(name: str = TINY) -> Path:
+    """Build a checkpoint once per cache key; atomic, so a crash never leaves a half-written one."""
+    target = built_dir(name)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
-        build_tiny(staging / "ckpt")
+        build(staging / "ckpt", name)
         try:
             os.replace(staging / "ckpt", target)
         except OSError:
@@ -211,10 +245,12 @@ def _resolve_hub(repo_id: str) -> Checkpoint:
 
 
 def resolve(spec: str | None = None) -> Checkpoint:
-    """`tiny` (default), a Hub id such as `suno/bark-small`, or a local folder."""
+    """`tiny` (default), a built real-shaped one (`random:bark-small`, `random:bark`), a Hub id such as
+    `suno/bark-small`, or a local folder."""
     spec = spec or os.environ.get(ENV_CHECKPOINT) or TINY
-    if spec == TINY:
-        return Checkpoint(key=TINY, path=ensure_tiny(), kind="tiny", revision=f"v{TINY_FIXTURE_VERSION}")
+    if spec in BUILT:
+        kind = "tiny" if spec == TINY else "random"
+        return Checkpoint(key=spec, path=ensure_built(spec), kind=kind, revision=f"v{TINY_FIXTURE_VERSION}")
     local = Path(spec).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
@@ -223,5 +259,6 @@ def resolve(spec: str | None = None) -> Checkpoint:
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return _resolve_hub(spec)
     raise CheckpointError(
-        f"checkpoint {spec!r} is neither 'tiny', a Hub id ({', '.join(HUB_CHECKPOINTS)}) nor an existing folder"
+        f"checkpoint {spec!r} is neither a built one ({', '.join(BUILT)}), a Hub id ({', '.join(HUB_CHECKPOINTS)}) "
+        "nor an existing folder"
     )

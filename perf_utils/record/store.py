@@ -43,7 +43,7 @@ SCHEMA: dict[str, Any] = {
             "required": ["key", "kind"],
             "properties": {
                 "key": {"type": "string", "minLength": 1},
-                "kind": {"enum": ["tiny", "hub", "local"]},
+                "kind": {"enum": ["tiny", "random", "hub", "local"]},
                 "revision": {"type": ["string", "null"]},
             },
         },
