@@ -131,8 +131,12 @@ def test_a_change_in_every_instance_passes_speed_and_fidelity_but_fails_the_gold
     the fine model."""
     for part in ("baselines", "golden"):
         shutil.copytree(healthy.tmp / part, tmp_path / part)
+    # The speed gate is not what this test is about, and one invocation a side on a shared machine can drift past
+    # 15% (seen in CI): thresholds no timing noise reaches, so only the golden can fail the run.
+    lenient = tmp_path / "pyproject.toml"
+    lenient.write_text("[tool.bark-perf.thresholds]\ntime = 10.0\nthroughput = 10.0\nmemory = 10.0\nratio = 10.0\n")
     proc = bench(tmp_path, "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--benchmark-compare",
-                 numerics="fine:1.01")  # fmt: skip
+                 "--bark-pyproject", str(lenient), numerics="fine:1.01")  # fmt: skip
     text = out(proc)
     assert proc.returncode == 1, text
     assert "ok" in row(text, "bs1-fp32") and "REGRESSED" not in row(text, "bs1-fp32")  # fidelity ok, speed too

@@ -3,8 +3,6 @@ gate; unchanged runs can also be separate processes (what a user sees). Unambigu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from perf_utils.bark.checkpoints import Checkpoint
@@ -12,8 +10,9 @@ from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import RunPlan
 from perf_utils.tools.quality import cross_process, judged, measure_quality, quality_table
 
-# The project's CPU setting (pyproject.toml): on this shared machine only gross slowdowns are called.
-TH = Thresholds.from_pyproject(Path(__file__).resolve().parents[1] / "pyproject.toml", "cpu")
+# Wiring tests: only gross changes are called (a doubling), so this machine's noise never decides them; what the
+# gate does at the project's thresholds is measured with gate-quality itself (README).
+TH = Thresholds(time=1.0, throughput=1.0)
 
 
 def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
@@ -32,10 +31,10 @@ def test_unchanged_runs_in_separate_processes_are_judged_against_the_first(
     tiny_checkpoint: Checkpoint, tmp_path
 ) -> None:
     args = ["--checkpoint", str(tiny_checkpoint.path), "--device", "cpu", "--tokens", "8", "--rounds", "3",
-            "--warmup", "1"]  # fmt: skip
+            "--warmup", "1", "--invocations", "1"]  # fmt: skip
     [row] = judged(cross_process(args, "fp32", [1], 1, tmp_path), TH)[:1]
     assert row.label == "unchanged, separate `run` processes (false alarms)"
-    assert row.trials == 1 and row.flagged == 0  # a cross-process A/A at the CPU thresholds: no alarm
+    assert row.trials == 1 and row.flagged == 0  # a cross-process A/A: no gross change
     assert len(list((tmp_path / "results").glob("*/run.json"))) == 2  # each process kept its run
 
 
