@@ -68,3 +68,11 @@ def test_nightly_shards_measure_and_the_verdict_job_needs_no_torch():
 
 def test_the_upgrade_gate_compares_two_stacks():
     assert any("python -m perf_utils compare-stacks" in s for s in steps("upgrade-gate.yml", "compare-stacks"))
+
+
+def test_the_medium_cpu_lane_runs_the_real_shapes_nightly():
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert "schedule" in data[True] or "schedule" in data.get("on", {})  # YAML reads `on:` as True
+    lane = "\n".join(steps("ci.yml", "medium-cpu"))
+    assert "pytest benchmarks --bark-checkpoint random:bark-small" in lane and "--bark-tokens 8" in lane
+    assert "torch==2.13.0" in lane  # the CPU wheel, as everywhere
