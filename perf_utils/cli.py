@@ -6,6 +6,7 @@ merge           one run record from the shards of a sharded run
 gate            compare a saved run with its baseline; optionally write its report and keep it in a history
 compare-stacks  run the suite in two software stacks and gate the candidate
 gate-quality    measure the gate's false alarms and the smallest slowdown it catches here
+gpu-check       the accelerator paths in one command (tiny matrix, suno/bark's shapes, legacy stack), blog beside
 
 Parsing only: every command hands its work to the library; `merge` and `gate` import no torch.
 """
@@ -170,6 +171,21 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, confi
     return scenarios
 
 
+def _gpu_check(args: argparse.Namespace) -> int:
+    from perf_utils.tools import gpu_check
+
+    if args.dry_run:
+        total = 0
+        for step, cmd, _env in gpu_check.commands(args.out, args.legacy_path):
+            total += step.timeout_s if cmd else 0
+            print(
+                f"{step.name} (at most {step.timeout_s}s): " + (" ".join(cmd) if cmd else "skipped: no --legacy-path")
+            )
+        print(f"at most {total}s in all")
+        return 0
+    return 1 if gpu_check.run(args.out, args.legacy_path) else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m perf_utils", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,6 +230,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--busy", type=int, default=0, help="N busy loops run beside the measurements (a shared machine)")
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
+    v = command("gpu-check", _gpu_check, "the accelerator paths in one command, under 8 minutes, with the blog beside")
+    v.add_argument("--out", type=Path, default=Path("gpu-check"), help="logs, runs and tables go here")
+    v.add_argument("--legacy-path", type=Path, default=None, help="a folder with transformers 4.48 / optimum 1.x")
+    v.add_argument("--dry-run", action="store_true", help="print the steps and their limits; run nothing")
     return p
 
 

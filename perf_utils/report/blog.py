@@ -1,0 +1,62 @@
+"""The blog's figures beside ours: what the Hugging Face "Optimizing Bark" post measured (bark large, TITAN RTX,
+256 semantic tokens), as data, and the same relative figures from a run, so a GPU check says at a glance whether
+today's stack still shows the blog's shape.
+
+Each claim is a configuration's change against fp32 at one batch size; from a run it is read from the paired
+per-trial ratios when the run stored them (`record.ratios`), else from the ratio of medians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from perf_utils.record.metrics import memory_metric
+from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO
+from perf_utils.record.record import REFERENCE_CONFIG, RunRecord, benchmark_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    config: str
+    batch_size: int
+    what: str  # "latency" | "peak memory" | "throughput"
+    blog: float  # relative change against fp32 (-0.27: 27% less)
+
+
+CLAIMS = (
+    Claim("bettertransformer", 1, "latency", -0.27),
+    Claim("cpu_offload", 1, "peak memory", -0.59),
+    Claim("offload+fp16", 1, "peak memory", -0.80),
+    Claim("fp16", 8, "latency", -0.46),
+    Claim("fp16", 8, "peak memory", -0.50),
+    Claim("fp16", 8, "throughput", 0.78 / 0.42 - 1),  # 0.42 -> 0.78 samples/s
+)
+
+
+def measured(record: RunRecord, claim: Claim) -> float | None:
+    """The run's change of `claim` against fp32, or None when the run did not measure both."""
+    by_id = record.by_id()
+    now, ref = (
+        by_id.get(benchmark_id(claim.config, claim.batch_size)),
+        by_id.get(benchmark_id(REFERENCE_CONFIG, claim.batch_size)),
+    )
+    if now is None or ref is None or not now.ran or not ref.ran:
+        return None
+    paired = {"latency": LATENCY_RATIO, "peak memory": PEAK_RATIO}.get(claim.what)
+    if paired and now.median(paired) is not None:
+        return now.median(paired) - 1
+    metric = {"latency": "latency_s", "throughput": "throughput_sps"}.get(claim.what)
+    metric = metric or memory_metric(set(ref.metrics()))
+    a, b = now.median(metric), ref.median(metric)
+    return a / b - 1 if a is not None and b else None
+
+
+def blog_table(record: RunRecord) -> str:
+    rows = []
+    for c in CLAIMS:
+        got = measured(record, c)
+        rows.append([f"bs{c.batch_size}-{c.config}", c.what, f"{c.blog:+.0%}", "-" if got is None else f"{got:+.0%}"])
+    headers = ["benchmark", "against fp32", "blog (bark large, TITAN RTX)", f"this run ({record.checkpoint['key']})"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

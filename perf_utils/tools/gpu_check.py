@@ -1,0 +1,115 @@
+"""The GPU check in one command, for whoever has a GPU for a few minutes: `python -m perf_utils gpu-check --out DIR`.
+
+Steps in order of value, each with its own time limit and its own log written as it runs (a check cut short keeps
+what it did): the tiny full matrix (every accelerator path, fidelity, golden), then suno/bark's shapes with random
+weights (`random:bark`, no download) in the blog's configurations at batch 1 and 8, then, given a legacy stack
+(`--legacy-path`, a folder of transformers 4.48 / optimum 1.x to put first on PYTHONPATH), the BetterTransformer
+configurations. After each step the blog's relative figures are printed beside the measured ones
+(`report.blog`). The limits add up to under 8 minutes; no network is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perf_utils.record import store
+from perf_utils.report.blog import blog_table
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    why: str
+    args: tuple[str, ...]  # after `pytest benchmarks`
+    timeout_s: int
+    legacy: bool = False  # runs under the legacy stack (--legacy-path)
+
+
+COMMON = ("--bark-device", "cuda", "--bark-tokens", "64", "--bark-warmup", "1")
+STEPS = (
+    Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
+         ("--bark-checkpoint", "tiny", "--bark-invocations", "2", "--bark-rounds", "3", *COMMON), 120),
+    Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
+         ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
+          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 200),
+    Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
+         ("--bark-checkpoint", "random:bark", "--bark-configs",
+          "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
+          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 150, legacy=True),
+)  # fmt: skip
+
+
+def _plugin_args() -> list[str]:
+    """The plugin loads by its entry point where the suite is installed; on a GPU machine used from a checkout
+    (PYTHONPATH, no install) it must be named."""
+    from importlib.metadata import entry_points
+
+    installed = any(ep.name == "bark_perf" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "perf_utils.plugin"]
+
+
+def commands(out: Path, legacy_path: Path | None) -> list[tuple[Step, list[str] | None, dict[str, str]]]:
+    """Each step's command and environment; None for a step that cannot run here (it says why in the log)."""
+    planned = []
+    for step in STEPS:
+        env = dict(os.environ)
+        if step.legacy:
+            if legacy_path is None:
+                planned.append((step, None, env))
+                continue
+            env["PYTHONPATH"] = os.pathsep.join([str(legacy_path), str(Path.cwd()), env.get("PYTHONPATH", "")])
+        folder = out / step.name
+        cmd = [sys.executable, "-m", "pytest", "benchmarks", *_plugin_args(), "-v", "-p", "no:cacheprovider",
+               "--bark-results-dir", str(folder / "results"), "--bark-baselines-dir", str(folder / "baselines"),
+               "--benchmark-storage", f"file://{folder / 'pytest-benchmark'}", *step.args]  # fmt: skip
+        planned.append((step, cmd, env))
+    return planned
+
+
+def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int) -> int | None:
+    """The step's exit status, or None when it ran out of time: then it and its worker processes are killed."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
+def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print) -> int:
+    """Run every step; returns how many failed or ran out of time."""
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for step, cmd, env in commands(out, legacy_path):
+        log = out / f"{step.name}.log"
+        if cmd is None:
+            log.write_text("skipped: no legacy stack given (--legacy-path DIR with transformers 4.48, optimum 1.x)\n")
+            say(f"{step.name}: skipped (no --legacy-path)")
+            continue
+        say(f"{step.name} (at most {step.timeout_s}s): {step.why}; log: {log}")
+        with log.open("w", encoding="utf-8") as f:
+            f.write(" ".join(cmd) + "\n\n")
+            f.flush()
+            try:
+                code = subprocess.run(
+                    cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=step.timeout_s
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        kept = sorted((out / step.name / "results").glob("*/run.json"))
+        if kept:
+            table = blog_table(store.load(kept[-1]))
+            (out / step.name / "blog.md").write_text(table + "\n")
+            say(table)
+        status = "timed out" if code is None else f"exit {code}"
+        failed += code not in (0, 1)  # 1: a benchmark failed or regressed: the log says which, the run is kept
+        say(f"{step.name}: {status}")
+    return failed
