@@ -120,7 +120,7 @@ def summary_line(comparison: Comparison) -> str:
     rule = (
         f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then rounds) "
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
-        "memory; noisy when the interval still reaches that size"
+        f"memory, {th.ratio:.0%} ratio to fp32; noisy when the interval still reaches that size"
     )
     status = "FAILED" if comparison.failed else "passed"
     return f"bark gate {status}: {parts}; {rule}"
