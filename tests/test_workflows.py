@@ -76,3 +76,12 @@ def test_the_medium_cpu_lane_runs_the_real_shapes_nightly():
     lane = "\n".join(steps("ci.yml", "medium-cpu"))
     assert "pytest benchmarks --bark-checkpoint random:bark-small" in lane and "--bark-tokens 8" in lane
     assert "torch==2.13.0" in lane  # the CPU wheel, as everywhere
+
+
+def test_the_nightly_falls_back_to_the_real_shapes_without_the_hub():
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly-gpu.yml").read_text())
+    randoms = {c["id"]: c["random"] for c in data["jobs"]["shard"]["strategy"]["matrix"]["checkpoint"]}
+    assert randoms == {"suno/bark-small": "random:bark-small", "suno/bark": "random:bark"}
+    shard = "\n".join(steps("nightly-gpu.yml", "shard"))
+    assert "local_files_only=True" in shard and "${{ matrix.checkpoint.random }}" in shard
+    assert '--bark-checkpoint "$BARK_PERF_CHECKPOINT"' in shard
