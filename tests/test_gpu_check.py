@@ -11,7 +11,7 @@ from pathlib import Path
 from perf_utils import cli
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.blog import CLAIMS, blog_table, measured
+from perf_utils.report.blog import CLAIMS, claims_table, measured
 from perf_utils.tools import gpu_check
 
 
@@ -64,6 +64,6 @@ def test_the_blog_figures_stand_beside_the_measured_ones():
     assert round(got[("fp16", 8, "peak memory")], 3) == -0.5
     assert round(got[("fp16", 8, "throughput")], 3) == 1.0
     assert got[("cpu_offload", 1, "peak memory")] is None  # not measured: said, not invented
-    table = blog_table(record)
+    table = claims_table(record)
     assert "| bs1-bettertransformer | latency" in table and "-27%" in table and "-25%" in table
     assert "this run (random:bark)" in table

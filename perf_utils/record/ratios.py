@@ -46,3 +46,16 @@ def add_ratios(record: RunRecord) -> None:
                     r[LATENCY_RATIO] = r["latency_s"] / ref["latency_s"]
                 if ref.get(memory) and memory in r:
                     r[PEAK_RATIO] = r[memory] / ref[memory]
+
+
+def vs_reference(result: BenchmarkResult, reference: BenchmarkResult | None, metric: str) -> float | None:
+    """`result`'s change of `metric` against fp32 in the same run (-0.27: 27% less): the median of its paired
+    per-trial ratios when the run stored them (drift-free), else the ratio of the two medians; None when either
+    side did not measure it."""
+    if reference is None or not result.ran or not reference.ran:
+        return None
+    paired = {"latency_s": LATENCY_RATIO, memory_metric(reference.metrics()): PEAK_RATIO}.get(metric)
+    if paired is not None and (ratio := result.median(paired)) is not None:
+        return ratio - 1
+    now, ref = result.median(metric), reference.median(metric)
+    return now / ref - 1 if now is not None and ref else None

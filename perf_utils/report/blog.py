@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from perf_utils.record.metrics import memory_metric
-from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO
+from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, RunRecord, benchmark_id
 
 
@@ -36,24 +36,19 @@ CLAIMS = (
 
 
 def measured(record: RunRecord, claim: Claim) -> float | None:
-    """The run's change of `claim` against fp32, or None when the run did not measure both."""
+    """The run's change of `claim` against fp32 (`record.ratios.vs_reference`), or None when it did not measure
+    both."""
     by_id = record.by_id()
-    now, ref = (
-        by_id.get(benchmark_id(claim.config, claim.batch_size)),
-        by_id.get(benchmark_id(REFERENCE_CONFIG, claim.batch_size)),
-    )
-    if now is None or ref is None or not now.ran or not ref.ran:
+    now = by_id.get(benchmark_id(claim.config, claim.batch_size))
+    ref = by_id.get(benchmark_id(REFERENCE_CONFIG, claim.batch_size))
+    if now is None or ref is None:
         return None
-    paired = {"latency": LATENCY_RATIO, "peak memory": PEAK_RATIO}.get(claim.what)
-    if paired and now.median(paired) is not None:
-        return now.median(paired) - 1
     metric = {"latency": "latency_s", "throughput": "throughput_sps"}.get(claim.what)
-    metric = metric or memory_metric(set(ref.metrics()))
-    a, b = now.median(metric), ref.median(metric)
-    return a / b - 1 if a is not None and b else None
+    return vs_reference(now, ref, metric or memory_metric(set(ref.metrics())))
 
 
-def blog_table(record: RunRecord) -> str:
+def claims_table(record: RunRecord) -> str:
+    """Each of the blog's claims, its figure and this run's."""
     rows = []
     for c in CLAIMS:
         got = measured(record, c)

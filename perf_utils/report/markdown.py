@@ -19,7 +19,7 @@ from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import Trend
 from perf_utils.record.fidelity import NOT_CHECKED
 from perf_utils.record.metrics import STAGES, memory_metric
-from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO
+from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
 from perf_utils.report import plots
@@ -53,17 +53,12 @@ def _median(result: BenchmarkResult | None, metric: str) -> float | None:
     return result.median(metric) if result is not None else None
 
 
-def _vs(value: float | None, ref: float | None) -> str:
-    if value is None or ref is None or ref == 0:
-        return "-"
-    return "—" if value == ref else f"{value / ref - 1:+.0%}"
-
-
-def _vs_paired(result: BenchmarkResult, ratio_metric: str, value: float | None, ref: float | None) -> str:
-    """Against fp32: the median of the paired per-trial ratios when the run stored them (drift-free), else the
-    ratio of the two medians."""
-    ratio = _median(result, ratio_metric)
-    return f"{ratio - 1:+.0%}" if ratio is not None else _vs(value, ref)
+def _vs(result: BenchmarkResult, reference: BenchmarkResult | None, metric: str) -> str:
+    """The change against fp32 (`record.ratios.vs_reference`); fp32's own row shows a dash."""
+    if result is reference:
+        return "—"
+    change = vs_reference(result, reference, metric)
+    return "-" if change is None else f"{change:+.0%}"
 
 
 def fidelity_cell(result: BenchmarkResult) -> str:
@@ -90,11 +85,11 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
         row = [
             r.config,
             num(lat, ".3f"),
-            _vs_paired(r, LATENCY_RATIO, lat, _median(ref, "latency_s")),
+            _vs(r, ref, "latency_s"),
             num(peak, ".1f"),
-            _vs_paired(r, PEAK_RATIO, peak, _median(ref, mem)),
+            _vs(r, ref, mem),
             num(sps, ".2f"),
-            _vs(sps, _median(ref, "throughput_sps")),
+            _vs(r, ref, "throughput_sps"),
             fidelity_cell(r),
         ]
         if comparison:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perf_utils.record import store
-from perf_utils.report.blog import blog_table
+from perf_utils.report.blog import claims_table
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print)
                 code = None
         kept = sorted((out / step.name / "results").glob("*/run.json"))
         if kept:
-            table = blog_table(store.load(kept[-1]))
+            table = claims_table(store.load(kept[-1]))
             (out / step.name / "blog.md").write_text(table + "\n")
             say(table)
         status = "timed out" if code is None else f"exit {code}"
