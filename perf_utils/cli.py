@@ -162,7 +162,7 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, confi
         stderr_progress,
     )
     if args.processes:
-        passed = ["--checkpoint", plan.checkpoint.key if plan.checkpoint.kind != "local" else str(plan.checkpoint.path),
+        passed = ["--checkpoint", plan.checkpoint.spec,
                   "--device", str(plan.device), "--tokens", str(plan.n_tokens), "--rounds", str(plan.rounds),
                   "--warmup", str(plan.warmup), "--invocations", str(plan.invocations),
                   *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip

@@ -137,7 +137,7 @@ def test_crash_during_build_leaves_no_cache_folder(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(checkpoints, "build", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         checkpoints.resolve("tiny")
-    assert not checkpoints.tiny_dir().exists()
+    assert not checkpoints.built_dir(checkpoints.TINY).exists()
     assert list(cache.iterdir()) == [], "a half-written build (or its staging folder) was left behind"
 
 

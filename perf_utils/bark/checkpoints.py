@@ -91,6 +91,11 @@ class Checkpoint:
     kind: str  # "tiny" | "random" (built, real-shaped) | "hub" | "local"
     revision: str | None = None
 
+    @property
+    def spec(self) -> str:
+        """What `resolve` takes to find this checkpoint again (in another process)."""
+        return str(self.path) if self.kind == "local" else self.key
+
 
 def tiny_vocabulary() -> list[str]:
     """A fixed WordPiece vocabulary: training one is not deterministic, ids would drift between builds."""
@@ -108,10 +113,6 @@ def built_dir(name: str) -> Path:
     import transformers
 
     return cache_root() / f"{name.replace(':', '-')}-v{TINY_FIXTURE_VERSION}-transformers-{transformers.__version__}"
-
-
-def tiny_dir() -> Path:
-    return built_dir(TINY)
 
 
 def own_weights(model: torch.nn.Module, seed: int) -> None:

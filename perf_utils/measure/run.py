@@ -114,7 +114,7 @@ class RunPlan:
             checkpoint=checkpoints.resolve(o.checkpoint),
             device=device,
             n_tokens=o.tokens or default_tokens(device.type),
-            rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS[on_cpu],
+            rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS["cpu" if on_cpu else "accelerator"],
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
             invocations=o.invocations if o.invocations is not None else DEFAULT_INVOCATIONS,
@@ -135,7 +135,7 @@ class RunPlan:
 # Why: README, "Where the noise lives". Separate processes spread more than the rounds within one, so invocations
 # buy more certainty than rounds; a CPU round of the tier costs ~8 s and an invocation ~35 s (start, load, warm-up).
 DEFAULT_INVOCATIONS = 3
-DEFAULT_ROUNDS = {True: 2, False: 4}  # per invocation: on the CPU, on an accelerator
+DEFAULT_ROUNDS = {"cpu": 2, "accelerator": 4}  # per invocation
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ its benchmarks `failed` with the end of its output, never a lost run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,17 +28,9 @@ TAIL = 3000  # characters of a dead worker's output kept in its benchmarks' reas
 
 
 def plan_spec(plan: RunPlan) -> dict[str, Any]:
-    ck = plan.checkpoint
-    return {
-        "checkpoint": str(ck.path) if ck.kind == "local" else ck.key,
-        "device": str(plan.device),
-        "n_tokens": plan.n_tokens,
-        "rounds": plan.rounds,
-        "warmup": plan.warmup,
-        "threads": plan.threads,
-        "invocations": plan.invocations,
-        "seed": plan.seed,
-    }
+    """Every field of the plan, the checkpoint and device as what resolves them again."""
+    fields = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+    return {**fields, "checkpoint": plan.checkpoint.spec, "device": str(plan.device)}
 
 
 def case_spec(case: Case) -> dict[str, Any]:
@@ -48,16 +41,8 @@ def read_plan(spec: dict[str, Any]) -> RunPlan:
     from perf_utils.bark import checkpoints
     from perf_utils.bark.device import resolve_device
 
-    return RunPlan(
-        checkpoint=checkpoints.resolve(spec["checkpoint"]),
-        device=resolve_device(spec["device"]),
-        n_tokens=spec["n_tokens"],
-        rounds=spec["rounds"],
-        warmup=spec["warmup"],
-        threads=spec["threads"],
-        invocations=spec["invocations"],
-        seed=spec["seed"],
-    )
+    resolved = {"checkpoint": checkpoints.resolve(spec["checkpoint"]), "device": resolve_device(spec["device"])}
+    return RunPlan(**{**spec, **resolved})
 
 
 def read_case(spec: dict[str, Any]) -> Case:
