@@ -3,6 +3,7 @@ that leave the speed untouched are caught and name the sub-model."""
 
 import pytest
 import torch
+from packaging.version import Version
 
 from perf_utils.bark import configs, loading
 from perf_utils.bark.environment import current_stack
@@ -149,17 +150,39 @@ def test_a_check_that_cannot_run_is_neither_pass_nor_fail():
     assert verdict.verdict == UNCHANGED and verdict.fidelity == "not checked"
 
 
-def test_embeds_keyword_follows_the_transformers_version():
+def test_the_offload_defect_is_found_without_an_accelerator(monkeypatch):
+    """accelerate>=1.10 skips moving a module whose first parameter is already on the device (the H200's
+    index_select error); the probe sees it on the meta device, and not with the older behaviour."""
+    import accelerate
+    from accelerate.hooks import CpuOffload
+    from accelerate.utils import send_to_device
+
     from perf_utils.bark import compat
 
-    class Bark4:  # transformers 4.x: BarkCausalModel.forward(..., input_embeds=None, ...)
-        def forward(self, input_ids=None, input_embeds=None, attention_mask=None): ...
+    if Version(accelerate.__version__) < Version("1.10"):
+        assert compat.offload_defect() is None
+    else:
+        assert f"accelerate {accelerate.__version__} (>=1.10)" in compat.offload_defect()
 
-    class Bark5:
-        def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None): ...
+    def moves_always(self, module, *args, **kwargs):  # accelerate<1.10
+        module.to(self.execution_device)
+        return send_to_device(args, self.execution_device), send_to_device(kwargs, self.execution_device)
 
-    patched = Bark5()
-    patched.forward = lambda *a, **k: None  # a fault's wrapper must not hide the real signature
-    assert compat.embeds_kwarg(Bark4()) == "input_embeds"
-    assert compat.embeds_kwarg(Bark5()) == "inputs_embeds"
-    assert compat.embeds_kwarg(patched) == "inputs_embeds"
+    monkeypatch.setattr(CpuOffload, "pre_forward", moves_always)
+    assert compat.offload_defect() is None
+
+
+def test_fp32_on_nvidia_is_held_to_tf32s_tolerance(monkeypatch):
+    import torch
+
+    from perf_utils.measure.fidelity import judged_precision
+
+    monkeypatch.setattr(fidelity, "_tf32_on", lambda: True)  # PyTorch's default for cuDNN
+    assert judged_precision("exact", torch.device("cuda", 0)) == "tf32"
+    assert judged_precision("exact", torch.device("cpu")) == "exact"
+    assert judged_precision("float16", torch.device("cuda", 0)) == "float16"
+    monkeypatch.setattr(fidelity, "_tf32_on", lambda: False)
+    assert judged_precision("exact", torch.device("cuda", 0)) == "exact"
+    tf32 = Fidelity.judged({"codec": SubmodelFigures(snr_db=60.0, batch_rel_err=1e-3)}, "tf32")
+    assert tf32.passed and tf32.precision == "tf32"
+    assert not Fidelity.judged({"codec": SubmodelFigures(snr_db=60.0, batch_rel_err=1e-3)}, "exact").passed

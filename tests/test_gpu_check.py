@@ -18,8 +18,10 @@ from perf_utils.tools import gpu_check
 def test_the_steps_fit_in_eight_minutes_in_order_of_value(tmp_path, capsys):
     assert cli.main(["gpu-check", "--dry-run", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [ln.split(" ")[0] for ln in lines[:3]] == ["tiny-matrix", "bark-shapes", "legacy-bettertransformer"]
-    assert "skipped: no --legacy-path" in lines[2] and "--bark-checkpoint random:bark" in lines[1]
+    names = [ln.split(" ")[0] for ln in lines[:5]]
+    assert names == ["offload-bare", "tiny-matrix", "bark-shapes", "offload-bare-legacy", "legacy-bettertransformer"]
+    assert "perf_utils.tools.bare_call" in lines[0] and "--bark-checkpoint random:bark" in lines[2]
+    assert "skipped: no --legacy-path" in lines[3] and "skipped: no --legacy-path" in lines[4]
     assert sum(s.timeout_s for s in gpu_check.STEPS) < 8 * 60
 
 

@@ -70,7 +70,44 @@ def make_generation_config(bark_generation_config: Any) -> Any:
     return GenerationConfig(**bark_generation_config.to_dict())
 
 
-def embeds_kwarg(submodel: Any) -> str:
-    """Bark's causal forward takes `input_embeds` in 4.x and `inputs_embeds` in 5.x."""
-    params = inspect.signature(type(submodel).forward).parameters  # the class's: a patched forward hides it
-    return "inputs_embeds" if "inputs_embeds" in params else "input_embeds"
+def offload_defect() -> str | None:
+    """Why accelerate's CPU offload leaves most of Bark's semantic model on the CPU here, or None.
+
+    `BarkModel.enable_cpu_offload` gives `semantic.input_embeds_layer` a hook of its own (generate embeds before
+    the semantic forward), then hooks the semantic model. Since accelerate 1.10, `CpuOffload.pre_forward` moves
+    nothing when the module's *first* parameter is already on the execution device, and the semantic model's
+    first parameter is that embedding, just moved by its own hook: the rest of the semantic model stays on the
+    CPU (seen on an H200 under transformers 4.48: an index_select device error at `position_embeds_layer`).
+    Probed on a two-embedding module with `meta` as the execution device, so no accelerator is needed."""
+    try:
+        import accelerate
+        from accelerate import cpu_offload_with_hook
+    except ImportError:
+        return None
+
+    class Probe(torch.nn.Module):  # Bark's shape: an embedding hooked on its own, first among the parameters
+        def __init__(self) -> None:
+            super().__init__()
+            self.input_embeds_layer = torch.nn.Embedding(2, 2)
+            self.position_embeds_layer = torch.nn.Embedding(2, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.position_embeds_layer(ids)
+
+    meta = torch.device("meta")
+    probe = Probe()
+    probe.input_embeds_layer, _ = cpu_offload_with_hook(probe.input_embeds_layer, meta)
+    cpu_offload_with_hook(probe, meta)
+    ids = torch.zeros(1, dtype=torch.long)
+    try:
+        probe.input_embeds_layer(ids)
+        probe(ids)
+    except Exception:  # noqa: BLE001, S110 - a mismatch is the defect itself; the device below says which
+        pass
+    if probe.position_embeds_layer.weight.device == meta:
+        return None
+    return (
+        f"accelerate {accelerate.__version__} (>=1.10) does not move a module whose first parameter is already on "
+        "the device, and Bark hooks the semantic model's first parameter (input_embeds_layer) on its own: "
+        "the rest of the semantic model stays on the CPU during generate (accelerate<1.10 moves it)"
+    )

@@ -139,6 +139,8 @@ def unavailable_reasons(config: OptimizationConfig, stack: Stack, device_type: s
             reasons.append(why)
         if stack.version("accelerate") is None:
             reasons.append("cpu_offload needs the accelerate package; not installed")
+        if stack.offload_defect:
+            reasons.append(f"cpu_offload is broken on this stack: {stack.offload_defect}")
     if config.attn_implementation == "flash_attention_2":
         missing = []
         if stack.accelerator != "cuda" or device_type != "cuda":

@@ -46,6 +46,7 @@ class Stack:
     cpu: str = ""
     cpu_count: int = 0
     cxx_compiler: str | None = None
+    offload_defect: str | None = None  # why accelerate's offload breaks Bark here (compat.offload_defect)
     extra: dict[str, str] = field(default_factory=dict)
 
     def version(self, package: str) -> str | None:
@@ -81,6 +82,8 @@ def _nvidia_driver() -> str | None:
 
 @cache
 def current_stack() -> Stack:
+    from perf_utils.bark.compat import offload_defect  # compat builds on this module
+
     acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     name = None
     count = 0
@@ -100,6 +103,7 @@ def current_stack() -> Stack:
         cpu=_cpu_model(),
         cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0,
         cxx_compiler=shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++"),
+        offload_defect=offload_defect(),
         extra={"platform": sys.platform},
     )
 

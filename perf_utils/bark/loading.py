@@ -74,6 +74,26 @@ def load(checkpoint: Checkpoint, config: OptimizationConfig, device: torch.devic
     return LoadedBark(model, processor, checkpoint, config, device, time.perf_counter() - start, resident)
 
 
+def where_weights_sit(model: Any) -> str:
+    """Which device holds each sub-model's weights, by direct child where they are split (an offload crash is
+    read from this): `semantic: cuda:0 (input_embeds_layer), cpu (position_embeds_layer, layers, ...)`."""
+    parts = []
+    for name in compat.SUBMODELS:
+        sub = getattr(model, name, None)
+        if sub is None:
+            continue
+        by_device: dict[str, list[str]] = {}
+        for child, module in sub.named_children():
+            devices = {str(p.device) for p in module.parameters()}
+            for d in sorted(devices):
+                by_device.setdefault(d, []).append(child)
+        if len(by_device) <= 1:
+            parts.append(f"{name}: {next(iter(by_device), 'no weights')}")
+        else:
+            parts.append(f"{name}: " + ", ".join(f"{d} ({', '.join(c)})" for d, c in sorted(by_device.items())))
+    return "; ".join(parts)
+
+
 def unload(loaded: LoadedBark) -> None:
     """Drop every reference we hold, collect, empty the accelerator cache and reset its peaks."""
     device = loaded.device

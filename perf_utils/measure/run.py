@@ -380,7 +380,10 @@ class Run:
             config, loaded = case.config, self._loaded.get(case.config)
             if case.id in failed:
                 exc = failed[case.id]
-                out.results.append(BenchmarkResult(config.name, case.batch_size, FAILED, f"{type(exc).__name__}: {exc}",
+                reason = f"{type(exc).__name__}: {exc}"
+                if loaded is not None and "device" in str(exc):  # say which module sat on which device
+                    reason += f" [weights: {loading.where_weights_sit(loaded.model)}]"
+                out.results.append(BenchmarkResult(config.name, case.batch_size, FAILED, reason,
                                                    changes=config.changes(), error=exc))  # fmt: skip
                 out.tracebacks[case.id] = _traceback(exc)
                 continue
@@ -439,10 +442,11 @@ class Run:
 
     def _fidelity_of(self, config: OptimizationConfig, loaded: LoadedBark) -> Fidelity:
         """Against the fp32 eager reference."""
+        precision = fidelity.judged_precision(config.precision, loaded.device)
         if isinstance(self._reference, BaseException):
-            return Fidelity.not_checked(config.precision, self._reference)
+            return Fidelity.not_checked(precision, self._reference)
         assert self._reference is not None
-        return fidelity.check(loaded.model, self._reference, config.precision)
+        return fidelity.check(loaded.model, self._reference, precision)
 
     def release(self) -> None:
         """Free every loaded model (collected, accelerator cache emptied, peaks reset)."""

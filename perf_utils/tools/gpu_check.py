@@ -11,6 +11,7 @@ configurations. After each step the blog's relative figures are printed beside t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,22 +28,28 @@ from perf_utils.report.blog import claims_table
 class Step:
     name: str
     why: str
-    args: tuple[str, ...]  # after `pytest benchmarks`
+    args: tuple[str, ...]  # after `pytest benchmarks`, or after `python -m` for a step that is not a benchmark run
     timeout_s: int
     legacy: bool = False  # runs under the legacy stack (--legacy-path)
+    benchmarks: bool = True  # a `pytest benchmarks` run (its record is kept and the blog set beside it)
 
 
 COMMON = ("--bark-device", "cuda", "--bark-tokens", "64", "--bark-warmup", "1")
+BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
+    Step("offload-bare", "CPU offload with none of the suite's instruments: does the stack itself break it?",
+         (*BARE, "--config", "cpu_offload"), 40, benchmarks=False),
     Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
-         ("--bark-checkpoint", "tiny", "--bark-invocations", "2", "--bark-rounds", "3", *COMMON), 120),
+         ("--bark-checkpoint", "tiny", "--bark-invocations", "2", "--bark-rounds", "2", *COMMON), 100),
     Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 200),
+          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 160),
+    Step("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
+         (*BARE, "--config", "offload+bettertransformer+fp16"), 40, legacy=True, benchmarks=False),
     Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
          ("--bark-checkpoint", "random:bark", "--bark-configs",
           "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 150, legacy=True),
+          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 130, legacy=True),
 )  # fmt: skip
 
 
@@ -65,6 +72,9 @@ def commands(out: Path, legacy_path: Path | None) -> list[tuple[Step, list[str] 
                 planned.append((step, None, env))
                 continue
             env["PYTHONPATH"] = os.pathsep.join([str(legacy_path), str(Path.cwd()), env.get("PYTHONPATH", "")])
+        if not step.benchmarks:
+            planned.append((step, [sys.executable, "-m", *step.args], env))
+            continue
         folder = out / step.name
         cmd = [sys.executable, "-m", "pytest", "benchmarks", *_plugin_args(), "-v", "-p", "no:cacheprovider",
                "--bark-results-dir", str(folder / "results"), "--bark-baselines-dir", str(folder / "baselines"),
@@ -98,16 +108,13 @@ def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print)
         with log.open("w", encoding="utf-8") as f:
             f.write(" ".join(cmd) + "\n\n")
             f.flush()
-            try:
-                code = subprocess.run(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=step.timeout_s
-                ).returncode
-            except subprocess.TimeoutExpired:
-                code = None
+            code = _run_limited(cmd, f, env, step.timeout_s)
         kept = sorted((out / step.name / "results").glob("*/run.json"))
-        if kept:
+        if step.benchmarks and kept:
+            shutil.copy(kept[-1], out / f"{step.name}.json")  # beside the log: the record of the step's run
             table = claims_table(store.load(kept[-1]))
-            (out / step.name / "blog.md").write_text(table + "\n")
+            with log.open("a", encoding="utf-8") as f:
+                f.write("\n" + table + "\n")
             say(table)
         status = "timed out" if code is None else f"exit {code}"
         failed += code not in (0, 1)  # 1: a benchmark failed or regressed: the log says which, the run is kept
