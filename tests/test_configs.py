@@ -182,6 +182,19 @@ def test_cpu_offload_without_accelerate() -> None:
     assert reason("cpu_offload", stack, "cuda") == "cpu_offload needs the accelerate package; not installed"
 
 
+def test_cpu_offload_is_unavailable_where_accelerate_leaves_the_semantic_model_on_the_cpu() -> None:
+    """Seen on an H200: accelerate 1.15 crashed the blog's best combination under transformers 4.48 and ran the
+    semantic model on the CPU under 5.17; every configuration with offload says so, none is measured."""
+    from dataclasses import replace
+
+    stack = replace(make_stack(accelerator="cuda"), offload_defect="accelerate 1.15.0 (>=1.10) does not move ...")
+    for name in ("cpu_offload", "offload+fp16", "offload+bettertransformer+fp16"):
+        assert reason(name, stack, "cuda").endswith(
+            "cpu_offload is broken on this stack: accelerate 1.15.0 (>=1.10) does not move ..."
+        )
+    assert reason("fp16", stack, "cuda") is None
+
+
 def test_cpu_offload_available_on_accelerator() -> None:
     assert reason("cpu_offload", make_stack(accelerator="cuda"), "cuda") is None
     assert reason("cpu_offload", make_stack(accelerator="xpu"), "xpu") is None

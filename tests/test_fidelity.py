@@ -186,3 +186,37 @@ def test_fp32_on_nvidia_is_held_to_tf32s_tolerance(monkeypatch):
     tf32 = Fidelity.judged({"codec": SubmodelFigures(snr_db=60.0, batch_rel_err=1e-3)}, "tf32")
     assert tf32.passed and tf32.precision == "tf32"
     assert not Fidelity.judged({"codec": SubmodelFigures(snr_db=60.0, batch_rel_err=1e-3)}, "exact").passed
+
+
+def test_under_offload_the_codec_is_decoded_as_generate_decodes_it(tiny_checkpoint, reference):
+    """Bark never calls the codec's forward, so its offload hook never fires: generate offloads the fine model and
+    moves the codec itself, then offloads it. Fidelity must do the same (on an H200 it found the codec on the CPU),
+    and a stage that fails names its sub-model."""
+    loaded = loading.load(tiny_checkpoint, REFERENCE, CPU)
+    calls: list[str] = []
+
+    class Hook:  # accelerate's UserCpuOffloadHook, as enable_cpu_offload leaves it on the model
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def offload(self) -> None:
+            calls.append(self.name)
+
+    model = loaded.model
+    model.fine_acoustics_hook, model.codec_model_hook = Hook("fine offloaded"), Hook("codec offloaded")
+    decode = model.codec_decode
+    model.codec_decode = lambda codes: calls.append("decode") or decode(codes)
+    try:
+        out = fidelity.outputs(model)
+        assert calls == ["fine offloaded", "decode", "codec offloaded"] * 2
+        assert torch.equal(out["codec"], reference["codec"])
+
+        def broken(codes):
+            raise RuntimeError("index is on cuda:0, different from other tensors on cpu")
+
+        model.codec_decode = broken
+        report = fidelity.check(model, reference, "exact")
+        assert report.status == "not checked" and report.error.startswith("StageError: codec: RuntimeError: index")
+        assert calls[-1] == "codec offloaded"  # offloaded even when the decode failed
+    finally:
+        loading.unload(loaded)

@@ -86,6 +86,20 @@ def test_a_worker_process_rebuilds_an_injected_fault_and_reports_its_failure(tin
     assert any("loading fp32" in line for line in lines), lines
 
 
+def test_a_device_error_says_where_each_sub_models_weights_sat(tiny_checkpoint):
+    """The H200's offload crash read 'index is on cuda:0, different from other tensors on cpu' and nothing more;
+    the failure now names the layer on the other device."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=1, warmup=0)
+    record = run_module.Run(plan, check_fidelity=False).measure_all([Case(inject(FP32, "misplaced_weights"), 1)])
+    [result] = record.results
+    assert result.status == FAILED and "device" in result.reason
+    assert (
+        "[weights: semantic: cpu (input_embeds_layer, layers, layernorm_final, lm_head), meta (position_embeds_layer)"
+        in result.reason
+    )
+    assert "coarse_acoustics: cpu" in result.reason
+
+
 def test_a_worker_that_dies_fails_its_benchmarks_with_its_last_words(tiny_checkpoint):
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=1, warmup=0, invocations=2)
     ghost = configs.OptimizationConfig("not_registered", "only in this process")

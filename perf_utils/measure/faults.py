@@ -99,8 +99,15 @@ def crash(model: Any) -> None:
     model.generate = generate
 
 
+def misplaced_weights(model: Any) -> None:
+    """One layer's weights on another device (`meta`), as accelerate>=1.10 leaves Bark's semantic model under CPU
+    offload: the call fails with a device error, which must say where each sub-model's weights sat."""
+    model.semantic.position_embeds_layer.to("meta")
+
+
 FAULTS: dict[str, Callable[[Any], None]] = {
     "crash": crash,
+    "misplaced_weights": misplaced_weights,
     "drop_attention_mask": drop_attention_mask,
     "perturb_weights": perturb_weights(),
     "double_attention": double_attention,

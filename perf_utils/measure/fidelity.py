@@ -14,6 +14,8 @@ This module computes the figures (torch); the typed result, the tolerances and t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,6 +58,18 @@ def _device(model: Any) -> torch.device:
     return model.device  # BarkModel.device follows offload hooks to the execution device
 
 
+class StageError(RuntimeError):
+    """A fidelity computation failed; the message names the sub-model."""
+
+
+@contextmanager
+def _named(stage: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised with the sub-model's name
+        raise StageError(f"{stage}: {type(exc).__name__}: {exc}") from exc
+
+
 @torch.no_grad()
 def outputs(model: Any) -> dict[str, torch.Tensor]:
     """Everything fidelity compares, as fp32 tensors on the CPU."""
@@ -70,22 +84,38 @@ def outputs(model: Any) -> dict[str, torch.Tensor]:
             # (embedding outside the forward found the coarse model's embedding still on the CPU, seen on an H200).
             return sub(input_ids=token_ids, attention_mask=attention_mask, use_cache=False).logits.float().cpu()
 
-        out[name] = logits(ids, mask)
-        out[name + "_alone"] = logits(ids[:1])
-        out[name + "_batched"] = logits(ids)[:1]
+        with _named(name):
+            out[name] = logits(ids, mask)
+            out[name + "_alone"] = logits(ids[:1])
+            out[name + "_batched"] = logits(ids)[:1]
     fine_ids = inputs["fine"].to(dev)
-    out["fine"] = torch.stack(
-        [model.fine_acoustics(codebook_idx=i, input_ids=fine_ids).logits.float().cpu() for i in FINE_CODEBOOKS]
-    )
-    out["fine_alone"] = (
-        model.fine_acoustics(codebook_idx=FINE_CODEBOOKS[0], input_ids=fine_ids[:1]).logits.float().cpu()
-    )
+    with _named("fine"):
+        out["fine"] = torch.stack(
+            [model.fine_acoustics(codebook_idx=i, input_ids=fine_ids).logits.float().cpu() for i in FINE_CODEBOOKS]
+        )
+        out["fine_alone"] = (
+            model.fine_acoustics(codebook_idx=FINE_CODEBOOKS[0], input_ids=fine_ids[:1]).logits.float().cpu()
+        )
     out["fine_batched"] = out["fine"][0, :1]
-    audio = model.codec_decode(inputs["codes"].to(dev))
-    out["codec"] = audio.float().cpu()
-    out["codec_alone"] = model.codec_decode(inputs["codes"][:1].to(dev)).float().cpu()
+    with _named("codec"):
+        out["codec"] = _decode(model, inputs["codes"])
+        out["codec_alone"] = _decode(model, inputs["codes"][:1])
     out["codec_batched"] = out["codec"][:1]
     return out
+
+
+def _decode(model: Any, codes: torch.Tensor) -> torch.Tensor:
+    """Decode as `BarkModel.generate` does. Bark never calls the codec's forward, so under CPU offload its hook
+    never fires: generate moves the codec to the device itself and offloads it afterwards (without this the
+    codec stayed on the CPU: an index_select device error on an H200)."""
+    if getattr(model, "fine_acoustics_hook", None) is not None:
+        model.fine_acoustics_hook.offload()
+        model.codec_model = model.codec_model.to(_device(model))
+    try:
+        return model.codec_decode(codes.to(_device(model))).float().cpu()
+    finally:
+        if getattr(model, "codec_model_hook", None) is not None:
+            model.codec_model_hook.offload()
 
 
 FINGERPRINT_POSITIONS = slice(0, SEQ_LEN, 12)  # 4 positions of each sequence

@@ -1,11 +1,13 @@
 """The GPU check in one command, for whoever has a GPU for a few minutes: `python -m perf_utils gpu-check --out DIR`.
 
 Steps in order of value, each with its own time limit and its own log written as it runs (a check cut short keeps
-what it did): the tiny full matrix (every accelerator path, fidelity, golden), then suno/bark's shapes with random
-weights (`random:bark`, no download) in the blog's configurations at batch 1 and 8, then, given a legacy stack
-(`--legacy-path`, a folder of transformers 4.48 / optimum 1.x to put first on PYTHONPATH), the BetterTransformer
-configurations. After each step the blog's relative figures are printed beside the measured ones
-(`report.blog`). The limits add up to under 8 minutes; no network is needed.
+what it did; a step that overruns is killed with its workers): a bare offload call (`tools.bare_call`: where the
+weights run, with none of the suite's instruments), the tiny matrix (every accelerator path, fidelity, golden),
+suno/bark's shapes with random weights (`random:bark`, no download) in the blog's configurations at batch 1 and 8,
+then, given a legacy stack (`--legacy-path`, a folder of transformers 4.48 / optimum 1.x, and accelerate<1.10 for
+offload, to put first on PYTHONPATH), the same bare call and the BetterTransformer configurations. After each run
+the blog's relative figures are printed beside the measured ones (`report.blog`) and its record is copied beside
+its log. The limits add up to under 8 minutes; no network is needed.
 """
 
 from __future__ import annotations
@@ -34,22 +36,27 @@ class Step:
     benchmarks: bool = True  # a `pytest benchmarks` run (its record is kept and the blog set beside it)
 
 
-COMMON = ("--bark-device", "cuda", "--bark-tokens", "64", "--bark-warmup", "1")
+# Sized from a run on an NVIDIA H200 (2026-11-27, docs/gpu-2026-11-27-h200): a bare call took ~20 s with the
+# tiny build; tiny's 3 configurations x 2 batch sizes with fidelity 32 s; bark-shaped fp32/fp16/cpu_offload/
+# offload+fp16 at batch 1 and 64 tokens 144 s (2-6 warm-up calls of 3-7 s each): at batch 1 and 8 that needs
+# 32 tokens to fit. torch_compile is left out of the tiny matrix (compiling alone outran the step).
+COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
-    Step("offload-bare", "CPU offload with none of the suite's instruments: does the stack itself break it?",
-         (*BARE, "--config", "cpu_offload"), 40, benchmarks=False),
+    Step("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
+         (*BARE, "--config", "cpu_offload"), 30, benchmarks=False),
     Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
-         ("--bark-checkpoint", "tiny", "--bark-invocations", "2", "--bark-rounds", "2", *COMMON), 100),
+         ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
+          "--bark-tokens", "32", *COMMON), 90),
     Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 160),
+          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 190),
     Step("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
-         (*BARE, "--config", "offload+bettertransformer+fp16"), 40, legacy=True, benchmarks=False),
+         (*BARE, "--config", "offload+bettertransformer+fp16"), 30, legacy=True, benchmarks=False),
     Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
          ("--bark-checkpoint", "random:bark", "--bark-configs",
           "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-invocations", "1", "--bark-rounds", "2", *COMMON), 130, legacy=True),
+          "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
 )  # fmt: skip
 
 
