@@ -139,25 +139,29 @@ def _gate_quality(args: argparse.Namespace) -> int:
         scenarios = _quality_scenarios(args, o, plan, config, sizes)
     busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
     print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, each run "
-          "compared with one reference run")  # fmt: skip
+          ("compared with one reference run" if not args.stacks else
+           "each session's candidate judged against its own pinned side, paired"))  # fmt: skip
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for
-        th = thresholds if t is None else replace(thresholds, time=t, throughput=t)
+        th = thresholds if t is None else replace(thresholds, time=t, throughput=t, paired=t)
         print(quality_table(judged(scenarios, th), th))
     return 0
 
 
 def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int]) -> list[Any]:
     from perf_utils.measure.run import stderr_progress
-    from perf_utils.tools.quality import cross_process, measure_quality
+    from perf_utils.tools.quality import alternating, cross_process, measure_quality
 
+    slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
+    if args.stacks:
+        return alternating(plan, config, sizes, args.stacks, args.trials, slowdowns, stderr_progress)
     scenarios = measure_quality(
         plan,
         config,
         sizes,
         args.repeats,
         args.trials,
-        [float(s) for s in options.comma_list(args.slowdowns)],
+        slowdowns,
         [int(s) for s in options.comma_list(args.buffers_mb)],
         stderr_progress,
     )
@@ -227,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")
     q.add_argument("--processes", type=int, default=0, help="also N unchanged runs as separate processes (A/A)")
+    q.add_argument("--stacks", type=int, default=0,
+                   help="instead: compare-stacks' paired gate, N sessions with this stack on both sides, and "
+                        "--trials sessions per --slowdowns injected into the candidate side")  # fmt: skip
     q.add_argument("--busy", type=int, default=0, help="N busy loops run beside the measurements (a shared machine)")
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip

@@ -5,7 +5,9 @@ Rounds of one invocation (one process, one model load) share that invocation's s
 and cache state, the load on the machine during those seconds. Treating every round as an independent sample (what
 a Mann-Whitney U over rounds does) makes p-values far too small when most of the variance lies between
 invocations. Resampling invocations first, then rounds within each chosen invocation, puts the uncertainty where
-it lives. With one invocation per side the between-invocation spread cannot be seen at all: the interval is then
+it lives. Two stacks measured in alternating trials (`compare-stacks`) are paired instead: each trial's ratio
+cancels what drifted between trials, and the same resampling of those ratios gives the interval. With one
+invocation per side the between-invocation spread cannot be seen at all: the interval is then
 only as honest as the rounds are independent, which is why runs take several invocations.
 """
 
@@ -63,3 +65,14 @@ def ratio_of_medians(
     ratios = n / np.where(b == 0, np.nan, b)
     low, high = np.nanquantile(ratios, [alpha, 1 - alpha])
     return RatioEstimate(n_med / b_med, float(low), float(high))
+
+
+def paired_ratio(ratios: list[list[float]], alpha: float = 0.01, samples: int = BOOTSTRAP_SAMPLES) -> RatioEstimate:
+    """`ratios`: now / base of each pair of rounds measured in the same trial, grouped by invocation. The median
+    ratio, with the interval of the same hierarchical bootstrap (invocations, then pairs)."""
+    ratios = [g for g in ratios if g]
+    if not ratios:
+        raise ValueError("a paired ratio needs pairs")
+    medians = _resampled_medians(ratios, samples, np.random.default_rng(SEED))
+    low, high = np.nanquantile(medians, [alpha, 1 - alpha])
+    return RatioEstimate(float(np.median(np.concatenate(ratios))), float(low), float(high))

@@ -14,7 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from perf_utils.gate.bootstrap import ratio_of_medians
+from perf_utils.gate.bootstrap import paired_ratio, ratio_of_medians
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import METRICS, Metric
 from perf_utils.record.record import BenchmarkResult, RunRecord
@@ -67,6 +67,7 @@ class BenchmarkVerdict:
 class Comparison:
     verdicts: list[BenchmarkVerdict]
     thresholds: Thresholds
+    paired: bool = False  # judged on per-trial ratios of alternating trials (compare-stacks)
 
     @property
     def failed(self) -> bool:
@@ -77,20 +78,31 @@ class Comparison:
 
 
 def compare_metric(
-    metric: Metric, base: list[list[float]], now: list[list[float]], th: Thresholds
+    metric: Metric,
+    base: list[list[float]],
+    now: list[list[float]],
+    th: Thresholds,
+    pairs: list[list[float]] | None = None,
 ) -> MetricChange | None:
-    """`base`, `now`: the metric's rounds grouped by invocation."""
+    """`base`, `now`: the metric's rounds grouped by invocation. `pairs`, when the two were measured in
+    alternating trials: now / base of each trial, grouped by invocation; the change is then their median."""
     flat_base, flat_now = [v for g in base for v in g], [v for g in now for v in g]
     if not flat_base or not flat_now:
         return None
     b_med, c_med = statistics.median(flat_base), statistics.median(flat_now)
     change = (c_med - b_med) / b_med if b_med else (0.0 if c_med == b_med else math.inf)
+    n_pairs = sum(len(g) for g in pairs or [])
+    if n_pairs:
+        assert pairs is not None
+        est = paired_ratio(pairs, th.alpha)
+        change = est.ratio - 1
     worse_if_larger = metric.better == "lower"
-    big = th.large(metric.kind, b_med, c_med)
-    if len(flat_base) < 2 or len(flat_now) < 2 or not b_med:  # no spread to judge by
+    big = th.large(metric.kind, b_med, b_med * (1 + change))
+    if (n_pairs < 2 if n_pairs else len(flat_base) < 2 or len(flat_now) < 2) or not b_med:  # no spread to judge
         verdict = NOISY if big else UNCHANGED
         return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
-    est = ratio_of_medians(base, now, th.alpha)
+    if not n_pairs:
+        est = ratio_of_medians(base, now, th.alpha)
     low, high = est.low - 1, est.high - 1
     worse_bound = high if worse_if_larger else low  # how bad it could be
     got_worse = change != 0 and (change > 0) == worse_if_larger
@@ -109,7 +121,21 @@ def _ran(result: BenchmarkResult | None) -> bool:
     return result is not None and result.ran
 
 
-def compare_result(base: BenchmarkResult | None, now: BenchmarkResult | None, th: Thresholds) -> BenchmarkVerdict:
+def _pairs(base: BenchmarkResult, now: BenchmarkResult, metric: str) -> list[list[float]]:
+    """now / base of the rounds measured in the same trial of the same invocation, grouped by invocation."""
+    base_trials = base.by_trial()
+    grouped: dict[int, list[float]] = {}
+    for key, r in now.by_trial().items():
+        b = base_trials.get(key, {}).get(metric)
+        if b and metric in r:
+            grouped.setdefault(key[0], []).append(r[metric] / b)
+    return list(grouped.values())
+
+
+def compare_result(
+    base: BenchmarkResult | None, now: BenchmarkResult | None, th: Thresholds, paired: bool = False
+) -> BenchmarkVerdict:
+    """`paired`: the two were measured in alternating trials (`measure.alternate`); each trial's ratio counts."""
     ref = now or base
     assert ref is not None
     v = BenchmarkVerdict(ref.id, ref.config, ref.batch_size, UNCHANGED)
@@ -140,8 +166,11 @@ def compare_result(base: BenchmarkResult | None, now: BenchmarkResult | None, th
             problems += now.fidelity.worse_than(base.fidelity)
         if problems:
             v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
+    if paired:
+        th = th.for_pairs()
     for metric in METRICS.values():
-        change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th)
+        pairs = _pairs(base, now, metric.name) if paired else None
+        change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs)
         if change is not None:
             v.metrics.append(change)
     gated = [m for m in v.metrics if m.info.gated]
@@ -167,11 +196,19 @@ def compare(
     benchmark too noisy to decide fails it."""
     allow_lost = allow_lost or set()
     base, now = baseline.by_id(), current.by_id()
+    paired = paired_session(baseline, current)
     verdicts = []
     for bid in [*now, *(b for b in base if b not in now)]:
-        v = compare_result(base.get(bid), now.get(bid), thresholds)
+        v = compare_result(base.get(bid), now.get(bid), thresholds, paired=paired is not None)
         if v.verdict == LOST and ("all" in allow_lost or v.config in allow_lost):
             v.allowed = True
         v.noisy_fails = fail_on_noisy
         verdicts.append(v)
-    return Comparison(verdicts, thresholds)
+    return Comparison(verdicts, thresholds.for_pairs() if paired else thresholds, paired=paired is not None)
+
+
+def paired_session(baseline: RunRecord, current: RunRecord) -> str | None:
+    """The session id when the two runs were measured in alternating trials of one session (compare-stacks)."""
+    a, b = (r.schedule or {} for r in (baseline, current))
+    session = a.get("session")
+    return session if session and session == b.get("session") else None

@@ -25,10 +25,17 @@ class Thresholds:
     energy: float = 0.10
     # A configuration's latency or peak memory relative to fp32 in the same run (record.ratios).
     ratio: float = 0.10
+    # Time and throughput between two stacks measured in alternating trials (compare-stacks): each trial's ratio
+    # cancels the drift that dominates separate runs, so a much smaller change is decidable.
+    paired: float = 0.03
     # Memory changes smaller than this many MB are never called (allocator rounding, page granularity).
     memory_floor_mb: float = 4.0
     # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
     alpha: float = 0.01
+
+    def for_pairs(self) -> Thresholds:
+        """The thresholds a paired comparison is judged at: `paired` for time and throughput."""
+        return replace(self, time=self.paired, throughput=self.paired)
 
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None

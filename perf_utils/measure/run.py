@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +241,11 @@ class Invocation:
     note: str | None = None  # why not interleaved
     tracebacks: dict[str, str] = field(default_factory=dict)  # of failed benchmarks, by id
     reference: Fingerprint | None = None  # of the fp32 eager reference, when this invocation computed it
+    header: dict[str, Any] | None = None  # the record's header as the measuring process saw it (HEADER)
+
+
+# What a record says about where it was measured: taken from the process that measured (another stack's venv).
+HEADER = ("hardware", "device", "checkpoint", "workload", "environment")
 
 
 @dataclass
@@ -301,10 +306,13 @@ class Run:
                     self._say(f"invocation {i + 1}/{n}{after}: {line}")
 
                 parts.append(worker.invoke(self.plan, runnable, i, self.check_fidelity, relay))
-        self._record(runnable, parts)
+        self.record_invocations(runnable, parts)
         return self.record
 
-    def _record(self, runnable: list[Case], parts: list[Invocation]) -> None:
+    def record_invocations(self, runnable: list[Case], parts: list[Invocation]) -> None:
+        header = next((p.header for p in parts if p.header), None)
+        for key, value in (header or {}).items():  # the measuring process's stack, not this one's
+            setattr(self.record, key, value)
         by_id = [{r.id: r for r in p.results} for p in parts]
         for case in runnable:
             result = BenchmarkResult.of_invocations([p[case.id] for p in by_id])
@@ -326,83 +334,67 @@ class Run:
     def invocation(self, selected: list[Case], index: int) -> Invocation:
         """One invocation in this process: load, warm up each case, then the interleaved trials; fidelity (in
         the first invocation) once per configuration. Everything it loaded is freed before it returns."""
+        rng, groups, out = self._begin(selected, index)
+        try:
+            for group in groups:
+                batch = _Group(self, [c for c in selected if c.config in group], rng)
+                batch.prepare()
+                for _ in range(self.plan.rounds):
+                    batch.trial()
+                batch.finish(self._fidelity_now(index), out)
+        finally:
+            self.release()
+        return out
+
+    def serve(self, selected: list[Case], index: int, commands: Iterator[str], ready: Callable[[], None]) -> Invocation:
+        """One invocation whose trials someone else paces (`compare-stacks` alternates two stacks' workers): load
+        and warm up every case, call `ready`, then one trial per `TRIAL` command, `ready` after each; any other
+        command (or the end) finishes it. Unavailable cases say why; every model must be resident at once."""
+        runnable = []
+        out_unavailable = []
+        for case in selected:
+            if reason := self.unavailable_reason(case.config):
+                out_unavailable.append(BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason,
+                                                       changes=case.config.changes()))  # fmt: skip
+            else:
+                runnable.append(case)
+        rng, groups, out = self._begin(runnable, index)
+        out.results += out_unavailable
+        if len(groups) > 1:
+            raise MemoryError(f"alternating trials need every model resident at once: {out.note}")
+        try:
+            batch = _Group(self, runnable, rng)
+            batch.prepare()
+            ready()
+            for command in commands:
+                if command.strip() != TRIAL:
+                    break
+                batch.trial()
+                ready()
+            batch.finish(self._fidelity_now(index), out)
+        finally:
+            self.release()
+        return out
+
+    def _fidelity_now(self, index: int) -> bool:
+        return self.check_fidelity and index == 0
+
+    def _begin(
+        self, selected: list[Case], index: int
+    ) -> tuple[random.Random, list[list[OptimizationConfig]], Invocation]:
+        """The invocation's random order, its groups of configurations loaded together, and the reference."""
         rng = random.Random(self.plan.seed + index)
         names = list(dict.fromkeys(c.config for c in selected))
         why_not = together_or_why(self.plan, len(names))
         groups = [names] if why_not is None else [[c] for c in rng.sample(names, len(names))]
         out = Invocation([], interleaved=why_not is None, note=why_not)
-        fidelity_now = self.check_fidelity and index == 0
         expected_calls = len(selected) * (max(self.plan.warmup, 2) + self.plan.rounds)
         self._clock = _Clock(expected_calls, "the run" if self.plan.invocations == 1 else "this invocation")
-        if fidelity_now:
+        if self._fidelity_now(index):
             self._ensure_reference()
             if isinstance(self._reference, dict):
                 out.reference = fidelity.fingerprint(self._reference)
-        try:
-            for group in groups:
-                self._measure_group([c for c in selected if c.config in group], rng, fidelity_now, out)
-        finally:
-            self.release()
-        return out
-
-    def _measure_group(self, group: list[Case], rng: random.Random, with_fidelity: bool, out: Invocation) -> None:
-        failed: dict[str, BaseException] = {}
-        for config in dict.fromkeys(c.config for c in group):
-            try:
-                self._load(config)
-            except Exception as exc:  # noqa: BLE001 - a configuration that cannot load is a failed result
-                failed.update({c.id: exc for c in group if c.config == config})
-        measurers: dict[str, Measurer] = {}
-        rounds: dict[str, list[dict[str, float]]] = {c.id: [] for c in group}
-        warmups: dict[str, int] = {}
-        for case in group:
-            if case.id in failed:
-                continue
-            try:
-                measurers[case.id] = self._measurer(case)
-                warmups[case.id] = self._warm(case, measurers[case.id])
-            except Exception as exc:  # noqa: BLE001
-                failed[case.id] = exc
-        for case in trials(group, self.plan.rounds, rng):
-            if case.id in failed:
-                continue
-            self._clock.say(self, f"{case.id}: round {len(rounds[case.id]) + 1}/{self.plan.rounds}")
-            try:
-                rounds[case.id].append(measurers[case.id].call())
-            except Exception as exc:  # noqa: BLE001
-                failed[case.id] = exc
-            self._clock.tick()
-        fid = {}
-        for config, loaded in self._loaded.items():
-            if with_fidelity and any(c.config == config and c.id not in failed for c in group):
-                fid[config] = self._fidelity_of(config, loaded)
-        for case in group:
-            config, loaded = case.config, self._loaded.get(case.config)
-            if case.id in failed:
-                exc = failed[case.id]
-                reason = f"{type(exc).__name__}: {exc}"
-                if loaded is not None and "device" in str(exc):  # say which module sat on which device
-                    reason += f" [weights: {loading.where_weights_sit(loaded.model)}]"
-                out.results.append(BenchmarkResult(config.name, case.batch_size, FAILED, reason,
-                                                   changes=config.changes(), error=exc))  # fmt: skip
-                out.tracebacks[case.id] = _traceback(exc)
-                continue
-            assert loaded is not None
-            counts = measurers[case.id].last_counts
-            out.results.append(
-                BenchmarkResult(
-                    config.name,
-                    case.batch_size,
-                    OK,
-                    rounds=rounds[case.id],
-                    warmup=warmups[case.id],
-                    counts=counts.to_dict() if counts else None,
-                    load_s=loaded.load_s,
-                    changes=config.changes(),
-                    fidelity=fid.get(config),
-                )
-            )
-        self.release()
+        return rng, groups, out
 
     def _load(self, config: OptimizationConfig) -> LoadedBark:
         self._say(f"loading {config.name} ({self.plan.checkpoint.key})")
@@ -453,6 +445,86 @@ class Run:
         while self._loaded:
             _, loaded = self._loaded.popitem()
             loading.unload(loaded)
+
+
+TRIAL = "trial"  # the command that asks a serving worker for one more trial (Run.serve)
+
+
+@dataclass
+class _Group:
+    """Configurations loaded together in one invocation, and what they measured so far: load and warm up
+    (`prepare`), one randomized pass over every case per `trial`, then fidelity and the results (`finish`)."""
+
+    run: Run
+    cases: list[Case]
+    rng: random.Random
+    failed: dict[str, BaseException] = field(default_factory=dict)
+    measurers: dict[str, Measurer] = field(default_factory=dict)
+    rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    warmups: dict[str, int] = field(default_factory=dict)
+
+    def prepare(self) -> None:
+        run = self.run
+        self.rounds = {c.id: [] for c in self.cases}
+        for config in dict.fromkeys(c.config for c in self.cases):
+            try:
+                run._load(config)
+            except Exception as exc:  # noqa: BLE001 - a configuration that cannot load is a failed result
+                self.failed.update({c.id: exc for c in self.cases if c.config == config})
+        for case in self.cases:
+            if case.id in self.failed:
+                continue
+            try:
+                self.measurers[case.id] = run._measurer(case)
+                self.warmups[case.id] = run._warm(case, self.measurers[case.id])
+            except Exception as exc:  # noqa: BLE001
+                self.failed[case.id] = exc
+
+    def trial(self) -> None:
+        """Every case once, in a fresh random order (`trials`)."""
+        for case in trials(self.cases, 1, self.rng):
+            if case.id in self.failed:
+                continue
+            self.run._clock.say(self.run, f"{case.id}: round {len(self.rounds[case.id]) + 1}/{self.run.plan.rounds}")
+            try:
+                self.rounds[case.id].append(self.measurers[case.id].call())
+            except Exception as exc:  # noqa: BLE001
+                self.failed[case.id] = exc
+            self.run._clock.tick()
+
+    def finish(self, with_fidelity: bool, out: Invocation) -> None:
+        run = self.run
+        fid = {}
+        for config, loaded in run._loaded.items():
+            if with_fidelity and any(c.config == config and c.id not in self.failed for c in self.cases):
+                fid[config] = run._fidelity_of(config, loaded)
+        for case in self.cases:
+            config, loaded = case.config, run._loaded.get(case.config)
+            if case.id in self.failed:
+                exc = self.failed[case.id]
+                reason = f"{type(exc).__name__}: {exc}"
+                if loaded is not None and "device" in str(exc):  # say which module sat on which device
+                    reason += f" [weights: {loading.where_weights_sit(loaded.model)}]"
+                out.results.append(BenchmarkResult(config.name, case.batch_size, FAILED, reason,
+                                                   changes=config.changes(), error=exc))  # fmt: skip
+                out.tracebacks[case.id] = _traceback(exc)
+                continue
+            assert loaded is not None
+            counts = self.measurers[case.id].last_counts
+            out.results.append(
+                BenchmarkResult(
+                    config.name,
+                    case.batch_size,
+                    OK,
+                    rounds=self.rounds[case.id],
+                    warmup=self.warmups[case.id],
+                    counts=counts.to_dict() if counts else None,
+                    load_s=loaded.load_s,
+                    changes=config.changes(),
+                    fidelity=fid.get(config),
+                )
+            )
+        run.release()
 
 
 class InvocationError(RuntimeError):

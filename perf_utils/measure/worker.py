@@ -1,4 +1,4 @@
-"""One invocation in a fresh process: `python -m perf_utils.measure.worker SPEC OUT`.
+"""One invocation in a fresh process: `python -m perf_utils.measure.worker [--serve] SPEC OUT`.
 
 Why a process: the medians of separate processes spread several times wider than the rounds of one (memory
 layout, allocator and cache state, what the machine does in those seconds), and reloading the model inside one
@@ -6,6 +6,10 @@ process does not reproduce that spread (README, "Where the noise lives"). The pa
 the plan and the cases as JSON, the worker measures them through the same `Run.invocation` an in-process run
 uses and writes back its results; progress lines are relayed as they come. A worker that dies makes every one of
 its benchmarks `failed` with the end of its output, never a lost run.
+
+With `--serve` the worker loads and warms up, then measures one trial per `trial` line on its stdin and answers
+each with a ready line (`Run.serve`): `compare-stacks` keeps one such worker per stack and alternates them
+(`measure.alternate`, `Server`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from perf_utils.measure.run import Case, Invocation, Run, RunPlan
+from perf_utils.measure.run import HEADER, TRIAL, Case, Invocation, Run, RunPlan
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.record import FAILED, BenchmarkResult
 
 PROGRESS = "@@bark-progress "  # a worker's progress line; any other output is kept for an error message
+READY = "@@bark-ready"  # a serving worker has warmed up, or finished a trial
 TAIL = 3000  # characters of a dead worker's output kept in its benchmarks' reason
 
 
@@ -56,57 +61,139 @@ def read_case(spec: dict[str, Any]) -> Case:
     return Case(config, spec["batch_size"])
 
 
-def invoke(plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool, progress: Any = None) -> Invocation:
-    """Run invocation `index` of `selected` in a worker process and read back what it measured."""
-    with tempfile.TemporaryDirectory(prefix="bark-invocation-") as tmp:
-        spec_file, out_file = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec = {"plan": plan_spec(plan), "cases": [case_spec(c) for c in selected], "index": index,
-                "fidelity": check_fidelity}  # fmt: skip
-        spec_file.write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "perf_utils.measure.worker", str(spec_file), str(out_file)]
-        other: list[str] = []
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith(PROGRESS):
-                    if progress:
-                        progress(line[len(PROGRESS) :].rstrip("\n"))
-                else:
-                    other.append(line)
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted: never leave a worker measuring behind us
-                proc.kill()
-                proc.wait()
-        if code != 0 or not out_file.exists():
-            tail = "".join(other)[-TAIL:]
-            reason = f"worker process of invocation {index + 1} exited with status {code}: {tail.strip()}"
-            results = [BenchmarkResult(c.config.name, c.batch_size, FAILED, reason, changes=c.config.changes())
-                       for c in selected]  # fmt: skip
-            return Invocation(results, interleaved=False, tracebacks={c.id: tail for c in selected})
-        data = json.loads(out_file.read_text())
+def _spec_file(folder: Path, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool) -> Path:
+    spec_file = folder / "spec.json"
+    spec = {"plan": plan_spec(plan), "cases": [case_spec(c) for c in selected], "index": index,
+            "fidelity": check_fidelity}  # fmt: skip
+    spec_file.write_text(json.dumps(spec))
+    return spec_file
+
+
+def _relay(line: str, progress: Any, other: list[str]) -> None:
+    if line.startswith(PROGRESS):
+        if progress:
+            progress(line[len(PROGRESS) :].rstrip("\n"))
+    else:
+        other.append(line)
+
+
+def _read(out_file: Path, code: int, other: list[str], selected: list[Case], index: int) -> Invocation:
+    """What the worker wrote; every benchmark failed with the end of its output when it wrote nothing."""
+    if code != 0 or not out_file.exists():
+        tail = "".join(other)[-TAIL:]
+        reason = f"worker process of invocation {index + 1} exited with status {code}: {tail.strip()}"
+        results = [BenchmarkResult(c.config.name, c.batch_size, FAILED, reason, changes=c.config.changes())
+                   for c in selected]  # fmt: skip
+        return Invocation(results, interleaved=False, tracebacks={c.id: tail for c in selected})
+    data = json.loads(out_file.read_text())
     return Invocation(
         [BenchmarkResult.from_dict(r) for r in data["results"]],
         interleaved=data["interleaved"],
         note=data["note"],
         tracebacks=data["tracebacks"],
         reference=Fingerprint.from_dict(data["reference"]) if data["reference"] else None,
+        header=data.get("header"),
     )
 
 
+def invoke(plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool, progress: Any = None) -> Invocation:
+    """Run invocation `index` of `selected` in a worker process and read back what it measured."""
+    with tempfile.TemporaryDirectory(prefix="bark-invocation-") as tmp:
+        spec_file, out_file = _spec_file(Path(tmp), plan, selected, index, check_fidelity), Path(tmp) / "out.json"
+        cmd = [sys.executable, "-m", "perf_utils.measure.worker", str(spec_file), str(out_file)]
+        other: list[str] = []
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                _relay(line, progress, other)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted: never leave a worker measuring behind us
+                proc.kill()
+                proc.wait()
+        return _read(out_file, code, other, selected, index)
+
+
+class Server:
+    """A worker in serve mode, in any Python (another stack's venv): started, it loads and warms up; each
+    `trial()` measures every case once more; `finish()` returns the invocation. A worker that died answers no
+    more trials and finishes as failed benchmarks carrying its last output."""
+
+    def __init__(self, python: str, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool,
+                 progress: Any = None) -> None:  # fmt: skip
+        self.selected, self.index, self.progress = selected, index, progress
+        self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-")
+        folder = Path(self._tmp.name)
+        spec_file, self.out_file = _spec_file(folder, plan, selected, index, check_fidelity), folder / "out.json"
+        cmd = [python, "-m", "perf_utils.measure.worker", "--serve", str(spec_file), str(self.out_file)]
+        self.other: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)  # fmt: skip
+        self.alive = self._ready()
+
+    def _ready(self) -> bool:
+        """Read until the worker is ready again; False once it has ended."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.rstrip("\n") == READY:
+                return True
+            _relay(line, self.progress, self.other)
+        return False
+
+    def _send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.alive = False
+
+    def trial(self) -> None:
+        if self.alive:
+            self._send(TRIAL)
+            self.alive = self.alive and self._ready()
+
+    def finish(self) -> Invocation:
+        try:
+            if self.alive:
+                self._send("finish")
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                _relay(line, self.progress, self.other)
+            code = self.proc.wait()
+            return _read(self.out_file, code, self.other, self.selected, self.index)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Never leave a worker measuring behind us (an interrupted session)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._tmp.cleanup()
+
+
 def main(argv: list[str]) -> int:
-    spec_file, out_file = Path(argv[0]), Path(argv[1])
+    serve = argv[:1] == ["--serve"]
+    spec_file, out_file = (Path(a) for a in argv[serve:])
     spec = json.loads(spec_file.read_text())
 
     def progress(message: str) -> None:
         print(PROGRESS + message, flush=True)
 
     run = Run(read_plan(spec["plan"]), progress, check_fidelity=bool(spec["fidelity"]))
-    done = run.invocation([read_case(c) for c in spec["cases"]], spec["index"])
+    selected = [read_case(c) for c in spec["cases"]]
+    if serve:
+        done = run.serve(selected, spec["index"], iter(sys.stdin.readline, ""), lambda: print(READY, flush=True))
+    else:
+        done = run.invocation(selected, spec["index"])
     reference = done.reference.to_dict() if done.reference else None
+    header = {k: getattr(run.record, k) for k in HEADER}
     data = {"results": [r.to_dict() for r in done.results], "interleaved": done.interleaved, "note": done.note,
-            "tracebacks": done.tracebacks, "reference": reference}  # fmt: skip
+            "tracebacks": done.tracebacks, "reference": reference, "header": header}  # fmt: skip
     partial = out_file.with_suffix(".partial")
     partial.write_text(json.dumps(data))
     os.replace(partial, out_file)

@@ -16,17 +16,6 @@ from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecor
 LATENCY_RATIO, PEAK_RATIO = "latency_vs_fp32", "peak_vs_fp32"
 
 
-def _by_trial(result: BenchmarkResult) -> dict[tuple[int, int], dict[str, float]]:
-    """Each round under (invocation, its position within the invocation): the trial it was measured in."""
-    invocations = result.invocations or [0] * len(result.rounds)
-    seen: dict[int, int] = {}
-    out = {}
-    for inv, r in zip(invocations, result.rounds, strict=True):
-        out[(inv, seen.get(inv, 0))] = r
-        seen[inv] = seen.get(inv, 0) + 1
-    return out
-
-
 def add_ratios(record: RunRecord) -> None:
     """Pair every round with fp32's round of the same trial and batch size, and store the ratios in it."""
     for bs in record.batch_sizes():
@@ -34,11 +23,11 @@ def add_ratios(record: RunRecord) -> None:
         if reference is None:
             continue
         memory = memory_metric(reference.metrics())
-        ref_rounds = _by_trial(reference)
+        ref_rounds = reference.by_trial()
         for result in record.measured(bs):
             if result is reference:
                 continue
-            for trial, r in _by_trial(result).items():
+            for trial, r in result.by_trial().items():
                 ref = ref_rounds.get(trial)
                 if ref is None:
                     continue

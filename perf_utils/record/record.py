@@ -70,6 +70,16 @@ class BenchmarkResult:
                 grouped.setdefault(inv, []).append(r[metric])
         return list(grouped.values())
 
+    def by_trial(self) -> dict[tuple[int, int], dict[str, float]]:
+        """Each round under (its invocation, its position within the invocation): the trial it was measured in."""
+        invocations = self.invocations or [0] * len(self.rounds)
+        seen: dict[int, int] = {}
+        out = {}
+        for inv, r in zip(invocations, self.rounds, strict=True):
+            out[(inv, seen.get(inv, 0))] = r
+            seen[inv] = seen.get(inv, 0) + 1
+        return out
+
     def summary(self, metric: str) -> Summary:
         return summarize(self.values(metric))
 
@@ -101,6 +111,8 @@ class BenchmarkResult:
         makes the whole benchmark fail, saying which invocation."""
         first = parts[0]
         for i, part in enumerate(parts):
+            if part.status == UNAVAILABLE:  # decided before measuring: the same in every invocation
+                return part
             if not part.ran:
                 where = f" (invocation {i + 1} of {len(parts)})" if len(parts) > 1 else ""
                 return dataclasses.replace(part, reason=f"{part.reason}{where}")

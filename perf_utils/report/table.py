@@ -117,8 +117,9 @@ def summary_line(comparison: Comparison) -> str:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in counts.items())
     th = comparison.thresholds
+    over = "paired per-trial ratios of alternating trials" if comparison.paired else "rounds"
     rule = (
-        f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then rounds) "
+        f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then {over}) "
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
         f"memory, {th.ratio:.0%} ratio to fp32; noisy when the interval still reaches that size"
     )

@@ -51,6 +51,11 @@ class Scenario:
     metric: str  # "any": a call either way is a false alarm; else a hit is this metric regressing
     reference: BenchmarkResult
     runs: list[BenchmarkResult] = field(default_factory=list)
+    # Paired scenarios (compare-stacks' alternating trials): each run's own pinned side, judged paired.
+    references: list[BenchmarkResult] = field(default_factory=list)
+
+    def judged_pairs(self) -> list[tuple[BenchmarkResult, BenchmarkResult]]:
+        return list(zip(self.references or [self.reference] * len(self.runs), self.runs, strict=True))
 
 
 def _measured(run: Run, case: Case) -> BenchmarkResult:
@@ -110,8 +115,8 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
     rows: list[QualityRow] = []
     for i, sc in enumerate(scenarios):
         row = QualityRow(sc.label, sc.batch_size)
-        for result in sc.runs:
-            _count(row, compare_result(sc.reference, result, thresholds), sc.metric)
+        for reference, result in sc.judged_pairs():
+            _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
         rows.append(row)
         last_of_size = i + 1 == len(scenarios) or scenarios[i + 1].batch_size != sc.batch_size
         if last_of_size:
@@ -179,6 +184,48 @@ def cross_process(
     return out
 
 
+def alternating(
+    plan: RunPlan,
+    config_name: str,
+    batch_sizes: Iterable[int],
+    sessions: int,
+    trials: int,
+    slowdowns: Iterable[float],
+    progress: Callable[[str], None] | None = None,
+) -> list[Scenario]:
+    """compare-stacks as it runs (`measure.alternate`: two serving workers per invocation, alternating trials)
+    with this stack on both sides: `sessions` unchanged sessions (paired A/A), then `trials` sessions per
+    slowdown injected into the candidate side only; each judged paired, against its own pinned side."""
+    from perf_utils.measure.alternate import Side, alternate
+    from perf_utils.measure.run import cases
+
+    config, sizes = configs.get(config_name), list(batch_sizes)
+    plans = [("same stack on both sides (false alarms)", "any", config, sessions),
+             *((f"candidate +{s:.0%} slower", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
+               for s in slowdowns)]  # fmt: skip
+    out = []
+    for label, metric, candidate, n in plans:
+        scenarios = {bs: Scenario(f"compare-stacks: {label}", bs, metric, None) for bs in sizes}  # type: ignore[arg-type]
+        for i in range(n):
+            if progress:
+                progress(f"compare-stacks, {label}: session {i + 1}/{n}")
+            sides = [Side("pinned", sys.executable, cases([config], sizes)),
+                     Side("candidate", sys.executable, cases([candidate], sizes))]  # fmt: skip
+            records = alternate(plan, sides, check_fidelity=False)
+            for bs, sc in scenarios.items():
+                bid = benchmark_id(config_name, bs)
+                pinned, now = records["pinned"].by_id()[bid], records["candidate"].by_id()[bid]
+                for result in (pinned, now):
+                    if not result.ran:
+                        raise RuntimeError(f"{bid} did not run: {result.reason}")
+                sc.references.append(pinned)
+                sc.runs.append(now)
+        for sc in scenarios.values():
+            sc.reference = sc.references[0]
+        out += scenarios.values()
+    return out
+
+
 def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
     body = []
     for r in rows:
@@ -193,5 +240,6 @@ def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
     th = thresholds
     return (
         table + f"\n\nthresholds: time {th.time:.0%}, throughput {th.throughput:.0%}, memory {th.memory:.0%} "
-        f"and {th.memory_floor_mb:g} MB, each end of the bootstrap interval {th.alpha}"
+        f"and {th.memory_floor_mb:g} MB, paired (compare-stacks) time and throughput {th.paired:.0%}, each end of "
+        f"the bootstrap interval {th.alpha}"
     )

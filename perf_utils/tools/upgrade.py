@@ -2,12 +2,15 @@
 
 Each stack is a virtual environment made from pip requirements (cached by their hash), with this suite
 installed into it, so the very same benchmarks run under, say, transformers 4.48.3 + optimum 1.27.0 (pinned)
-and the current releases (candidate). The candidate is judged by the same rules as a nightly run: regressions,
-improvements, and configurations lost (BetterTransformer after optimum 2) or gained.
+and the current releases (candidate): one serving worker per stack, their trials alternating, so the candidate is
+judged on paired per-trial ratios that machine drift cannot move (`measure.alternate`), by the same rules as a
+nightly run otherwise: regressions, improvements, and configurations lost (BetterTransformer after optimum 2) or
+gained.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shlex
 import subprocess
@@ -16,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf_utils import options
+from perf_utils.options import RunOptions
 from perf_utils.record import store
-from perf_utils.record.record import RUN_FILE, RunRecord
+from perf_utils.record.record import RunRecord
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU wheel on this project's machines; override for GPU runners
@@ -86,19 +91,21 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     return python
 
 
-def run_suite(python: Path, name: str, out_dir: Path, pytest_args: list[str]) -> tuple[RunRecord, Path]:
-    """The same command a person runs, in the stack's venv; the run record it saved."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    before = set(out_dir.glob(f"*/{RUN_FILE}"))
-    cmd = [str(python), "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "-q",
-           "--bark-results-dir", str(out_dir), *pytest_args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    new = sorted(set(out_dir.glob(f"*/{RUN_FILE}")) - before)
-    if not new:
+def run_options(pytest_args: list[str]) -> RunOptions:
+    """The run options after `--`, spelled as for `pytest benchmarks` (`--bark-configs fp32,fp16`): one
+    definition of each (`options.RUN`); anything else is an error naming it."""
+    parser = argparse.ArgumentParser(prog="compare-stacks ... --", add_help=False, allow_abbrev=False)
+    options.add_options(parser.add_argument, "--bark-", options.RUN)
+    known, unknown = parser.parse_known_args([a for a in pytest_args if a != "--"])
+    if unknown:
         raise StackError(
-            f"the {name} stack saved no run (exit {proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+            f"compare-stacks takes the run options after --, as pytest spells them (--bark-configs, "
+            f"--bark-batch-sizes, ...); not understood: {' '.join(unknown)}"
         )
-    return store.load(new[-1]), new[-1]
+    o = RunOptions.read(lambda name: getattr(known, name, None))
+    if o.shard:
+        raise StackError("--bark-shard: compare-stacks measures both stacks in one session; it cannot be sharded")
+    return o
 
 
 def versions_line(record: RunRecord) -> str:
@@ -115,16 +122,25 @@ def run_stacks(
     torch_requirement: str = TORCH_REQUIREMENT,
     progress: Callable[[str], None] = print,
 ) -> tuple[RunRecord, RunRecord]:
-    """The same suite in each stack's venv; the two runs, checked to be comparable (the checkpoint's revision may
-    differ: each stack builds its own tiny checkpoint). The gate (`finish`) judges the candidate against them."""
-    records = []
-    for spec in (pinned, candidate):
-        python = ensure_venv(spec, root, torch_requirement, progress)
-        progress(f"[{spec.name}] running the suite")
-        record, path = run_suite(python, spec.name, out_dir / spec.name, pytest_args)
-        progress(f"[{spec.name}] {versions_line(record)}: {path}")
-        records.append(record)
-    problems = [p for p in store.incompatibilities(*records) if not p.startswith("checkpoint revision")]
+    """Both stacks in one session of alternating trials (`measure.alternate`: one serving worker per stack's venv
+    per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. The two runs are
+    checked to be comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint)."""
+    from perf_utils.bark import configs
+    from perf_utils.measure.alternate import Side, alternate
+    from perf_utils.measure.run import RunPlan, cases
+
+    o = run_options(pytest_args)
+    plan = RunPlan.of(o)
+    selected = cases(configs.select(o.configs or None), o.batch_sizes)
+    sides = [Side(spec.name, str(ensure_venv(spec, root, torch_requirement, progress)), selected)
+             for spec in (pinned, candidate)]  # fmt: skip
+    progress(f"both stacks, alternating trials: {plan.describe()}")
+    records = alternate(plan, sides, o.fidelity, progress)
+    for side in sides:
+        path = store.keep_run(out_dir / side.name, records[side.name])
+        progress(f"[{side.name}] {versions_line(records[side.name])}: {path}")
+    old, new = records[pinned.name], records[candidate.name]
+    problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
         raise StackError("the two runs are not comparable: " + "; ".join(problems))
-    return records[0], records[1]
+    return old, new

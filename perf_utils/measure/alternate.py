@@ -1,0 +1,72 @@
+"""Two software stacks in alternating trials: the paired schedule behind `compare-stacks`.
+
+Run one after the other, two stacks' runs differ by whatever the machine did in between (here the machine drifted
+by ~10% over six minutes, the size of the regressions to catch). Instead, each invocation starts one serving
+worker per stack (`measure.worker.Server`, each in its stack's Python), warms both up one after the other, then
+alternates their trials in a random order: trial k of the candidate is measured seconds from trial k of the
+pinned stack, so the ratio of the two rounds cancels the drift, and the gate judges the median of those per-trial
+ratios (`gate.compare`, paired). Both records carry the same session id, which is what makes them paired.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from perf_utils.measure.run import Case, Invocation, Run, RunPlan, order
+from perf_utils.measure.worker import Server
+from perf_utils.record.record import RunRecord
+
+
+@dataclass(frozen=True)
+class Side:
+    """One stack: its name, its Python (a venv's, or this one), and the cases it measures (the same ids on both
+    sides; gate-quality injects a fault into one side's)."""
+
+    name: str
+    python: str
+    cases: list[Case]
+
+
+def alternate(
+    plan: RunPlan, sides: list[Side], check_fidelity: bool = True, progress: Callable[[str], None] | None = None
+) -> dict[str, RunRecord]:
+    """One record per side, measured in `plan.invocations` invocations of `plan.rounds` alternating trials."""
+    session = uuid.uuid4().hex[:12]
+    rng = random.Random(plan.seed)
+    parts: dict[str, list[Invocation]] = {side.name: [] for side in sides}
+    for i in range(plan.invocations):
+        servers: dict[str, Server] = {}
+        try:
+            for side in sides:  # one after the other: a warm-up is never measured beside another
+                relay = _relay(progress, side.name, i, plan)
+                servers[side.name] = Server(side.python, plan, side.cases, i, check_fidelity, relay)
+            for t in range(plan.rounds):
+                turn = rng.sample([s.name for s in sides], len(sides))
+                if progress:
+                    progress(
+                        f"invocation {i + 1}/{plan.invocations}: trial {t + 1}/{plan.rounds}, {' then '.join(turn)}"
+                    )
+                for name in turn:
+                    servers[name].trial()
+            for side in sides:
+                parts[side.name].append(servers[side.name].finish())
+        finally:
+            for server in servers.values():
+                server.close()
+    records = {}
+    for side in sides:
+        run = Run(plan, check_fidelity=check_fidelity)
+        run.record_invocations(order(side.cases), parts[side.name])
+        assert run.record.schedule is not None
+        run.record.schedule.update(session=session, alternated=[s.name for s in sides])
+        records[side.name] = run.record
+    return records
+
+
+def _relay(progress: Callable[[str], None] | None, side: str, i: int, plan: RunPlan) -> Callable[[str], None] | None:
+    if progress is None:
+        return None
+    return lambda line: progress(f"[{side}] invocation {i + 1}/{plan.invocations}: {line}")
