@@ -131,16 +131,21 @@ def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.measure.run import RunPlan
     from perf_utils.tools.quality import busy_loops, judged, quality_table
 
+    from perf_utils.measure.alternate import plan_for_pairs
+
     o = RunOptions.read(lambda name: getattr(args, name, None))
-    plan = RunPlan.of(o)
+    plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
     thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
     with busy_loops(args.busy):
         scenarios = _quality_scenarios(args, o, plan, config, sizes)
     busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
-    print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, each run "
-          ("compared with one reference run" if not args.stacks else
-           "each session's candidate judged against its own pinned side, paired"))  # fmt: skip
+    judged_how = (
+        "each session's candidate judged against its own pinned side, paired"
+        if args.stacks
+        else "each run compared with one reference run"
+    )
+    print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}")
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for
         th = thresholds if t is None else replace(thresholds, time=t, throughput=t, paired=t)

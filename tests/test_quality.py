@@ -52,3 +52,21 @@ def test_the_same_runs_are_judged_at_each_time_threshold_asked_for(
     assert "2 interleaved rounds per benchmark in this process" in out
     assert out.count("| bs1     | unchanged (false alarms)") == 2
     assert "thresholds: time 10%, throughput 10%" in out and "thresholds: time 100%, throughput 100%" in out
+
+
+def test_compare_stacks_paired_gate_is_measured_in_alternating_sessions(
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch
+) -> None:
+    """`--stacks`: compare-stacks' own schedule with this stack on both sides, the fault on the candidate only."""
+    from perf_utils import cli
+
+    monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--stacks", "1", "--trials", "1",
+            "--slowdowns", "0.5", "--invocations", "1", "--rounds", "2", "--tokens", "8",
+            "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "each session's candidate judged against its own pinned side, paired" in out
+    assert "| bs1     | compare-stacks: same stack on both sides (false alarms) |" in out
+    row = next(line for line in out.splitlines() if "compare-stacks: candidate +50% slower" in line)
+    assert "| 1/1 " in row, out

@@ -13,9 +13,24 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from perf_utils.measure.run import Case, Invocation, Run, RunPlan, order
+from perf_utils.options import RunOptions
+
+# Trials per invocation when --bark-rounds is not given. Measured here (tiny, bs1, 32 tokens): the log of one
+# trial's ratio scatters by 2-3% within an invocation and the invocations' medians by ~1.5%, so trials are the
+# cheap way to a narrow interval (a trial costs ~0.6 s for both sides, an invocation's start ~10 s). With 2 trials
+# (the CPU's default rounds) a +5% candidate was caught 4 times in 10 and `noisy` 6 times.
+DEFAULT_TRIALS = 8
+
+
+def plan_for_pairs(o: RunOptions) -> RunPlan:
+    """The run options' plan, with `DEFAULT_TRIALS` trials per invocation unless --bark-rounds says otherwise."""
+    plan = RunPlan.of(o)
+    return plan if o.rounds is not None else replace(plan, rounds=DEFAULT_TRIALS)
+
+
 from perf_utils.measure.worker import Server
 from perf_utils.record.record import RunRecord
 

@@ -126,11 +126,11 @@ def run_stacks(
     per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. The two runs are
     checked to be comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint)."""
     from perf_utils.bark import configs
-    from perf_utils.measure.alternate import Side, alternate
-    from perf_utils.measure.run import RunPlan, cases
+    from perf_utils.measure.alternate import Side, alternate, plan_for_pairs
+    from perf_utils.measure.run import cases
 
     o = run_options(pytest_args)
-    plan = RunPlan.of(o)
+    plan = plan_for_pairs(o)
     selected = cases(configs.select(o.configs or None), o.batch_sizes)
     sides = [Side(spec.name, str(ensure_venv(spec, root, torch_requirement, progress)), selected)
              for spec in (pinned, candidate)]  # fmt: skip

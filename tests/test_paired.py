@@ -1,0 +1,132 @@
+"""compare-stacks' paired gate: two stacks in one session of alternating trials, judged on per-trial ratios.
+
+Statistics on synthetic sessions with known drift (fixed seeds), the pairing itself, when two records count as
+paired, the run options after `--`, the serving worker's protocol, and one real alternating session."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import pytest
+import torch
+
+from perf_utils.bark import configs
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, UNCHANGED, compare, compare_result
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.measure.alternate import Side, alternate
+from perf_utils.measure.faults import inject
+from perf_utils.measure.run import Case, RunPlan
+from perf_utils.measure.worker import Server
+from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
+from perf_utils.tools.upgrade import StackError, run_options
+
+TH = Thresholds()  # paired: 3%
+FP32 = configs.get("fp32")
+
+
+def session(rng: random.Random, slowdown: float, k: int = 3, m: int = 2, drift: float = 0.05, process: float = 0.01,
+            call: float = 0.01) -> tuple[BenchmarkResult, BenchmarkResult]:  # fmt: skip
+    """One session of `k` invocations x `m` alternating trials: the machine's speed wanders by `drift` (CV) from
+    trial to trial and hits both sides of a trial alike; each worker process has its own level (`process`), each
+    call its own noise (`call`). The candidate is `slowdown` slower."""
+    rounds: dict[str, list[dict[str, float]]] = {"pinned": [], "candidate": []}
+    for _ in range(k):
+        levels = {side: rng.gauss(1, process) for side in rounds}
+        for _ in range(m):
+            machine = rng.gauss(1, drift)
+            for side, extra in (("pinned", 1.0), ("candidate", 1.0 + slowdown)):
+                rounds[side].append({"latency_s": machine * levels[side] * extra * rng.gauss(1, call)})
+    invocations = [i for i in range(k) for _ in range(m)]
+    return tuple(BenchmarkResult("fp32", 1, OK, rounds=rounds[s], invocations=invocations) for s in rounds)  # type: ignore[return-value]
+
+
+def verdicts(slowdown: float, paired: bool, trials: int = 100) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for seed in range(trials):
+        base, now = session(random.Random(seed), slowdown)
+        v = compare_result(base, now, TH, paired=paired).verdict
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def test_paired_trials_see_five_percent_through_drift_that_unpaired_rounds_cannot():
+    """Drift of 5% between trials (this machine drifted ~10% in six minutes) with 1% per process and per call,
+    at the default 3 invocations x 2 trials: paired, at most 2 in 100 unchanged sessions are called either way and
+    a 5% slowdown is caught in at least 90 of 100; the same rounds unpaired catch almost none."""
+    same = verdicts(0.0, paired=True)
+    assert same.get(REGRESSED, 0) + same.get(IMPROVED, 0) <= 2, same
+    slower = verdicts(0.05, paired=True)
+    assert slower.get(REGRESSED, 0) >= 90, slower
+    unpaired = verdicts(0.05, paired=False)
+    assert unpaired.get(REGRESSED, 0) <= 20, unpaired
+
+
+def test_rounds_pair_by_invocation_and_trial():
+    def result(values: list[float], invocations: list[int]) -> BenchmarkResult:
+        return BenchmarkResult("fp32", 1, OK, rounds=[{"latency_s": v} for v in values], invocations=invocations)
+
+    # the candidate lost its last round of invocation 0: that trial has no pair and is left out
+    base = result([1.0, 2.0, 4.0, 8.0], [0, 0, 1, 1])
+    now = result([1.1, 4.4, 16.0], [0, 1, 1])
+    verdict = compare_result(base, now, TH, paired=True)
+    change = verdict.metric("latency_s")
+    assert change is not None and change.change == pytest.approx(1.1 - 1)  # median of 1.1, 1.1, 2.0
+
+
+def test_only_runs_of_one_session_are_compared_paired():
+    def record(session: str | None, latency: float) -> RunRecord:
+        rounds = [{"latency_s": latency * (1 + 0.3 * (i % 2))} for i in range(6)]  # trials differ by 30%
+        result = BenchmarkResult("fp32", 1, OK, rounds=rounds, invocations=[0, 0, 1, 1, 2, 2])
+        schedule = {"invocations": 3, "rounds": 2, **({"session": session} if session else {})}
+        return RunRecord("cpu", "cpu", {"key": "tiny"}, {}, {}, [result], schedule=schedule)
+
+    paired = compare(record("s1", 1.0), record("s1", 1.05), TH)
+    assert paired.paired and paired.verdicts[0].verdict == REGRESSED  # every trial's ratio is 1.05
+    assert paired.thresholds.time == TH.paired
+    for base, now in ((record("s1", 1.0), record("s2", 1.05)), (record(None, 1.0), record(None, 1.05))):
+        unpaired = compare(base, now, TH)
+        assert not unpaired.paired and unpaired.verdicts[0].verdict in (UNCHANGED, NOISY)
+
+
+def test_the_run_options_after_the_double_dash_are_the_suites_own():
+    o = run_options(["--", "--bark-configs", "fp32,fp16", "--bark-batch-sizes", "1", "--bark-invocations", "2"])
+    assert o.configs == ["fp32", "fp16"] and o.batch_sizes == [1] and o.invocations == 2 and o.fidelity
+    with pytest.raises(StackError, match="not understood: --bark-confgis fp32"):
+        run_options(["--bark-confgis", "fp32"])
+    with pytest.raises(StackError, match="--bark-shard"):
+        run_options(["--bark-shard", "1/2"])
+
+
+def test_a_serving_worker_measures_one_trial_per_command(tiny_checkpoint):
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
+    server = Server(sys.executable, plan, [Case(FP32, 1)], 0, False)
+    assert server.alive
+    for _ in range(3):  # more trials than the plan's rounds: the pacing is the caller's
+        server.trial()
+    done = server.finish()
+    [result] = done.results
+    assert result.status == OK and len(result.rounds) == 3
+    assert done.header is not None and done.header["checkpoint"]["key"] == "tiny"
+
+    ghost = configs.OptimizationConfig("not_registered", "only in this process")
+    dead = Server(sys.executable, plan, [Case(ghost, 1)], 0, False)
+    assert not dead.alive
+    dead.trial()  # answers nothing, never hangs
+    [failed] = dead.finish().results
+    assert failed.status == FAILED and "unknown configuration 'not_registered'" in failed.reason
+
+
+def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tiny_checkpoint):
+    """One real session: the same stack on both sides, the candidate's calls made 50% slower."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=2)
+    sides = [Side("pinned", sys.executable, [Case(FP32, 1)]),
+             Side("candidate", sys.executable, [Case(inject(FP32, "slowdown:0.5"), 1)])]  # fmt: skip
+    lines: list[str] = []
+    records = alternate(plan, sides, check_fidelity=False, progress=lines.append)
+    pinned, candidate = records["pinned"], records["candidate"]
+    assert pinned.schedule["session"] == candidate.schedule["session"]
+    assert candidate.results[0].invocations == [0, 0, 1, 1]
+    assert sum("trial 1/2" in line for line in lines) == 2  # each invocation alternates its trials
+    comparison = compare(pinned, candidate, TH)
+    assert comparison.paired and comparison.verdicts[0].verdict == REGRESSED
