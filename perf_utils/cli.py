@@ -128,10 +128,9 @@ def _compare_stacks(args: argparse.Namespace) -> int:
 
 def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.gate.thresholds import Thresholds
+    from perf_utils.measure.alternate import plan_for_pairs
     from perf_utils.measure.run import RunPlan
     from perf_utils.tools.quality import busy_loops, judged, quality_table
-
-    from perf_utils.measure.alternate import plan_for_pairs
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
     plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from perf_utils.measure.run import Case, Invocation, Run, RunPlan, order
+from perf_utils.measure.worker import Server
 from perf_utils.options import RunOptions
+from perf_utils.record.record import RunRecord
 
 # Trials per invocation when --bark-rounds is not given. Measured here (tiny, bs1, 32 tokens): the log of one
 # trial's ratio scatters by 2-3% within an invocation and the invocations' medians by ~1.5%, so trials are the
@@ -29,10 +31,6 @@ def plan_for_pairs(o: RunOptions) -> RunPlan:
     """The run options' plan, with `DEFAULT_TRIALS` trials per invocation unless --bark-rounds says otherwise."""
     plan = RunPlan.of(o)
     return plan if o.rounds is not None else replace(plan, rounds=DEFAULT_TRIALS)
-
-
-from perf_utils.measure.worker import Server
-from perf_utils.record.record import RunRecord
 
 
 @dataclass(frozen=True)
