@@ -21,12 +21,12 @@ from perf_utils.measure.worker import Server
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
 from perf_utils.tools.upgrade import StackError, run_options
 
-TH = Thresholds()  # paired: 3%
+TH = Thresholds()  # paired: 4%
 FP32 = configs.get("fp32")
 
 
-def session(rng: random.Random, slowdown: float, k: int = 3, m: int = 2, drift: float = 0.05, process: float = 0.01,
-            call: float = 0.01) -> tuple[BenchmarkResult, BenchmarkResult]:  # fmt: skip
+def session(rng: random.Random, slowdown: float, k: int = 3, m: int = 8, drift: float = 0.05, process: float = 0.01,
+            call: float = 0.02) -> tuple[BenchmarkResult, BenchmarkResult]:  # fmt: skip
     """One session of `k` invocations x `m` alternating trials: the machine's speed wanders by `drift` (CV) from
     trial to trial and hits both sides of a trial alike; each worker process has its own level (`process`), each
     call its own noise (`call`). The candidate is `slowdown` slower."""
@@ -42,24 +42,28 @@ def session(rng: random.Random, slowdown: float, k: int = 3, m: int = 2, drift: 
 
 
 def verdicts(slowdown: float, paired: bool, trials: int = 100) -> dict[str, int]:
+    """Verdicts of `trials` sessions, all judged at the paired threshold."""
     counts: dict[str, int] = {}
     for seed in range(trials):
         base, now = session(random.Random(seed), slowdown)
-        v = compare_result(base, now, TH, paired=paired).verdict
+        v = compare_result(base, now, TH.for_pairs(), paired=paired).verdict
         counts[v] = counts.get(v, 0) + 1
     return counts
 
 
-def test_paired_trials_see_five_percent_through_drift_that_unpaired_rounds_cannot():
-    """Drift of 5% between trials (this machine drifted ~10% in six minutes) with 1% per process and per call,
-    at the default 3 invocations x 2 trials: paired, at most 2 in 100 unchanged sessions are called either way and
-    a 5% slowdown is caught in at least 90 of 100; the same rounds unpaired catch almost none."""
+def test_paired_trials_see_a_small_slowdown_through_drift_that_unpaired_rounds_cannot():
+    """Drift of 5% between trials (this machine drifted ~10% in six minutes), 1% per worker process and 2% per
+    call (a little more than alternating sessions measured here), at compare-stacks' default 3 invocations x 8
+    trials and the paired threshold (4%): at most 2 in 100 unchanged sessions are called either way and a 6%
+    slowdown is caught in at least 90 of 100 (measured for real: +5% in 10 of 10, README). The same rounds judged
+    unpaired at the same threshold catch under half and are `noisy` on unchanged code nearly always."""
     same = verdicts(0.0, paired=True)
     assert same.get(REGRESSED, 0) + same.get(IMPROVED, 0) <= 2, same
-    slower = verdicts(0.05, paired=True)
+    slower = verdicts(0.06, paired=True)
     assert slower.get(REGRESSED, 0) >= 90, slower
-    unpaired = verdicts(0.05, paired=False)
-    assert unpaired.get(REGRESSED, 0) <= 20, unpaired
+    unpaired = verdicts(0.06, paired=False)
+    assert unpaired.get(REGRESSED, 0) <= 50, unpaired
+    assert verdicts(0.0, paired=False).get(NOISY, 0) >= 90
 
 
 def test_rounds_pair_by_invocation_and_trial():

@@ -27,7 +27,7 @@ class Thresholds:
     ratio: float = 0.10
     # Time and throughput between two stacks measured in alternating trials (compare-stacks): each trial's ratio
     # cancels the drift that dominates separate runs, so a much smaller change is decidable.
-    paired: float = 0.03
+    paired: float = 0.04
     # Memory changes smaller than this many MB are never called (allocator rounding, page granularity).
     memory_floor_mb: float = 4.0
     # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
