@@ -17,7 +17,7 @@ ALLOWED = {
     "record": {"record"},
     "gate": {"record", "gate"},
     "report": {"record", "gate", "report"},
-    "tools": {"bark", "measure", "record", "gate", "report", "tools"},
+    "tools": {"bark", "measure", "record", "gate", "report", "tools", "options"},  # compare-stacks' run options
     "options": {"record"},
     "finish": {"record", "gate", "report", "options", "finish"},
     "plugin": EVERYTHING,
