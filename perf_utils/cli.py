@@ -243,7 +243,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
     v = command("gpu-check", _gpu_check, "the accelerator paths in one command, under 8 minutes, with the blog beside")
     v.add_argument("--out", type=Path, default=Path("gpu-check"), help="logs, runs and tables go here")
-    v.add_argument("--legacy-path", type=Path, default=None, help="a folder with transformers 4.48 / optimum 1.x")
+    v.add_argument("--legacy-path", type=Path, default=None,
+                   help="a folder with transformers 4.48 / optimum 1.x (and accelerate<1.10 for offload)")  # fmt: skip
     v.add_argument("--dry-run", action="store_true", help="print the steps and their limits; run nothing")
     return p
 
