@@ -13,6 +13,8 @@ size). Where the noise lives decides the schedule:
   once, in a fresh random order. What drifts over minutes then hits every configuration alike, and the ratios to
   fp32 of the same trial (`record.ratios`) are drift-free.
 - **Warm-up to a steady state** per case and invocation (`warm_up`), counted.
+- **Trials paced from outside.** `Run.serve` is the same invocation with each trial asked for on stdin, so that
+  `compare-stacks` can alternate two stacks' workers trial by trial (`measure.alternate`).
 The loop checks availability, loads, measures, checks fidelity against the fp32 eager reference (first
 invocation), and builds the record. It never raises for a benchmark: the result says `unavailable` or `failed`.
 """
