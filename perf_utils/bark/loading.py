@@ -74,11 +74,11 @@ def load(checkpoint: Checkpoint, config: OptimizationConfig, device: torch.devic
     return LoadedBark(model, processor, checkpoint, config, device, time.perf_counter() - start, resident)
 
 
-def where_weights_sit(model: Any) -> str:
-    """Which device holds each sub-model's weights, by direct child where they are split (an offload crash is
-    read from this): `semantic: cuda:0 (input_embeds_layer), cpu (position_embeds_layer, layers, ...)`."""
+def where_weights_sit(model: Any, names: tuple[str, ...] = compat.SUBMODELS) -> str:
+    """Which device holds each of the `names` sub-models' weights, by direct child where they are split (an
+    offload crash is read from this): `semantic: cuda:0 (input_embeds_layer), cpu (position_embeds_layer, ...)`."""
     parts = []
-    for name in compat.SUBMODELS:
+    for name in names:
         sub = getattr(model, name, None)
         if sub is None:
             continue

@@ -54,6 +54,13 @@ def fixed_inputs(model: Any) -> dict[str, torch.Tensor]:
     }
 
 
+def _valid() -> torch.Tensor:
+    """The positions that count: all but the padded start of the second sample (its output there is arbitrary)."""
+    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
+    valid[1, :PAD] = False
+    return valid
+
+
 def _device(model: Any) -> torch.device:
     return model.device  # BarkModel.device follows offload hooks to the execution device
 
@@ -127,8 +134,7 @@ def fingerprint(reference: dict[str, torch.Tensor]) -> Fingerprint:
     """The golden fingerprint of fp32 eager outputs (`outputs` of the reference model): per GPT, the logits of
     the unpadded sample at 4 positions (first 8 each), their norm over every valid position, and the argmax at
     each; for the codec, 64 evenly spaced samples of the audio and its norm (`record.golden`)."""
-    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
-    valid[1, :PAD] = False
+    valid = _valid()
     prints: dict[str, SubmodelPrint] = {}
     for name in ("semantic", "coarse"):
         logits = reference[name]
@@ -168,8 +174,7 @@ def snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def compare_outputs(now: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, SubmodelFigures]:
     """Per sub-model figures; padded positions of the masked sample are ignored (their output is arbitrary)."""
-    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
-    valid[1, :PAD] = False
+    valid = _valid()
     result: dict[str, SubmodelFigures] = {}
     for name in ("semantic", "coarse"):
         result[name] = SubmodelFigures(

@@ -274,6 +274,17 @@ class Run:
     def unavailable_reason(self, config: OptimizationConfig) -> str | None:
         return configs.unavailable_reason(config, current_stack(), self.plan.device.type)
 
+    def _available(self, selected: list[Case]) -> tuple[list[Case], list[BenchmarkResult]]:
+        """The cases that can run here, and an `unavailable` result saying why for each of the others."""
+        runnable, unavailable = [], []
+        for case in selected:
+            if reason := self.unavailable_reason(case.config):
+                unavailable.append(BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason,
+                                                   changes=case.config.changes()))  # fmt: skip
+            else:
+                runnable.append(case)
+        return runnable, unavailable
+
     def result(self, case: Case) -> BenchmarkResult:
         """`case`'s result, measuring the whole planned run the first time one is asked for (the rounds of all
         cases are interleaved, so they are measured together)."""
@@ -284,13 +295,9 @@ class Run:
     def measure_all(self, selected: list[Case]) -> RunRecord:
         """Every case: the unavailable ones say why; the rest in `plan.invocations` invocations."""
         self.planned = order(selected)
-        runnable = []
-        for case in self.planned:
-            if reason := self.unavailable_reason(case.config):
-                self.record.put(BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason,
-                                                changes=case.config.changes()))  # fmt: skip
-            else:
-                runnable.append(case)
+        runnable, unavailable = self._available(self.planned)
+        for result in unavailable:
+            self.record.put(result)
         if not runnable:
             return self.record
         n = self.plan.invocations
@@ -352,16 +359,9 @@ class Run:
         """One invocation whose trials someone else paces (`compare-stacks` alternates two stacks' workers): load
         and warm up every case, call `ready`, then one trial per `TRIAL` command, `ready` after each; any other
         command (or the end) finishes it. Unavailable cases say why; every model must be resident at once."""
-        runnable = []
-        out_unavailable = []
-        for case in selected:
-            if reason := self.unavailable_reason(case.config):
-                out_unavailable.append(BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason,
-                                                       changes=case.config.changes()))  # fmt: skip
-            else:
-                runnable.append(case)
+        runnable, unavailable = self._available(selected)
         rng, groups, out = self._begin(runnable, index)
-        out.results += out_unavailable
+        out.results += unavailable
         if len(groups) > 1:
             raise MemoryError(f"alternating trials need every model resident at once: {out.note}")
         try:
@@ -462,12 +462,14 @@ class _Group:
     rng: random.Random
     failed: dict[str, BaseException] = field(default_factory=dict)
     measurers: dict[str, Measurer] = field(default_factory=dict)
-    rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    rounds: dict[str, list[dict[str, float]]] = field(init=False)  # by case id, filled by trials
     warmups: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rounds = {c.id: [] for c in self.cases}
 
     def prepare(self) -> None:
         run = self.run
-        self.rounds = {c.id: [] for c in self.cases}
         for config in dict.fromkeys(c.config for c in self.cases):
             try:
                 run._load(config)

@@ -33,7 +33,7 @@ def _watch(model: Any, seen: dict[str, str]) -> list[Any]:
 
         def record(module: Any, args: Any, output: Any, name: str = name) -> None:
             if name not in seen:
-                seen[name] = loading.where_weights_sit(model).split("; ")[list(WATCHED).index(name)]
+                seen[name] = loading.where_weights_sit(model, (name,))
 
         handles.append(model.get_submodule(path).register_forward_hook(record))
     return handles
