@@ -83,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(record.to_dict(), indent=2))
         print(f"run record written to {args.json}")
     results_dir = args.bark_results_dir or Path("results")
-    return _finish(record, args, results_dir=results_dir, run_failed=", ".join(record.failed()) or None)
+    failed = ", ".join(record.failed()) or None
+    return _finish(record, args, results_dir=results_dir, run_failed=failed, measure_more=run.measure_more)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -137,7 +138,7 @@ def _gate_quality(args: argparse.Namespace) -> int:
     thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
     with busy_loops(args.busy):
-        scenarios = _quality_scenarios(args, o, plan, config, sizes)
+        scenarios = _quality_scenarios(args, o, plan, config, sizes, thresholds)
     busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
     judged_how = (
         "each session's candidate judged against its own pinned side, paired"
@@ -152,9 +153,11 @@ def _gate_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int]) -> list[Any]:
+def _quality_scenarios(
+    args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int], thresholds: Any
+) -> list[Any]:
     from perf_utils.measure.run import stderr_progress
-    from perf_utils.tools.quality import alternating, cross_process, measure_quality
+    from perf_utils.tools.quality import Remeasure, alternating, cross_process, measure_quality
 
     slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
     if args.stacks:
@@ -168,6 +171,7 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, confi
         slowdowns,
         [int(s) for s in options.comma_list(args.buffers_mb)],
         stderr_progress,
+        Remeasure(args.remeasure_noisy, thresholds) if args.remeasure_noisy else None,
     )
     if args.processes:
         passed = ["--checkpoint", plan.checkpoint.spec,
@@ -239,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="instead: compare-stacks' paired gate, N sessions with this stack on both sides, and "
                         "--trials sessions per --slowdowns injected into the candidate side")  # fmt: skip
     q.add_argument("--busy", type=int, default=0, help="N busy loops run beside the measurements (a shared machine)")
+    q.add_argument("--remeasure-noisy", type=options.seconds, default=0.0,
+                   help="SECONDS: re-measure each run while the gate (at the pyproject thresholds) calls it noisy, "
+                        "within this budget per run, as --bark-remeasure-noisy does")  # fmt: skip
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
     v = command("gpu-check", _gpu_check, "the accelerator paths in one command, under 8 minutes, with the blog beside")

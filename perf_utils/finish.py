@@ -7,6 +7,7 @@ It only reads and writes records, so it imports no torch: the nightly's verdict 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from perf_utils.gate.decide import (
     judge,
     run_gate,
 )
+from perf_utils.gate.remeasure import noisy_ids, remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.options import FinishChoices
 from perf_utils.record import golden, store
@@ -51,6 +53,9 @@ class Finish:
     against_label: str = ""
     run_failed: str | None = None  # why the run itself failed (a failed benchmark): no baseline is adopted then
     header: list[str] = field(default_factory=list)  # lines to print before the verdict
+    # One more invocation of these benchmarks, appended to the run (`Run.measure_more`): what
+    # `--bark-remeasure-noisy` spends its budget on. None: the run cannot be measured again (a saved run).
+    measure_more: Callable[[list[str]], RunRecord] | None = None
 
 
 @dataclass
@@ -73,6 +78,9 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         thresholds = None
         notes.append(str(exc))
     outcome = _gate(record, how, thresholds)
+    record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
+    if kept is not None and added:
+        kept = store.keep_run(how.results_dir, record, how.keep_suffix)  # the same folder, now with them
     exit_code = outcome.exit_code if outcome else EXIT_OK
     if thresholds is None and (how.choices.compare or how.choices.baseline or how.against):
         exit_code = EXIT_BAD_THRESHOLDS
@@ -82,7 +90,8 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     if how.choices.save_baseline:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
-    lines = [Line(h) for h in how.header] + _verdict_lines(outcome) + golden_lines + [Line(n) for n in notes]
+    lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome) + golden_lines
+    lines += [Line(n) for n in notes]
     if kept is not None:
         lines.append(Line(f"run saved: {kept}"))
     if report is not None:
@@ -99,6 +108,27 @@ def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> Gate
     if how.against is not None:
         return judge(how.against, record, opts, how.against_label)
     return run_gate(record, opts)
+
+
+def _remeasure(
+    record: RunRecord, how: Finish, thresholds: Thresholds | None, outcome: GateOutcome | None, notes: list[str]
+) -> tuple[RunRecord, GateOutcome | None, list[str], int]:
+    """`--bark-remeasure-noisy`: more invocations of the noisy benchmarks within the budget (`gate.remeasure`).
+    Returns the record and verdict after it, what it did and how many invocations it added; a failure leaves the
+    verdict before it."""
+    budget = how.choices.remeasure_s
+    if not budget or outcome is None or not noisy_ids(outcome):
+        return record, outcome, [], 0
+    if how.measure_more is None or how.against is not None:
+        why = "a saved run" if how.against is None else "compare-stacks (it sets its trials with --bark-rounds)"
+        notes.append(f"noisy benchmarks not re-measured: {why} cannot be measured again here")
+        return record, outcome, [], 0
+    try:
+        done = remeasure_noisy(record, outcome, lambda r: _gate(r, how, thresholds), how.measure_more, budget)
+    except Exception as exc:  # noqa: BLE001 - the verdict before it still stands
+        notes.append(f"re-measuring the noisy benchmarks failed ({type(exc).__name__}: {exc}); verdict before it")
+        return record, outcome, [], 0
+    return done.record, done.outcome, done.lines, done.invocations
 
 
 def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> tuple[int, list[Line]]:

@@ -48,6 +48,16 @@ def batch_sizes(value: str) -> list[int]:
     return sizes
 
 
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: seconds, a number of at least 0")
+    return number
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -121,6 +131,12 @@ FINISH = (
         extend=True,
     ),  # fmt: skip
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
+    Option(
+        "remeasure-noisy",
+        "SECONDS: measure the benchmarks the gate calls noisy in more invocations, one at a time, judged again "
+        "after each, while this budget holds one more (default 0: off; a run just measured, not a saved one)",
+        seconds,
+    ),  # fmt: skip
     Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
     Option(
         "save-golden",
@@ -202,6 +218,7 @@ class FinishChoices:
     force_compare: bool
     allow_lost: frozenset[str]
     fail_on_noisy: bool
+    remeasure_s: float
     save_baseline: bool
     save_golden: bool
     golden_dir: Path | None
@@ -219,6 +236,7 @@ class FinishChoices:
             force_compare=bool(get("bark_force_compare")),
             allow_lost=frozenset(get("bark_allow_lost") or ()),
             fail_on_noisy=bool(get("bark_fail_on_noisy")),
+            remeasure_s=get("bark_remeasure_noisy") or 0.0,
             save_baseline=bool(get("bark_save_baseline")),
             save_golden=bool(get("bark_save_golden")),
             golden_dir=get("bark_golden_dir"),

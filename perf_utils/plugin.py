@@ -90,6 +90,7 @@ class _State:
             keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
             run_failed=", ".join(record.failed()) or (f"exit status {status}" if status else None),
             header=self.warnings,
+            measure_more=self.run.measure_more,
         )
         self.finished = finish(record, how)
         if self.finished.exit_code and session.exitstatus == 0:

@@ -38,6 +38,7 @@ CHOICES = FinishChoices(
     force_compare=False,
     allow_lost=frozenset(),
     fail_on_noisy=False,
+    remeasure_s=0.0,
     save_baseline=False,
     save_golden=False,
     golden_dir=None,

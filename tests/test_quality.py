@@ -70,3 +70,47 @@ def test_compare_stacks_paired_gate_is_measured_in_alternating_sessions(
     assert "| bs1     | compare-stacks: same stack on both sides (false alarms) |" in out
     row = next(line for line in out.splitlines() if "compare-stacks: candidate +50% slower" in line)
     assert "| 1/1 " in row, out
+
+
+def test_remeasure_adds_invocations_to_a_run_the_gate_calls_noisy_and_the_table_counts_them(
+    tiny_checkpoint: Checkpoint, torch_single_thread
+) -> None:
+    """`--remeasure-noisy`: against a reference far too wide to decide (rounds from 0.1x to 10x), the run is
+    re-measured within the budget, as `--bark-remeasure-noisy` would, and the table says how often."""
+    from perf_utils.bark import configs
+    from perf_utils.measure.run import Case, Run
+    from perf_utils.record.record import BenchmarkResult
+    from perf_utils.tools.quality import QualityRow, Remeasure, _remeasured
+
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=1)
+    run = Run(plan, check_fidelity=False)
+    case = Case(configs.get("fp32"), 1)
+    measured = run.measure_all([case]).by_id()[case.id]
+    wide = [measured.median("latency_s") * f for f in (0.1, 10.0, 0.2, 8.0)]
+    reference = BenchmarkResult("fp32", 1, "ok", rounds=[{"latency_s": v, "throughput_sps": 1 / v} for v in wide])
+    result, added = _remeasured(run, case, reference, Remeasure(6.0, Thresholds()))
+    run.release()
+    assert added >= 1 and result.invocations is not None and max(result.invocations) == added
+    assert len(result.rounds) == 2 * (1 + added)
+    row = QualityRow("unchanged (false alarms)", 1, trials=2, changes=[0.0, 0.0], added=[added, 0])
+    assert f"1 runs, +{added} invocations" in quality_table([row], TH)
+
+
+def test_runs_that_were_remeasured_are_also_judged_as_first_measured() -> None:
+    """The table's "before re-measuring" row judges the same runs without the invocations re-measuring added."""
+    from perf_utils.record.record import BenchmarkResult
+    from perf_utils.tools.quality import Scenario
+
+    def result(levels):
+        rounds = [{"latency_s": v, "throughput_sps": 1 / v} for v in levels for _ in range(2)]
+        return BenchmarkResult(
+            "fp32", 1, "ok", rounds=rounds, invocations=[i for i in range(len(levels)) for _ in "ab"]
+        )
+
+    reference = result([1.0, 1.01, 0.99])
+    # 3 invocations as first measured, one of them 8x slow (noisy at any threshold), then 6 more at 1.0
+    remeasured = result([1.0, 8.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    sc = Scenario("unchanged (false alarms)", 1, "any", reference, [remeasured], added=[6])
+    before, after = judged([sc], Thresholds())[:2]
+    assert before.label == "unchanged (false alarms), before re-measuring" and before.noisy == 1
+    assert after.noisy == 0 and after.flagged == 0 and after.added == [6]

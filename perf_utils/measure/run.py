@@ -301,21 +301,44 @@ class Run:
         if not runnable:
             return self.record
         n = self.plan.invocations
-        if n == 1:
-            parts = [self.invocation(runnable, 0)]
-        else:
-            from perf_utils.measure import worker
-
-            parts, started = [], time.perf_counter()
-            for i in range(n):
-                left = (time.perf_counter() - started) / i * (n - i) if i else None
-                after = f" (~{_duration(left)} left in the run)" if left is not None else ""
-
-                def relay(line: str, i: int = i, after: str = after) -> None:
-                    self._say(f"invocation {i + 1}/{n}{after}: {line}")
-
-                parts.append(worker.invoke(self.plan, runnable, i, self.check_fidelity, relay))
+        parts, started = [], time.perf_counter()
+        for i in range(n):
+            left = (time.perf_counter() - started) / i * (n - i) if i else None
+            parts.append(self._invoke(runnable, i, f"{i + 1}/{n}" + (f" (~{_duration(left)} left in the run)"
+                                                                       if left is not None else "")))  # fmt: skip
         self.record_invocations(runnable, parts)
+        return self.record
+
+    def _invoke(self, runnable: list[Case], index: int, label: str) -> Invocation:
+        """Invocation `index`: in this process when the plan has one, else in a worker process of its own."""
+        if self.plan.invocations == 1:
+            return self.invocation(runnable, index)
+        from perf_utils.measure import worker
+
+        def relay(line: str) -> None:
+            self._say(f"invocation {label}: {line}")
+
+        return worker.invoke(self.plan, runnable, index, self.check_fidelity, relay)
+
+    def measure_more(self, ids: list[str]) -> RunRecord:
+        """One more invocation of the benchmarks `ids` (the gate called them `noisy`), appended to their results,
+        with fp32 at their batch sizes so that the new trials have their ratios too. A benchmark that fails in it
+        fails."""
+        assert self.record.schedule is not None, "measure_more comes after measure_all"
+        sizes = {r.batch_size for r in self.record.results if r.id in ids}
+        runnable = [c for c in self.planned if self.record.by_id().get(c.id) is not None
+                    and self.record.by_id()[c.id].ran
+                    and (c.id in ids or (c.config.name == REFERENCE_CONFIG and c.batch_size in sizes))]  # fmt: skip
+        if not runnable:
+            return self.record
+        extra = self.record.schedule.setdefault("remeasured", {})  # benchmark id -> invocations added
+        index = 1 + max((i for r in self.record.measured() for i in r.invocations or [0]), default=0)
+        part = self._invoke(runnable, index, f"{index + 1} (re-measuring {', '.join(c.id for c in runnable)})")
+        by_id = self.record.by_id()
+        for result in part.results:
+            self.record.put(by_id[result.id].appended(result, index))
+            extra[result.id] = extra.get(result.id, 0) + 1
+        add_ratios(self.record)
         return self.record
 
     def record_invocations(self, runnable: list[Case], parts: list[Invocation]) -> None:

@@ -125,6 +125,20 @@ class BenchmarkResult:
             warmup=max((p.warmup for p in parts if p.warmup is not None), default=None),
         )
 
+    def appended(self, part: BenchmarkResult, invocation: int) -> BenchmarkResult:
+        """This result with one more invocation's rounds (a re-measure of a `noisy` benchmark), labelled
+        `invocation`; counts, load time and fidelity stay the first invocation's. A part that did not run makes
+        the whole benchmark fail, saying which invocation."""
+        if not part.ran:
+            return dataclasses.replace(part, reason=f"{part.reason} (invocation {invocation + 1}, a re-measure)")
+        labels = self.invocations or [0] * len(self.rounds)
+        return dataclasses.replace(
+            self,
+            rounds=[*copy.deepcopy(self.rounds), *part.rounds],
+            invocations=[*labels, *[invocation] * len(part.rounds)],
+            warmup=max((w for w in (self.warmup, part.warmup) if w is not None), default=None),
+        )
+
 
 @dataclass
 class RunRecord:

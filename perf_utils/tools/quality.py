@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from tabulate import tabulate
 
 from perf_utils.bark import configs
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
+from perf_utils.gate.decide import GateOptions, GateOutcome, judge
+from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure import faults
 from perf_utils.measure.run import Case, Run, RunPlan
@@ -36,6 +38,7 @@ class QualityRow:
     trials: int = 0
     changes: list[float] = field(default_factory=list)
     noisy: int = 0  # trials the gate called too noisy to decide (neither a pass nor an alarm)
+    added: list[int] = field(default_factory=list)  # invocations re-measuring added, per run (--remeasure-noisy)
 
     @property
     def rate(self) -> float:
@@ -53,6 +56,7 @@ class Scenario:
     runs: list[BenchmarkResult] = field(default_factory=list)
     # Paired scenarios (compare-stacks' alternating trials): each run's own pinned side, judged paired.
     references: list[BenchmarkResult] = field(default_factory=list)
+    added: list[int] = field(default_factory=list)  # invocations re-measuring added to each run
 
     def judged_pairs(self) -> list[tuple[BenchmarkResult, BenchmarkResult]]:
         return list(zip(self.references or [self.reference] * len(self.runs), self.runs, strict=True))
@@ -66,6 +70,30 @@ def _measured(run: Run, case: Case) -> BenchmarkResult:
     return result
 
 
+@dataclass(frozen=True)
+class Remeasure:
+    """Judge each run against the reference at `thresholds` and re-measure it while noisy, within `budget_s`,
+    as `--bark-remeasure-noisy` does after a run."""
+
+    budget_s: float
+    thresholds: Thresholds
+
+
+def _remeasured(run: Run, case: Case, reference: BenchmarkResult, how: Remeasure) -> tuple[BenchmarkResult, int]:
+    """The run just measured, after `gate.remeasure` on it; and how many invocations that added."""
+    base = run.record.copy()
+    base.results = [reference]
+    opts = GateOptions(Path("reference"), how.thresholds)
+
+    def gate(record: RunRecord) -> GateOutcome:
+        now = record.copy()
+        now.results = [record.by_id()[case.id]]
+        return judge(base, now, opts, "the reference run")
+
+    done = remeasure_noisy(run.record, gate(run.record), gate, run.measure_more, how.budget_s)
+    return done.record.by_id()[case.id], done.invocations
+
+
 def measure_quality(
     plan: RunPlan,
     config_name: str = "fp32",
@@ -75,10 +103,11 @@ def measure_quality(
     slowdowns: Iterable[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
     buffers_mb: Iterable[int] = (2, 8, 32),
     progress: Callable[[str], None] | None = None,
+    remeasure: Remeasure | None = None,
 ) -> list[Scenario]:
     """Through the run loop, like any run (each run in `plan.invocations` worker processes); a fault is a
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
-    accelerator."""
+    accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
@@ -102,11 +131,25 @@ def measure_quality(
                 for i in range(n):
                     if progress:
                         progress(f"bs{bs} {label}: run {i + 1}/{n}")
-                    scenario.runs.append(_measured(run, Case(scenario_config, bs)))
+                    case = Case(scenario_config, bs)
+                    result, added = _measured(run, case), 0
+                    if remeasure is not None:
+                        result, added = _remeasured(run, case, reference, remeasure)
+                    scenario.runs.append(result)
+                    scenario.added.append(added)
                 out.append(scenario)
     finally:
         run.release()
     return out
+
+
+def _as_first_measured(result: BenchmarkResult, added: int) -> BenchmarkResult:
+    """`result` without the last `added` invocations (those re-measuring added)."""
+    if not added or not result.invocations:
+        return result
+    keep = max(result.invocations) + 1 - added
+    kept = [(r, i) for r, i in zip(result.rounds, result.invocations, strict=True) if i < keep]
+    return replace(result, rounds=[r for r, _ in kept], invocations=[i for _, i in kept])
 
 
 def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow]:
@@ -114,9 +157,15 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
     spread of its reference run."""
     rows: list[QualityRow] = []
     for i, sc in enumerate(scenarios):
+        if any(sc.added):  # the same runs as first measured, for the comparison
+            before = QualityRow(f"{sc.label}, before re-measuring", sc.batch_size)
+            for (reference, result), added in zip(sc.judged_pairs(), sc.added, strict=True):
+                _count(before, compare_result(reference, _as_first_measured(result, added), thresholds), sc.metric)
+            rows.append(before)
         row = QualityRow(sc.label, sc.batch_size)
         for reference, result in sc.judged_pairs():
             _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
+        row.added = list(sc.added)
         rows.append(row)
         last_of_size = i + 1 == len(scenarios) or scenarios[i + 1].batch_size != sc.batch_size
         if last_of_size:
@@ -235,7 +284,12 @@ def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
         med = summarize(r.changes).median if r.changes else float("nan")
         flagged, rate, noisy = f"{r.flagged}/{r.trials}", f"{r.rate:.0%}", f"{r.noisy}/{r.trials}"
         body.append([f"bs{r.batch_size}", r.label, flagged, rate, noisy, f"{med:+.1%}"])
+        if any(row.added for row in rows):
+            body[-1].append(f"{sum(a > 0 for a in r.added)} runs, +{sum(r.added)} invocations" if r.added else "")
     headers = ["batch", "scenario", "flagged", "rate", "noisy", "median measured change"]
+    if any(r.added for r in rows):
+        headers.append("re-measured while noisy")
+        body = [b + [""] * (len(headers) - len(b)) for b in body]
     table = tabulate(body, headers=headers, tablefmt="github")
     th = thresholds
     return (
