@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from perf_utils.tools import upgrade
 from perf_utils.tools.upgrade import StackError, StackSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,8 @@ def test_a_venv_made_for_other_suite_dependencies_is_not_reused():
 def test_committed_stacks_pin_legacy_and_current():
     legacy = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt")).requirements
     assert "transformers==4.48.3" in legacy and "optimum==1.27.0" in legacy
+    # accelerate 1.10+ leaves Bark's semantic model on the CPU under offload: the legacy stack keeps offload working
+    assert "accelerate==1.9.0" in legacy
     current = StackSpec.parse("candidate", str(ROOT / "stacks/current.txt")).requirements
     assert any(r.startswith("optimum==2") for r in current)
 
@@ -56,6 +59,7 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     output = proc.stdout + proc.stderr
     assert "pinned:    torch 2.13.0" in output and "transformers 4.48.3, optimum 1.27.0" in output, output
+    assert "optimum 1.27.0, accelerate 1.9.0" in output, output
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("bs1-bettertransformer "))
     assert "LOST" in line and "bettertransformer needs optimum<2.0 and transformers<4.49" in line
     latency_before = line.split()[1]
@@ -65,3 +69,8 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     assert "numerics: fp32 eager computes the same on both stacks (golden fingerprint)" in proc.stdout, output
     assert proc.returncode == 1, output  # a lost configuration fails the upgrade gate
     print(proc.stdout)
+    # The pinned stack's accelerate moves the whole of Bark's semantic model under offload (probed on `meta`).
+    pinned = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt"))
+    python = venvs / pinned.key(upgrade.TORCH_REQUIREMENT) / "bin" / "python"
+    probe = "from perf_utils.bark.compat import offload_defect; print(offload_defect())"
+    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.strip() == "None"
