@@ -2,7 +2,7 @@
 
 Run one after the other, two stacks' runs differ by whatever the machine did in between (here the machine drifted
 by ~10% over six minutes, the size of the regressions to catch). Instead, each invocation starts one serving
-worker per stack (`measure.worker.Server`, each in its stack's Python), warms both up one after the other, then
+worker per stack (`measure.worker.Worker`, each in its stack's Python), warms both up one after the other, then
 alternates their trials in a random order: trial k of the candidate is measured seconds from trial k of the
 pinned stack, so the ratio of the two rounds cancels the drift, and the gate judges the median of those per-trial
 ratios (`gate.compare`, paired). Both records carry the same session id, which is what makes them paired.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from perf_utils.measure.run import Case, Invocation, Run, RunPlan, order
-from perf_utils.measure.worker import Server
+from perf_utils.measure.worker import Worker
 from perf_utils.options import RunOptions
 from perf_utils.record.record import RunRecord
 
@@ -51,11 +51,11 @@ def alternate(
     rng = random.Random(plan.seed)
     parts: dict[str, list[Invocation]] = {side.name: [] for side in sides}
     for i in range(plan.invocations):
-        servers: dict[str, Server] = {}
+        servers: dict[str, Worker] = {}
         try:
             for side in sides:  # one after the other: a warm-up is never measured beside another
                 relay = _relay(progress, side.name, i, plan)
-                servers[side.name] = Server(side.python, plan, side.cases, i, check_fidelity, relay)
+                servers[side.name] = Worker(side.python, plan, side.cases, i, check_fidelity, relay)
             for t in range(plan.rounds):
                 turn = rng.sample([s.name for s in sides], len(sides))
                 if progress:

@@ -2,14 +2,14 @@
 
 Why a process: the medians of separate processes spread several times wider than the rounds of one (memory
 layout, allocator and cache state, what the machine does in those seconds), and reloading the model inside one
-process does not reproduce that spread (README, "Where the noise lives"). The parent (`measure.run.Run`) writes
-the plan and the cases as JSON, the worker measures them through the same `Run.invocation` an in-process run
-uses and writes back its results; progress lines are relayed as they come. A worker that dies makes every one of
-its benchmarks `failed` with the end of its output, never a lost run.
+process does not reproduce that spread (README, "Where the noise lives"). The parent (`measure.run.Run`,
+through `Worker`) writes the plan and the cases as JSON, the worker measures them through the same
+`Run.invocation` an in-process run uses and writes back its results; progress lines are relayed as they come. A
+worker that dies makes every one of its benchmarks `failed` with the end of its output, never a lost run.
 
 With `--serve` the worker loads and warms up, then measures one trial per `trial` line on its stdin and answers
 each with a ready line (`Run.serve`): `compare-stacks` keeps one such worker per stack and alternates them
-(`measure.alternate`, `Server`).
+(`measure.alternate`).
 """
 
 from __future__ import annotations
@@ -97,40 +97,34 @@ def _read(out_file: Path, code: int, other: list[str], selected: list[Case], ind
 
 
 def invoke(plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool, progress: Any = None) -> Invocation:
-    """Run invocation `index` of `selected` in a worker process and read back what it measured."""
-    with tempfile.TemporaryDirectory(prefix="bark-invocation-") as tmp:
-        spec_file, out_file = _spec_file(Path(tmp), plan, selected, index, check_fidelity), Path(tmp) / "out.json"
-        cmd = [sys.executable, "-m", "perf_utils.measure.worker", str(spec_file), str(out_file)]
-        other: list[str] = []
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                _relay(line, progress, other)
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted: never leave a worker measuring behind us
-                proc.kill()
-                proc.wait()
-        return _read(out_file, code, other, selected, index)
+    """Run invocation `index` of `selected` in a worker process of this Python and read back what it measured."""
+    return Worker(sys.executable, plan, selected, index, check_fidelity, progress, serve=False).finish()
 
 
-class Server:
-    """A worker in serve mode, in any Python (another stack's venv): started, it loads and warms up; each
-    `trial()` measures every case once more; `finish()` returns the invocation. A worker that died answers no
-    more trials and finishes as failed benchmarks carrying its last output."""
+class Worker:
+    """A worker process measuring one invocation, in any Python (another stack's venv). Plain, it measures the
+    whole invocation by itself and `finish()` waits for it. Serving (`serve`), it loads and warms up when started;
+    each `trial()` measures every case once more, and `finish()` ends it. Either way `finish()` returns the
+    invocation; a worker that died answers no more trials and finishes as failed benchmarks carrying its last
+    output, and one left behind (an interrupted session) is killed."""
 
     def __init__(self, python: str, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool,
-                 progress: Any = None) -> None:  # fmt: skip
+                 progress: Any = None, serve: bool = True) -> None:  # fmt: skip
         self.selected, self.index, self.progress = selected, index, progress
-        self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-" if serve else "bark-invocation-")
         folder = Path(self._tmp.name)
         spec_file, self.out_file = _spec_file(folder, plan, selected, index, check_fidelity), folder / "out.json"
-        cmd = [python, "-m", "perf_utils.measure.worker", "--serve", str(spec_file), str(self.out_file)]
+        cmd = [python, "-m", "perf_utils.measure.worker", *(["--serve"] if serve else []), str(spec_file),
+               str(self.out_file)]  # fmt: skip
         self.other: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)  # fmt: skip
-        self.alive = self._ready()
+        stdin = subprocess.PIPE if serve else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     bufsize=1)  # fmt: skip
+        try:
+            self.alive = serve and self._ready()
+        except BaseException:
+            self.close()
+            raise
 
     def _ready(self) -> bool:
         """Read until the worker is ready again; False once it has ended."""
