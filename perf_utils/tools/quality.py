@@ -254,24 +254,23 @@ def alternating(
                for s in slowdowns)]  # fmt: skip
     out = []
     for label, metric, candidate, n in plans:
-        scenarios = {bs: Scenario(f"compare-stacks: {label}", bs, metric, None) for bs in sizes}  # type: ignore[arg-type]
+        sessions: dict[int, tuple[list[BenchmarkResult], list[BenchmarkResult]]] = {bs: ([], []) for bs in sizes}
         for i in range(n):
             if progress:
                 progress(f"compare-stacks, {label}: session {i + 1}/{n}")
             sides = [Side("pinned", sys.executable, cases([config], sizes)),
                      Side("candidate", sys.executable, cases([candidate], sizes))]  # fmt: skip
             records = alternate(plan, sides, check_fidelity=False)
-            for bs, sc in scenarios.items():
+            for bs, (pinned_sides, candidates) in sessions.items():
                 bid = benchmark_id(config_name, bs)
                 pinned, now = records["pinned"].by_id()[bid], records["candidate"].by_id()[bid]
                 for result in (pinned, now):
                     if not result.ran:
                         raise RuntimeError(f"{bid} did not run: {result.reason}")
-                sc.references.append(pinned)
-                sc.runs.append(now)
-        for sc in scenarios.values():
-            sc.reference = sc.references[0]
-        out += scenarios.values()
+                pinned_sides.append(pinned)
+                candidates.append(now)
+        out += [Scenario(f"compare-stacks: {label}", bs, metric, refs[0], runs, refs)
+                for bs, (refs, runs) in sessions.items()]  # fmt: skip
     return out
 
 
