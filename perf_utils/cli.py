@@ -110,14 +110,26 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     from perf_utils.measure.run import stderr_progress
     from perf_utils.tools import upgrade
 
-    pinned = upgrade.StackSpec.parse("pinned", args.pinned)
-    candidate = upgrade.StackSpec.parse("candidate", args.candidate)
+    pytest_args = [a for a in args.pytest_args if a != "--"]
+    specs = {}
+    for name in ("pinned", "candidate"):
+        given = getattr(args, name)
+        if given == upgrade.BASELINE:
+            path, stored = upgrade.baseline_path(args.bark_baselines_dir or Path("baselines"), pytest_args)
+            if not stored:  # as the gate does without a baseline: nothing to compare with is not a failure
+                print(f"--{name} baseline: no stored baseline for this machine and checkpoint ({path}); nothing "
+                      "compared. Adopt one with `pytest benchmarks --bark-save-baseline`.")  # fmt: skip
+                return 0
+            given = str(path)
+        specs[name] = upgrade.StackSpec.parse(name, given)
+    pinned, candidate = specs["pinned"], specs["candidate"]
+    stderr_progress(f"pinned: {pinned.describe()}; candidate: {candidate.describe()}")
     old, new = upgrade.run_stacks(
         pinned,
         candidate,
         args.venvs_dir.resolve(),
         args.bark_results_dir.resolve(),
-        [a for a in args.pytest_args if a != "--"],
+        pytest_args,
         args.torch or upgrade.TORCH_REQUIREMENT,
         stderr_progress,
     )
@@ -222,7 +234,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--report", type=Path, default=None, help="write the run's report folder here (Markdown, PNGs)")
     s = command("compare-stacks", _compare_stacks, "run the suite in two software stacks here and gate the candidate",
                 options.FINISH)  # fmt: skip
-    s.add_argument("--pinned", required=True, help="requirements file or 'pkg==v pkg==v' (e.g. stacks/legacy.txt)")
+    s.add_argument("--pinned", required=True,
+                   help="requirements file or 'pkg==v pkg==v' (e.g. stacks/legacy.txt); a kept run or baseline "
+                        "(.json: the stack that measured it); or 'baseline': the stack of this machine's stored "
+                        "baseline")  # fmt: skip
     s.add_argument(
         "--candidate",
         required=True,

@@ -28,6 +28,63 @@ def test_stack_spec_from_string_and_file(tmp_path):
         StackSpec.parse("pinned", "  ")
 
 
+def recorded(tmp_path: Path, packages: dict) -> Path:
+    """A stored baseline whose environment names `packages`."""
+    from perf_utils.record import store
+    from perf_utils.record.record import BenchmarkResult, RunRecord
+
+    workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
+    record = RunRecord("cpu-x", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {"packages": packages},
+                       [BenchmarkResult("fp32", 1, "ok", rounds=[{"latency_s": 0.3}])])  # fmt: skip
+    path = tmp_path / "baselines" / "cpu-x" / "tiny.json"
+    store.write_atomic(path, record)
+    return path
+
+
+def test_the_stack_of_a_stored_baseline_is_its_recorded_versions(tmp_path):
+    """`--pinned baselines/<hw>/<ck>.json`: the stack that measured the baseline, measured again beside the
+    candidate; torch pinned to its version (the local label names an index, not a release)."""
+    packages = {"torch": "2.13.0+cpu", "transformers": "4.48.3", "optimum": "1.27.0", "accelerate": "1.9.0",
+                "flash-attn": None, "nvidia-ml-py": "13.615.71"}  # fmt: skip
+    spec = StackSpec.parse("pinned", str(recorded(tmp_path, packages)))
+    assert spec.requirements == ("transformers==4.48.3", "optimum==1.27.0", "accelerate==1.9.0")
+    assert spec.torch == "torch==2.13.0" and spec.torch_requirement("torch==2.12.0") == "torch==2.13.0"
+    assert "as measured in" in spec.describe() and "tiny.json" in spec.describe()
+    # The same versions as the committed legacy stack: the same cached venv, never a second one built.
+    legacy = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt"))
+    assert spec.key(upgrade.TORCH_REQUIREMENT) == legacy.key(upgrade.TORCH_REQUIREMENT)
+    other_torch = StackSpec.parse("pinned", str(recorded(tmp_path / "b", {**packages, "torch": "2.12.0"})))
+    assert other_torch.key(upgrade.TORCH_REQUIREMENT) != legacy.key(upgrade.TORCH_REQUIREMENT)
+
+
+def test_a_record_that_cannot_name_a_stack_is_an_error_naming_the_option_and_file(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(StackError, match=r"--pinned: .*broken\.json"):
+        StackSpec.parse("pinned", str(broken))
+    with pytest.raises(StackError, match=r"--pinned .*tiny\.json: the record names no transformers version"):
+        StackSpec.parse("pinned", str(recorded(tmp_path, {"torch": "2.13.0"})))
+
+
+def test_pinned_baseline_finds_this_machines_stored_baseline_or_says_where_it_looked(tmp_path, bark_perf_cache, capsys):
+    from perf_utils import cli
+    from perf_utils.bark.environment import current_stack, hardware_key
+    from perf_utils.record import store
+
+    args = ["--", "--bark-device", "cpu"]
+    path = store.path_for(tmp_path / "baselines", hardware_key(current_stack(), "cpu"), "tiny")
+    assert upgrade.baseline_path(tmp_path / "baselines", args) == (path, False)
+    # None stored: said, and not a failure (as the gate without a baseline); no venv is built
+    argv = ["compare-stacks", "--pinned", "baseline", "--candidate", "current", "--baselines-dir",
+            str(tmp_path / "baselines"), "--venvs-dir", str(tmp_path / "venvs"), *args]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert f"--pinned baseline: no stored baseline for this machine and checkpoint ({path})" in capsys.readouterr().out
+    assert not (tmp_path / "venvs").exists()
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    assert upgrade.baseline_path(tmp_path / "baselines", args) == (path, True)
+
+
 def test_a_venv_made_for_other_suite_dependencies_is_not_reused():
     spec = StackSpec.parse("pinned", "transformers==4.48.3")
     assert spec.key("torch==2.13.0") == spec.key("torch==2.13.0", (ROOT / "pyproject.toml").read_bytes())

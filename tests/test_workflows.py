@@ -85,3 +85,18 @@ def test_the_nightly_falls_back_to_the_real_shapes_without_the_hub():
     shard = "\n".join(steps("nightly-gpu.yml", "shard"))
     assert "local_files_only=True" in shard and "${{ matrix.checkpoint.random }}" in shard
     assert '--bark-checkpoint "$BARK_PERF_CHECKPOINT"' in shard
+
+
+def test_the_nightly_gates_tonights_stack_paired_against_the_baselines_stack():
+    """Drift between days limits a stored baseline; the nightly also measures the baseline's own stack beside
+    tonight's. Its run options are the suite's (an unknown one would be an error before anything is built)."""
+    import shlex
+
+    from perf_utils.tools import upgrade
+
+    shard = "\n".join(steps("nightly-gpu.yml", "shard")).replace("\\\n", " ")
+    [line] = [ln for ln in shard.splitlines() if "compare-stacks" in ln]
+    words = shlex.split(line.replace('"$BARK_PERF_CHECKPOINT"', "random:bark-small"))
+    assert words[words.index("--pinned") + 1] == "baseline" and words[words.index("--candidate") + 1] == "current"
+    options = upgrade.run_options(words[words.index("--") :])
+    assert options.configs == ["fp32", "fp16"] and options.checkpoint == "random:bark-small"

@@ -27,6 +27,9 @@ from perf_utils.record.record import RunRecord
 REPO = Path(__file__).resolve().parents[2]
 TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU wheel on this project's machines; override for GPU runners
 CURRENT = "current"  # as a stack: the environment running this command, as it is (no venv is built)
+BASELINE = "baseline"  # as a stack: the one that measured this machine's stored baseline of the checkpoint
+# What a stack taken from a record pins, besides torch: the libraries whose upgrades this suite gates.
+RECORDED_PACKAGES = ("transformers", "optimum", "accelerate")
 
 
 class StackError(RuntimeError):
@@ -38,6 +41,8 @@ class StackSpec:
     name: str
     requirements: tuple[str, ...]
     current: bool = False  # the running environment itself (e.g. a CI venv just upgraded)
+    torch: str | None = None  # this stack's own torch requirement (one taken from a record); None: --torch
+    source: str | None = None  # the record it was taken from
 
     @classmethod
     def parse(cls, name: str, spec: str) -> StackSpec:
@@ -46,6 +51,8 @@ class StackSpec:
         if spec == CURRENT:
             return cls(name, (), current=True)
         path = Path(spec)
+        if path.suffix == ".json":
+            return cls.of_record(name, path)
         if path.is_file():
             lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
             return cls(name, tuple(ln for ln in lines if ln))
@@ -54,6 +61,37 @@ class StackSpec:
             raise StackError(f"--{name}: give requirements or a requirements file; got {spec!r}")
         return cls(name, reqs)
 
+    @classmethod
+    def of_record(cls, name: str, path: Path) -> StackSpec:
+        """The stack a kept run or a stored baseline was measured with (its `environment.packages`): measured
+        again now, beside the candidate, it turns a comparison with a baseline from another day into a paired
+        one in this session."""
+        try:
+            record = store.load(path)
+        except store.BaselineError as exc:
+            raise StackError(f"--{name}: {exc}") from None
+        packages = record.environment.get("packages") or {}
+        if not packages.get("transformers"):
+            raise StackError(f"--{name} {path}: the record names no transformers version (environment.packages)")
+        torch = packages.get("torch")
+        return cls(
+            name,
+            tuple(f"{p}=={packages[p]}" for p in RECORDED_PACKAGES if packages.get(p)),
+            torch=f"torch=={torch.split('+')[0]}"
+            if torch
+            else None,  # a local label (+cpu) names the index, not pip's pin
+            source=str(path),
+        )
+
+    def torch_requirement(self, default: str) -> str:
+        return self.torch or default
+
+    def describe(self) -> str:
+        reqs = " ".join((*([self.torch] if self.torch else []), *self.requirements))
+        return (
+            "this environment" if self.current else reqs + (f" (as measured in {self.source})" if self.source else "")
+        )
+
     def key(self, torch_requirement: str, suite: bytes | None = None) -> str:
         """Names the cached venv. The suite's own dependencies are part of it (pyproject.toml and the
         requirements/*.txt it reads them from): a venv made before the suite gained a dependency lacks it, and
@@ -61,7 +99,7 @@ class StackSpec:
         suite = (REPO / "pyproject.toml").read_bytes() if suite is None else suite
         for path in sorted((REPO / "requirements").glob("*.txt")):
             suite += b"\n" + path.name.encode() + b"\n" + path.read_bytes()
-        text = "\n".join((torch_requirement, *self.requirements)).encode() + b"\n" + suite
+        text = "\n".join((self.torch_requirement(torch_requirement), *self.requirements)).encode() + b"\n" + suite
         return f"{self.name}-{hashlib.sha256(text).hexdigest()[:12]}"
 
 
@@ -78,6 +116,7 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     call with torch pinned: the pin alone keeps pip from pulling another (CUDA) build."""
     if spec.current:
         return Path(sys.executable)
+    torch_requirement = spec.torch_requirement(torch_requirement)
     venv = root / spec.key(torch_requirement)
     python = venv / "bin" / "python"
     done = venv / ".bark-perf-complete"
@@ -89,6 +128,19 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     _run([*pip, torch_requirement, "-e", str(REPO), *spec.requirements], f"installing the {spec.name} stack")
     done.write_text("\n".join(spec.requirements) + "\n")
     return python
+
+
+def baseline_path(baselines_dir: Path, pytest_args: list[str]) -> tuple[Path, bool]:
+    """`--pinned baseline`: where this machine's stored baseline of the checkpoint the run options after `--` name
+    is (as `pytest benchmarks --benchmark-compare` would find it), and whether there is one."""
+    from perf_utils.bark import checkpoints
+    from perf_utils.bark.device import resolve_device
+    from perf_utils.bark.environment import current_stack, hardware_key
+
+    o = run_options(pytest_args)
+    key = checkpoints.resolve(o.checkpoint).key
+    path = store.path_for(baselines_dir, hardware_key(current_stack(), resolve_device(o.device).type), key)
+    return path, path.is_file()
 
 
 def run_options(pytest_args: list[str]) -> RunOptions:
