@@ -122,6 +122,8 @@ def _compare_stacks(args: argparse.Namespace) -> int:
                 return 0
             given = str(path)
         specs[name] = upgrade.StackSpec.parse(name, given)
+        if args.torch:  # asked for: both venvs get it, whatever a record says
+            specs[name] = replace(specs[name], torch=None)
     pinned, candidate = specs["pinned"], specs["candidate"]
     stderr_progress(f"pinned: {pinned.describe()}; candidate: {candidate.describe()}")
     old, new = upgrade.run_stacks(
@@ -244,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
         help="requirements file, 'pkg==v pkg==v' (e.g. stacks/current.txt), or 'current': this environment as it is",
     )
     s.add_argument("--venvs-dir", type=Path, default=Path(".stacks"), help="venvs are cached here by requirements")
-    s.add_argument("--torch", default=None, help="torch requirement for both venvs (default torch==2.13.0, CPU)")
+    s.add_argument("--torch", default=None, help="torch requirement for both venvs (default: torch==2.13.0, CPU; "
+                   "a stack taken from a record: the torch version it was measured with)")  # fmt: skip
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to `pytest benchmarks`")
     s.set_defaults(bark_results_dir=Path("results/stacks"))
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)
