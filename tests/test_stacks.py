@@ -131,3 +131,22 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     python = venvs / pinned.key(upgrade.TORCH_REQUIREMENT) / "bin" / "python"
     probe = "from perf_utils.bark.compat import offload_defect; print(offload_defect())"
     assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.strip() == "None"
+
+
+def test_an_explicit_torch_wins_over_the_torch_a_record_names(tmp_path, monkeypatch):
+    """A GPU runner names its CUDA build with --torch; a stack taken from a record otherwise keeps its own."""
+    from perf_utils import cli
+
+    seen = {}
+
+    def run_stacks(pinned, candidate, root, out_dir, pytest_args, torch_requirement, progress):
+        seen.update(pinned=pinned, torch=torch_requirement)
+        raise StackError("stop here: no venv is built in this test")
+
+    monkeypatch.setattr(upgrade, "run_stacks", run_stacks)
+    record = recorded(tmp_path, {"torch": "2.11.0+cu130", "transformers": "5.17.0"})
+    argv = ["compare-stacks", "--pinned", str(record), "--candidate", "current", "--venvs-dir", str(tmp_path)]
+    assert cli.main(argv) != 0
+    assert seen["pinned"].torch_requirement(seen["torch"]) == "torch==2.11.0"
+    assert cli.main([*argv, "--torch", "torch==2.11.0+cu130"]) != 0
+    assert seen["pinned"].torch_requirement(seen["torch"]) == "torch==2.11.0+cu130"
