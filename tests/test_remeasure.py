@@ -226,4 +226,6 @@ def test_pytest_benchmarks_remeasures_a_benchmark_whose_baseline_is_too_wide_to_
     added = stored.schedule["remeasured"]["bs1-fp32"]
     assert added >= 1 and max(stored.by_id()["bs1-fp32"].invocations) == added
     assert f"in {added} more invocation" in text
+    report = (kept.parent / "report.md").read_text()
+    assert f"first called noisy (`--bark-remeasure-noisy`): `bs1-fp32` +{added}" in report
     assert row(text, "bs1-fp32")
