@@ -17,7 +17,7 @@ from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.alternate import Side, alternate
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan
-from perf_utils.measure.worker import Server
+from perf_utils.measure.worker import Worker
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
 from perf_utils.tools.upgrade import StackError, run_options
 
@@ -104,17 +104,17 @@ def test_the_run_options_after_the_double_dash_are_the_suites_own():
 
 def test_a_serving_worker_measures_one_trial_per_command(tiny_checkpoint):
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
-    server = Server(sys.executable, plan, [Case(FP32, 1)], 0, False)
-    assert server.alive
+    worker = Worker(sys.executable, plan, [Case(FP32, 1)], 0, False)
+    assert worker.alive
     for _ in range(3):  # more trials than the plan's rounds: the pacing is the caller's
-        server.trial()
-    done = server.finish()
+        worker.trial()
+    done = worker.finish()
     [result] = done.results
     assert result.status == OK and len(result.rounds) == 3
     assert done.header is not None and done.header["checkpoint"]["key"] == "tiny"
 
     ghost = configs.OptimizationConfig("not_registered", "only in this process")
-    dead = Server(sys.executable, plan, [Case(ghost, 1)], 0, False)
+    dead = Worker(sys.executable, plan, [Case(ghost, 1)], 0, False)
     assert not dead.alive
     dead.trial()  # answers nothing, never hangs
     [failed] = dead.finish().results
