@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from suite import ROOT, baseline_file, bench, out, row
@@ -48,13 +49,15 @@ CHOICES = FinishChoices(
 )
 
 
-def gate(record: RunRecord, tmp: Path, **choices: object) -> tuple[Finished, str]:
-    """`finish` as `pytest benchmarks --benchmark-compare` calls it, baselines and kept runs under `tmp`."""
+def gate(record: RunRecord, tmp: Path, measure_more: Any = None, **choices: object) -> tuple[Finished, str]:
+    """`finish` as `pytest benchmarks --benchmark-compare` calls it, baselines and kept runs under `tmp`;
+    `measure_more` as the run loop's (`--bark-remeasure-noisy`)."""
     how = Finish(
         choices=replace(CHOICES, **choices),
         baselines_dir=tmp / "baselines",
         pyproject=ROOT / "pyproject.toml",
         results_dir=tmp / "results",
+        measure_more=measure_more,
     )
     done = finish(record, how)
     return done, "\n".join(line.text for line in done.lines)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import test_gate
 from suite import bench, out, row
-from test_gate import CHOICES, ROOT
 
-from perf_utils.finish import Finish, finish
 from perf_utils.gate.compare import REGRESSED, UNCHANGED
 from perf_utils.gate.decide import EXIT_OK, GateOptions, judge
 from perf_utils.gate.remeasure import invocation_cost, noisy_ids, remeasure_noisy
@@ -146,16 +144,9 @@ def test_appended_labels_the_new_invocation_and_a_failed_one_fails_the_benchmark
 
 
 def finish_with(tmp: Path, current: RunRecord, measure_more, budget: float):
+    """`finish` as pytest calls it, against `BASE` stored under `tmp`."""
     store.write_atomic(store.path_for(tmp / "baselines", BASE.hardware, "tiny"), BASE)
-    how = Finish(
-        choices=replace(CHOICES, remeasure_s=budget),
-        baselines_dir=tmp / "baselines",
-        pyproject=ROOT / "pyproject.toml",
-        results_dir=tmp / "results",
-        measure_more=measure_more,
-    )
-    done = finish(current, how)
-    return done, "\n".join(line.text for line in done.lines)
+    return test_gate.gate(current, tmp, measure_more, remeasure_s=budget)
 
 
 def test_finish_remeasures_before_the_verdict_and_keeps_the_run_with_the_added_invocations(tmp_path):
