@@ -2,10 +2,10 @@
 
 A benchmark is `noisy` when its interval still reaches a change of the threshold's size. The interval is built
 from invocations first (`gate.bootstrap`), so it narrows as invocations are added: the end-of-run path may buy
-more of them for the noisy benchmarks only, one invocation at a time, judging again after each, while the budget
-still holds one more. What is still noisy when the budget is spent stays `noisy` and is said; it never becomes a
-pass. More invocations cannot cancel drift between the baseline's day and today (README, "Where the noise
-lives"): they decide a wide interval, not an offset.
+more of them, one invocation of the run at a time (`Run.measure_more` says why the whole run), judging again
+after each, while the budget still holds one more. What is still noisy when the budget is spent stays `noisy`
+and is said; it never becomes a pass. More invocations cannot cancel drift between the baseline's day and today
+(README, "Where the noise lives"): they decide a wide interval, not an offset.
 
 Torch-free: the measuring is a callback from whoever ran the run (`measure.run.Run.measure_more`).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from perf_utils.gate.compare import NOISY
 from perf_utils.gate.decide import GateOutcome
-from perf_utils.record.record import REFERENCE_CONFIG, RunRecord
+from perf_utils.record.record import RunRecord
 
 PROCESS_START_S = 5.0  # a worker process's start and imports, on top of what the record says an invocation costs
 
@@ -38,15 +38,13 @@ def noisy_ids(outcome: GateOutcome | None) -> list[str]:
     return [v.id for v in outcome.comparison.by_verdict(NOISY)]
 
 
-def invocation_cost(record: RunRecord, ids: list[str]) -> float:
-    """Seconds one more invocation of `ids` (and fp32 at their batch sizes) should take, from what the run
-    recorded: each configuration's load, and warm-up plus rounds at its median latency."""
-    by_id = record.by_id()
-    sizes = {by_id[i].batch_size for i in ids if i in by_id}
-    chosen = [r for r in record.measured() if r.id in ids or (r.config == REFERENCE_CONFIG and r.batch_size in sizes)]
+def invocation_cost(record: RunRecord) -> float:
+    """Seconds one more invocation of the run should take, from what it recorded: each configuration's load, and
+    every benchmark's warm-up plus rounds at its median latency."""
+    measured = record.measured()
     rounds = (record.schedule or {}).get("rounds", 1)
-    loads = {r.config: r.load_s or 0.0 for r in chosen}
-    calls = sum(((r.warmup or 0) + rounds) * (r.median("latency_s") or 0.0) for r in chosen)
+    loads = {r.config: r.load_s or 0.0 for r in measured}
+    calls = sum(((r.warmup or 0) + rounds) * (r.median("latency_s") or 0.0) for r in measured)
     in_worker = (record.schedule or {}).get("invocations", 1) > 1
     return sum(loads.values()) + calls + (PROCESS_START_S if in_worker else 0.0)
 
@@ -59,7 +57,7 @@ def remeasure_noisy(
     budget_s: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> Remeasured:
-    """Re-measure the benchmarks `outcome` calls noisy, one invocation at a time, each judged again by `judge`,
+    """While `outcome` calls benchmarks noisy, one more invocation of the run at a time, judged again by `judge`,
     while one more invocation fits in what is left of `budget_s` (the first is estimated from the record, the
     next from the last one's duration)."""
     before = noisy_ids(outcome)
@@ -69,10 +67,10 @@ def remeasure_noisy(
     started, last = clock(), None
     while ids := noisy_ids(done.outcome):
         left = budget_s - (clock() - started)
-        cost = last if last is not None else invocation_cost(done.record, ids)
+        cost = last if last is not None else invocation_cost(done.record)
         if cost > left:
             done.lines.append(
-                f"re-measure stopped: one more invocation of {', '.join(ids)} takes ~{cost:.0f} s, "
+                f"re-measure stopped: {', '.join(ids)} still noisy; one more invocation takes ~{cost:.0f} s, "
                 f"{max(left, 0):.0f} s of the {budget_s:.0f} s budget left"
             )
             break
@@ -88,6 +86,7 @@ def remeasure_noisy(
         done.lines.insert(
             0,
             f"re-measured the noisy benchmarks in {done.invocations} more invocation"
-            f"{'s' if done.invocations > 1 else ''} ({done.spent_s:.0f} s of the {budget_s:.0f} s budget): {moved}",
+            f"{'s' if done.invocations > 1 else ''} of the run ({done.spent_s:.0f} s of the {budget_s:.0f} s budget): "
+            + moved,
         )
     return done

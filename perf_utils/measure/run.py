@@ -321,23 +321,23 @@ class Run:
         return worker.invoke(self.plan, runnable, index, self.check_fidelity, relay)
 
     def measure_more(self, ids: list[str]) -> RunRecord:
-        """One more invocation of the benchmarks `ids` (the gate called them `noisy`), appended to their results,
-        with fp32 at their batch sizes so that the new trials have their ratios too. A benchmark that fails in it
+        """One more invocation of the whole run, appended to every result that ran, because the gate called
+        `ids` noisy. The whole run, not only `ids`: a process that measures some benchmarks has another allocator
+        history than one that measures all, and the host peak of a small call depends on it (re-measuring only
+        the noisy batch-1 benchmarks moved their host peaks by +29..+41% here). A benchmark that fails in it
         fails."""
         assert self.record.schedule is not None, "measure_more comes after measure_all"
-        sizes = {r.batch_size for r in self.record.results if r.id in ids}
-        runnable = [c for c in self.planned if self.record.by_id().get(c.id) is not None
-                    and self.record.by_id()[c.id].ran
-                    and (c.id in ids or (c.config.name == REFERENCE_CONFIG and c.batch_size in sizes))]  # fmt: skip
+        runnable = [c for c in self.planned if (r := self.record.by_id().get(c.id)) is not None and r.ran]
         if not runnable:
             return self.record
-        extra = self.record.schedule.setdefault("remeasured", {})  # benchmark id -> invocations added
         index = 1 + max((i for r in self.record.measured() for i in r.invocations or [0]), default=0)
-        part = self._invoke(runnable, index, f"{index + 1} (re-measuring {', '.join(c.id for c in runnable)})")
+        part = self._invoke(runnable, index, f"{index + 1} (more, for the noisy {', '.join(ids)})")
         by_id = self.record.by_id()
         for result in part.results:
             self.record.put(by_id[result.id].appended(result, index))
-            extra[result.id] = extra.get(result.id, 0) + 1
+        extra = self.record.schedule.setdefault("remeasured", {"invocations": 0, "noisy": []})
+        extra["invocations"] += 1
+        extra["noisy"] = list(dict.fromkeys([*extra["noisy"], *ids]))
         add_ratios(self.record)
         return self.record
 

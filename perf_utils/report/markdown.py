@@ -159,13 +159,13 @@ def _context(record: RunRecord) -> str:
     names = ("torch", "transformers", "optimum", "accelerate")
     versions = ", ".join(f"{k} {packages[k]}" for k in names if packages.get(k))
     w = record.workload
-    remeasured = (record.schedule or {}).get("remeasured") or {}
-    more = ", ".join(f"`{bid}` +{n}" for bid, n in remeasured.items())
+    more = (record.schedule or {}).get("remeasured")
+    noisy = ", ".join(f"`{i}`" for i in more["noisy"]) if more else ""
     return (
         f"run {record.created} on `{record.hardware}` ({record.device}); checkpoint `{record.checkpoint.get('key')}`; "
         f"{w.get('n_tokens')} semantic tokens per call; {versions}"
         + (
-            f"; invocations added to benchmarks the gate first called noisy (`--bark-remeasure-noisy`): {more}"
+            f"; {more['invocations']} invocations added while the gate called {noisy} noisy (`--bark-remeasure-noisy`)"
             if more
             else ""
         )  # fmt: skip
