@@ -114,6 +114,20 @@ def test_unchanged_record_compares_clean_and_writes_the_job_summary(run, work):
     assert "| bs1-fp32 " in markdown and "bark gate passed" in markdown
 
 
+def test_a_baseline_of_another_stack_says_so_and_how_to_judge_the_stack_change_paired(run, work):
+    """Against a stored baseline from another transformers, the verdict may be the stack's or the day's: said, with
+    the command that measures both stacks in one session. The same stack: no note."""
+    _, text = gate(run, work)
+    assert "measured with another stack" not in text
+    older = run.copy()
+    older.environment["packages"]["transformers"] = "5.23.0"
+    store.write_atomic(baseline_file(work), older)
+    _, text = gate(run, work)
+    now = run.environment["packages"]["transformers"]
+    assert f"the baseline was measured with another stack (transformers 5.23.0 -> {now})" in text
+    assert "compare-stacks --pinned baseline --candidate current" in text
+
+
 def assert_regressed(done: Finished, text: str, metric_label: str) -> None:
     assert done.exit_code == EXIT_REGRESSION, text
     for bid in ("bs1-fp32", "bs8-fp32"):

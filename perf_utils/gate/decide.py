@@ -73,6 +73,8 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
     problems = store.incompatibilities(baseline, current)
     messages = [baseline.migrated] if baseline.migrated else []
     messages += store.schedule_notes(baseline, current)
+    if isinstance(source, Path):  # a stored baseline (the other side of a pair is described in words)
+        messages += store.stack_notes(baseline, current)
     if problems:
         if not opts.force:
             return GateOutcome(

@@ -210,6 +210,23 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     return notes
 
 
+STACK_PACKAGES = ("torch", "transformers", "optimum", "accelerate")  # a stack change a paired run can judge
+
+
+def stack_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """A baseline measured with other library versions: the change may be the stack's or the machine's day, and
+    only measuring both stacks in one session tells them apart (`compare-stacks --pinned baseline`)."""
+    old, new = (r.environment.get("packages") or {} for r in (baseline, current))
+    changed = [f"{p} {old.get(p) or '-'} -> {new.get(p) or '-'}" for p in STACK_PACKAGES if old.get(p) != new.get(p)]
+    if not changed:
+        return []
+    return [
+        f"note: the baseline was measured with another stack ({', '.join(changed)}); to judge the stack change "
+        "itself at the paired threshold, both in one session: python -m perf_utils compare-stacks --pinned baseline "
+        "--candidate current"
+    ]
+
+
 def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
     """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept."""
     if old is None:
