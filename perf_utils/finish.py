@@ -53,7 +53,7 @@ class Finish:
     against_label: str = ""
     run_failed: str | None = None  # why the run itself failed (a failed benchmark): no baseline is adopted then
     header: list[str] = field(default_factory=list)  # lines to print before the verdict
-    # One more invocation of these benchmarks, appended to the run (`Run.measure_more`): what
+    # One more invocation of the run, appended to it, for these noisy benchmarks (`Run.measure_more`): what
     # `--bark-remeasure-noisy` spends its budget on. None: the run cannot be measured again (a saved run).
     measure_more: Callable[[list[str]], RunRecord] | None = None
 
@@ -113,9 +113,9 @@ def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> Gate
 def _remeasure(
     record: RunRecord, how: Finish, thresholds: Thresholds | None, outcome: GateOutcome | None, notes: list[str]
 ) -> tuple[RunRecord, GateOutcome | None, list[str], int]:
-    """`--bark-remeasure-noisy`: more invocations of the noisy benchmarks within the budget (`gate.remeasure`).
-    Returns the record and verdict after it, what it did and how many invocations it added; a failure leaves the
-    verdict before it."""
+    """`--bark-remeasure-noisy`: more invocations of the run while benchmarks are noisy, within the budget
+    (`gate.remeasure`). Returns the record and verdict after it, what it did and how many invocations it added; a
+    failure leaves the verdict before it."""
     budget = how.choices.remeasure_s
     if not budget or outcome is None or not noisy_ids(outcome):
         return record, outcome, [], 0

@@ -147,8 +147,8 @@ def _as_first_measured(result: BenchmarkResult, added: int) -> BenchmarkResult:
     """`result` without the last `added` invocations (those re-measuring added)."""
     if not added or not result.invocations:
         return result
-    keep = max(result.invocations) + 1 - added
-    kept = [(r, i) for r, i in zip(result.rounds, result.invocations, strict=True) if i < keep]
+    dropped = set(sorted(set(result.invocations))[-added:])  # labels only grow: the added ones are the last
+    kept = [(r, i) for r, i in zip(result.rounds, result.invocations, strict=True) if i not in dropped]
     return replace(result, rounds=[r for r, _ in kept], invocations=[i for _, i in kept])
 
 
