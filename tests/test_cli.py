@@ -166,6 +166,17 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("budget", ["soon", "-5", "nan"])
+def test_a_remeasure_budget_that_is_not_seconds_is_a_usage_error_naming_the_option(
+    budget: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["gate", "run.json", f"--remeasure-noisy={budget}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--remeasure-noisy" in err and f"'{budget}': seconds, a number of at least 0" in err
+
+
 def test_run_cold_with_no_warm_up(
     tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
