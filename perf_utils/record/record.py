@@ -24,6 +24,9 @@ RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies b
 RENAMED_CONFIGS = {"baseline": "fp32"}
 REFERENCE_CONFIG = "fp32"  # what the report's "vs fp32" columns and the ratios are taken against
 OK, UNAVAILABLE, FAILED = "ok", "unavailable", "failed"
+# The libraries a software stack is named by: every versions line shows them, a baseline of other versions gets a
+# note, and a stack taken from a record pins them (`tools.upgrade`).
+STACK_PACKAGES = ("torch", "transformers", "optimum", "accelerate")
 
 
 def benchmark_id(config: str, batch_size: int) -> str:

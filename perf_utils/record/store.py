@@ -22,6 +22,7 @@ from perf_utils.record.record import (
     RENAMED_CONFIGS,
     RUN_FILE,
     SCHEMA_VERSION,
+    STACK_PACKAGES,
     BenchmarkResult,
     RunRecord,
 )
@@ -208,9 +209,6 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
             "side cannot see the spread between processes: retake the baseline to compare like with like"
         )
     return notes
-
-
-STACK_PACKAGES = ("torch", "transformers", "optimum", "accelerate")  # a stack change a paired run can judge
 
 
 def stack_notes(baseline: RunRecord, current: RunRecord) -> list[str]:

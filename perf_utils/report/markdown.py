@@ -20,7 +20,7 @@ from perf_utils.gate.trends import Trend
 from perf_utils.record.fidelity import NOT_CHECKED
 from perf_utils.record.metrics import STAGES, memory_metric
 from perf_utils.record.ratios import vs_reference
-from perf_utils.record.record import REFERENCE_CONFIG, BenchmarkResult, RunRecord, benchmark_id
+from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
 from perf_utils.report import plots
 from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, num
@@ -156,8 +156,7 @@ def headline(outcome: GateOutcome | None) -> str:
 
 def _context(record: RunRecord) -> str:
     packages = record.environment.get("packages", {})
-    names = ("torch", "transformers", "optimum", "accelerate")
-    versions = ", ".join(f"{k} {packages[k]}" for k in names if packages.get(k))
+    versions = ", ".join(f"{k} {packages[k]}" for k in STACK_PACKAGES if packages.get(k))
     w = record.workload
     more = (record.schedule or {}).get("remeasured")
     noisy = ", ".join(f"`{i}`" for i in more["noisy"]) if more else ""

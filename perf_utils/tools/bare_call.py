@@ -20,6 +20,7 @@ import torch
 from perf_utils.bark import checkpoints, configs, loading
 from perf_utils.bark.environment import current_stack
 from perf_utils.bark.workload import Workload, make_inputs
+from perf_utils.record.record import STACK_PACKAGES
 
 # sub-model -> a module whose call shows where it ran (the fine model's generate calls its own `forward`, not
 # the module, and the codec's forward is never called: Bark decodes with its quantizer and decoder)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = current_stack()
     device = torch.device(args.device)
     config = configs.get(args.config)
-    versions = ", ".join(f"{p} {stack.version(p)}" for p in ("torch", "transformers", "optimum", "accelerate"))
+    versions = ", ".join(f"{p} {stack.version(p)}" for p in STACK_PACKAGES)
     print(f"{args.config} on {device} ({stack.accelerator_name or stack.cpu}); {versions}", flush=True)
     print(f"the suite would say: {configs.unavailable_reason(config, stack, device.type) or 'available'}")
     loading.quiet_transformers()

@@ -22,14 +22,12 @@ from pathlib import Path
 from perf_utils import options
 from perf_utils.options import RunOptions
 from perf_utils.record import store
-from perf_utils.record.record import RunRecord
+from perf_utils.record.record import STACK_PACKAGES, RunRecord
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU wheel on this project's machines; override for GPU runners
 CURRENT = "current"  # as a stack: the environment running this command, as it is (no venv is built)
 BASELINE = "baseline"  # as a stack: the one that measured this machine's stored baseline of the checkpoint
-# What a stack taken from a record pins, besides torch: the libraries whose upgrades this suite gates.
-RECORDED_PACKAGES = ("transformers", "optimum", "accelerate")
 
 
 class StackError(RuntimeError):
@@ -74,23 +72,19 @@ class StackSpec:
         if not packages.get("transformers"):
             raise StackError(f"--{name} {path}: the record names no transformers version (environment.packages)")
         torch = packages.get("torch")
-        return cls(
-            name,
-            tuple(f"{p}=={packages[p]}" for p in RECORDED_PACKAGES if packages.get(p)),
-            torch=f"torch=={torch.split('+')[0]}"
-            if torch
-            else None,  # a local label (+cpu) names the index, not pip's pin
-            source=str(path),
-        )
+        # A local label (2.13.0+cpu) says which index the wheel came from; pip's pin is the version.
+        torch_pin = f"torch=={torch.split('+')[0]}" if torch else None
+        libraries = tuple(f"{p}=={packages[p]}" for p in STACK_PACKAGES if p != "torch" and packages.get(p))
+        return cls(name, libraries, torch=torch_pin, source=str(path))
 
     def torch_requirement(self, default: str) -> str:
         return self.torch or default
 
     def describe(self) -> str:
+        if self.current:
+            return "this environment"
         reqs = " ".join((*([self.torch] if self.torch else []), *self.requirements))
-        return (
-            "this environment" if self.current else reqs + (f" (as measured in {self.source})" if self.source else "")
-        )
+        return reqs + (f" (as measured in {self.source})" if self.source else "")
 
     def key(self, torch_requirement: str, suite: bytes | None = None) -> str:
         """Names the cached venv. The suite's own dependencies are part of it (pyproject.toml and the
@@ -162,7 +156,7 @@ def run_options(pytest_args: list[str]) -> RunOptions:
 
 def versions_line(record: RunRecord) -> str:
     pk = record.environment.get("packages", {})
-    return ", ".join(f"{p} {pk.get(p) or '-'}" for p in ("torch", "transformers", "optimum", "accelerate"))
+    return ", ".join(f"{p} {pk.get(p) or '-'}" for p in STACK_PACKAGES)
 
 
 def run_stacks(
