@@ -303,9 +303,8 @@ class Run:
         n = self.plan.invocations
         parts, started = [], time.perf_counter()
         for i in range(n):
-            left = (time.perf_counter() - started) / i * (n - i) if i else None
-            parts.append(self._invoke(runnable, i, f"{i + 1}/{n}" + (f" (~{_duration(left)} left in the run)"
-                                                                       if left is not None else "")))  # fmt: skip
+            after = f" (~{_duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
+            parts.append(self._invoke(runnable, i, f"{i + 1}/{n}{after}"))
         self.record_invocations(runnable, parts)
         return self.record
 
