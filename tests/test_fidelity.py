@@ -1,6 +1,8 @@
 """Fidelity gate: every CPU configuration computes what fp32 eager computes (within its tolerance), and faults
 that leave the speed untouched are caught and name the sub-model."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from packaging.version import Version
@@ -63,7 +65,7 @@ def test_every_cpu_configuration_passes(tiny_checkpoint, reference, name):
 @pytest.mark.parametrize(
     ("fault", "named", "clean"),
     [
-        ("drop_attention_mask", ("semantic", "coarse"), ("fine", "codec")),
+        ("drop_causal_mask", ("semantic", "coarse"), ("fine", "codec")),
         ("perturb_weights", ("fine",), ("semantic", "coarse", "codec")),
     ],
 )
@@ -76,6 +78,50 @@ def test_injected_fault_fails_and_names_the_submodel(tiny_checkpoint, reference,
         assert sub in text
     for sub in clean:
         assert not any(p.startswith(sub) for p in report.problems)
+
+
+def _ignore_padding_mask(model):
+    """The semantic and coarse models drop any attention mask, as optimum's BetterTransformer for Bark does
+    (`attn_mask=None`): no fault for Bark, whose generate never masks a position in its GPTs."""
+    for sub in (model.semantic, model.coarse_acoustics):
+        inner = sub.forward
+
+        def forward(*args, _inner=inner, **kwargs):
+            kwargs["attention_mask"] = None
+            return _inner(*args, **kwargs)
+
+        sub.forward = forward
+
+
+def _audio(checkpoint, config):
+    from transformers import set_seed
+
+    from perf_utils.bark.workload import make_inputs
+
+    loaded = loading.load(checkpoint, config, CPU)
+    try:
+        workload = Workload(n_tokens=16, batch_size=4)  # prompts of different lengths: padded and masked
+        inputs = make_inputs(loaded.processor, workload, CPU)
+        set_seed(workload.seed)
+        with torch.no_grad():
+            return loaded.model.generate(**inputs, **workload.generate_kwargs())
+    finally:
+        loading.unload(loaded)
+
+
+@pytest.mark.parametrize(
+    ("patch", "changes_audio"),
+    [(_ignore_padding_mask, False), (faults.FAULTS["drop_causal_mask"], True)],
+    ids=["padding mask ignored", "causal mask lost"],
+)
+def test_fidelity_fails_exactly_when_generate_computes_other_audio(tiny_checkpoint, reference, patch, changes_audio):
+    """The check judges what `generate` computes: a padding mask ignored (BetterTransformer) changes no audio and
+    passes; a causal mask lost changes the audio and fails."""
+    fp32 = configs.get("fp32")
+    patched = replace(fp32, patch=patch, test_only=True)
+    assert (not torch.equal(_audio(tiny_checkpoint, fp32), _audio(tiny_checkpoint, patched))) is changes_audio
+    report = Fidelity.judged(figures_of(tiny_checkpoint, patched, reference), "exact")
+    assert report.passed is not changes_audio, report.problems
 
 
 def test_the_speed_gate_alone_cannot_see_a_fidelity_fault(tiny_checkpoint, reference):

@@ -148,3 +148,16 @@ def test_a_change_in_every_instance_passes_speed_and_fidelity_but_fails_the_gold
 def test_unchanged_code_matches_the_golden_taken_by_another_process(regressed):
     """The regressed run (4x slower, numerics untouched) ran in a process of its own: its reference matches."""
     assert "golden fingerprint: matches (tiny v3" in regressed.output
+
+
+def test_a_golden_of_the_retired_schema_says_why_and_how_to_take_it_again(healthy, tmp_path):
+    """Schema 1 fingerprinted a padded, masked sample that Bark's generate never computes: comparing it would
+    call unchanged numerics changed, so it is refused with the reason and the option that replaces it."""
+    record = healthy.record.copy()
+    golden_finish(record, tmp_path, save_golden=True)
+    (path,) = (tmp_path / "golden").glob("*.json")
+    path.write_text(path.read_text().replace('"schema_version": 2', '"schema_version": 1'))
+    done, text = golden_finish(record, tmp_path)
+    assert f"{path}: schema_version 1, taken on a left-padded, attention-masked sample" in text
+    assert "--bark-save-golden" in text
+    assert "numerics changed" not in text

@@ -65,17 +65,16 @@ def slowdown(fraction: float) -> Callable[[Any], None]:
     return patch
 
 
-def drop_attention_mask(model: Any) -> None:
-    """The semantic and coarse models ignore the attention mask (padding leaks into attention): same speed,
-    different result; only the fidelity gate can see it."""
-    for sub in (model.semantic, model.coarse_acoustics):
-        inner = sub.forward
-
-        def forward(*args: Any, _inner: Callable[..., Any] = inner, **kwargs: Any) -> Any:
-            kwargs["attention_mask"] = None
-            return _inner(*args, **kwargs)
-
-        sub.forward = forward
+def drop_causal_mask(model: Any) -> None:
+    """The semantic and coarse models' attention sees later tokens (a fused-attention port that loses
+    `is_causal`): same speed, different audio; only the fidelity gate can see it. (A dropped *padding* mask is no
+    fault for Bark: its generate never masks a position, so the audio stays the same.)"""
+    with torch.no_grad():
+        for sub in (model.semantic, model.coarse_acoustics):
+            for module in sub.modules():
+                causal = getattr(module, "bias", None)
+                if getattr(module, "is_causal", False) and isinstance(causal, torch.Tensor):
+                    causal.fill_(True)
 
 
 def perturb_weights(scale: float = 0.05) -> Callable[[Any], None]:
@@ -108,7 +107,7 @@ def misplaced_weights(model: Any) -> None:
 FAULTS: dict[str, Callable[[Any], None]] = {
     "crash": crash,
     "misplaced_weights": misplaced_weights,
-    "drop_attention_mask": drop_attention_mask,
+    "drop_causal_mask": drop_causal_mask,
     "perturb_weights": perturb_weights(),
     "double_attention": double_attention,
     "extra_buffer": extra_buffer(64),

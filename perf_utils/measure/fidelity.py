@@ -1,10 +1,15 @@
 """Fidelity: an optimization must compute the same thing, not only run faster.
 
-A broken attention mask, a dtype overflow or a wrong offload device can make a configuration faster while it
-computes something else; timing cannot see that. For every configuration this compares, against the fp32 eager
-reference of the same checkpoint on the same inputs and without any sampling:
+A lost causal mask, a dtype overflow or a wrong offload device can make a configuration faster while it computes
+something else; timing cannot see that. For every configuration this compares, against the fp32 eager reference
+of the same checkpoint on the same inputs and without any sampling:
 - teacher-forced logits of the semantic, coarse and fine models on fixed token sequences (relative L2 error of
-  the logits, and top-1 agreement), with a left-padded sample so the attention mask matters;
+  the logits, and top-1 agreement), called as `generate` calls them: with no padding mask. Bark's generate never
+  masks a position in its GPTs (the semantic model turns the processor's mask into pad tokens; coarse and fine
+  get none), so a configuration that ignores padding masks computes the same audio (tested). Judging a
+  left-padded, masked sample instead failed optimum's BetterTransformer, whose Bark attention passes
+  `attn_mask=None`, as "computes something else" (top-1 0.571: exactly the unpadded sample's 48 of 84
+  positions; on an H200 and on the CPU);
 - the codec's audio for fixed codes (signal-to-noise ratio in dB);
 - each sample of a batch against the same sample run alone (batching must not change a result).
 This module computes the figures (torch); the typed result, the tolerances and the verdict live in
@@ -25,7 +30,6 @@ from perf_utils.record.golden import Fingerprint, SubmodelPrint
 
 FIDELITY_SEED = 4321
 SEQ_LEN = 48
-PAD = 12  # left padding of the second sample: its first PAD positions are masked out
 FINE_CODEBOOKS = (1, 4, 7)
 CODEC_FRAMES = 24
 SNR_CAP_DB = 200.0  # identical audio; JSON has no infinity
@@ -43,22 +47,12 @@ def fixed_inputs(model: Any) -> dict[str, torch.Tensor]:
     fine = model.config.fine_acoustics_config
     n_codes = fine.n_codes_total
     codebook = model.generation_config.codebook_size
-    mask = torch.ones(2, SEQ_LEN, dtype=torch.long)
-    mask[1, :PAD] = 0
     return {
         "semantic": torch.randint(0, sem_vocab, (2, SEQ_LEN), generator=g),
         "coarse": torch.randint(0, coarse_vocab, (2, SEQ_LEN), generator=g),
-        "mask": mask,
         "fine": torch.randint(0, codebook, (2, SEQ_LEN, n_codes), generator=g),
         "codes": torch.randint(0, codebook, (2, n_codes, CODEC_FRAMES), generator=g),
     }
-
-
-def _valid() -> torch.Tensor:
-    """The positions that count: all but the padded start of the second sample (its output there is arbitrary)."""
-    valid = torch.ones(2, SEQ_LEN, dtype=torch.bool)
-    valid[1, :PAD] = False
-    return valid
 
 
 def _device(model: Any) -> torch.device:
@@ -84,15 +78,15 @@ def outputs(model: Any) -> dict[str, torch.Tensor]:
     dev = _device(model)
     out: dict[str, torch.Tensor] = {}
     for name, sub in (("semantic", model.semantic), ("coarse", model.coarse_acoustics)):
-        ids, mask = inputs[name].to(dev), inputs["mask"].to(dev)
+        ids = inputs[name].to(dev)
 
-        def logits(token_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, sub: Any = sub) -> Any:
+        def logits(token_ids: torch.Tensor, sub: Any = sub) -> Any:
             # Token ids, not embeddings: under CPU offload the sub-model's hook moves it to the device first
             # (embedding outside the forward found the coarse model's embedding still on the CPU, seen on an H200).
-            return sub(input_ids=token_ids, attention_mask=attention_mask, use_cache=False).logits.float().cpu()
+            return sub(input_ids=token_ids, use_cache=False).logits.float().cpu()
 
         with _named(name):
-            out[name] = logits(ids, mask)
+            out[name] = logits(ids)
             out[name + "_alone"] = logits(ids[:1])
             out[name + "_batched"] = logits(ids)[:1]
     fine_ids = inputs["fine"].to(dev)
@@ -132,16 +126,15 @@ FINGERPRINT_AUDIO = 64  # evenly spaced samples of the decoded audio
 
 def fingerprint(reference: dict[str, torch.Tensor]) -> Fingerprint:
     """The golden fingerprint of fp32 eager outputs (`outputs` of the reference model): per GPT, the logits of
-    the unpadded sample at 4 positions (first 8 each), their norm over every valid position, and the argmax at
-    each; for the codec, 64 evenly spaced samples of the audio and its norm (`record.golden`)."""
-    valid = _valid()
+    the first sample at 4 positions (first 8 each), their norm over every position, and the argmax at each; for
+    the codec, 64 evenly spaced samples of the audio and its norm (`record.golden`)."""
     prints: dict[str, SubmodelPrint] = {}
     for name in ("semantic", "coarse"):
         logits = reference[name]
         prints[name] = SubmodelPrint(
             values=logits[0, FINGERPRINT_POSITIONS, :FINGERPRINT_LOGITS].flatten().tolist(),
-            norm=float(torch.linalg.vector_norm(logits[valid])),
-            argmax=logits[valid].argmax(-1).tolist(),
+            norm=float(torch.linalg.vector_norm(logits)),
+            argmax=logits.argmax(-1).flatten().tolist(),
         )
     fine = reference["fine"]  # (codebooks, batch, positions, vocabulary)
     prints["fine"] = SubmodelPrint(
@@ -159,11 +152,8 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-30))
 
 
-def top1(x: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor | None = None) -> float:
-    agree = x.argmax(-1) == ref.argmax(-1)
-    if valid is not None:
-        agree = agree[valid]
-    return float(agree.float().mean())
+def top1(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x.argmax(-1) == ref.argmax(-1)).float().mean())
 
 
 def snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -173,13 +163,12 @@ def snr_db(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def compare_outputs(now: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, SubmodelFigures]:
-    """Per sub-model figures; padded positions of the masked sample are ignored (their output is arbitrary)."""
-    valid = _valid()
+    """Per sub-model figures."""
     result: dict[str, SubmodelFigures] = {}
     for name in ("semantic", "coarse"):
         result[name] = SubmodelFigures(
-            rel_err=rel_err(now[name][valid], ref[name][valid]),
-            top1=top1(now[name], ref[name], valid),
+            rel_err=rel_err(now[name], ref[name]),
+            top1=top1(now[name], ref[name]),
             batch_rel_err=rel_err(now[name + "_batched"], now[name + "_alone"]),
         )
     result["fine"] = SubmodelFigures(
