@@ -46,6 +46,18 @@ def test_a_step_that_overruns_is_killed_with_its_children(tmp_path):
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
 
 
+def test_each_step_says_how_long_it_took_so_the_limits_can_be_sized(tmp_path, monkeypatch):
+    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 20, benchmarks=False),
+             gpu_check.Step("stuck", "outruns its limit", ("timeit", "-n1", "import time; time.sleep(60)"), 1,
+                            benchmarks=False))  # fmt: skip
+    monkeypatch.setattr(gpu_check, "STEPS", steps)
+    said: list[str] = []
+    assert gpu_check.run(tmp_path, None, said.append) == 1  # the step that timed out counts as failed
+    assert any(line.startswith("quick: exit 0 after ") and line.endswith("s") for line in said), said
+    assert "stuck: timed out after 1s" in said, said
+    assert (tmp_path / "stuck.log").read_text().startswith(sys.executable)  # its log kept what it was
+
+
 def _record() -> RunRecord:
     def result(config: str, bs: int, latency: float, peak: float) -> BenchmarkResult:
         rounds = [{"latency_s": latency * f, "throughput_sps": bs / (latency * f), "accel_peak_mb": peak}

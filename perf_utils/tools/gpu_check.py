@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,11 @@ class Step:
     benchmarks: bool = True  # a `pytest benchmarks` run (its record is kept and the blog set beside it)
 
 
-# Sized from a run on an NVIDIA H200 (2026-11-27, docs/gpu-2026-11-27-h200): a bare call took ~20 s with the
-# tiny build; tiny's 3 configurations x 2 batch sizes with fidelity 32 s; bark-shaped fp32/fp16/cpu_offload/
-# offload+fp16 at batch 1 and 64 tokens 144 s (2-6 warm-up calls of 3-7 s each): at batch 1 and 8 that needs
-# 32 tokens to fit. torch_compile is left out of the tiny matrix (compiling alone outran the step).
+# Sized from two runs on an NVIDIA H200 (2026-11-27, docs/gpu-2026-11-27-h200 and -h200-b): the tiny matrix
+# took 42 s; bark-shaped fp32/fp16/cpu_offload/offload+fp16 at batch 1 and 8 and 32 tokens ran into 190 s with
+# its last 5 rounds left (loading random:bark's 1.1B parameters 4 times and the fp32 reference take about 50 s;
+# 2-4 warm-up calls of 1.3-7 s each); the legacy BetterTransformer step 101 s. torch_compile is left out of the
+# tiny matrix (compiling alone outran the step).
 COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
@@ -47,10 +49,10 @@ STEPS = (
          (*BARE, "--config", "cpu_offload"), 30, benchmarks=False),
     Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
          ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
-          "--bark-tokens", "32", *COMMON), 90),
+          "--bark-tokens", "32", *COMMON), 60),
     Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 190),
+          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 235),
     Step("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
          (*BARE, "--config", "offload+bettertransformer+fp16"), 30, legacy=True, benchmarks=False),
     Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
@@ -112,10 +114,12 @@ def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print)
             say(f"{step.name}: skipped (no --legacy-path)")
             continue
         say(f"{step.name} (at most {step.timeout_s}s): {step.why}; log: {log}")
+        started = time.monotonic()
         with log.open("w", encoding="utf-8") as f:
             f.write(" ".join(cmd) + "\n\n")
             f.flush()
             code = _run_limited(cmd, f, env, step.timeout_s)
+        took = f"{time.monotonic() - started:.0f}s"
         kept = sorted((out / step.name / "results").glob("*/run.json"))
         if step.benchmarks and kept:
             shutil.copy(kept[-1], out / f"{step.name}.json")  # beside the log: the record of the step's run
@@ -123,7 +127,7 @@ def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print)
             with log.open("a", encoding="utf-8") as f:
                 f.write("\n" + table + "\n")
             say(table)
-        status = "timed out" if code is None else f"exit {code}"
+        status = f"timed out after {took}" if code is None else f"exit {code} after {took}"  # sizes the limits
         failed += code not in (0, 1)  # 1: a benchmark failed or regressed: the log says which, the run is kept
         say(f"{step.name}: {status}")
     return failed
