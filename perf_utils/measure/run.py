@@ -41,11 +41,12 @@ from perf_utils.bark.loading import LoadedBark
 from perf_utils.bark.workload import Workload, default_tokens
 from perf_utils.measure import fidelity
 from perf_utils.measure.measurer import Measurer
+from perf_utils.measure.probe import host_probe
 from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
-from perf_utils.record.metrics import MB
+from perf_utils.record.metrics import HOST_PROBE, MB
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import (
     FAILED,
@@ -513,7 +514,9 @@ class _Group:
                 continue
             self.run._clock.say(self.run, f"{case.id}: round {len(self.rounds[case.id]) + 1}/{self.run.plan.rounds}")
             try:
-                self.rounds[case.id].append(self.measurers[case.id].call())
+                measured = self.measurers[case.id].call()
+                measured[HOST_PROBE] = host_probe()  # the host's speed at this round (`measure.probe`)
+                self.rounds[case.id].append(measured)
             except Exception as exc:  # noqa: BLE001
                 self.failed[case.id] = exc
             self.run._clock.tick()

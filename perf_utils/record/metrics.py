@@ -13,6 +13,8 @@ MB = 1024 * 1024
 STAGES = ("semantic", "coarse", "fine", "codec")
 # The memory figure a reader expects, first found first: the accelerator allocator's peak on a GPU, else the host's.
 MEMORY_METRICS = ("accel_peak_mb", "host_peak_mb")
+# Fixed CPU work timed after each round (`measure.probe`): the host's speed then, not Bark's.
+HOST_PROBE = "host_probe_s"
 
 
 def memory_metric(measured: set[str] | list[str]) -> str:
@@ -54,5 +56,6 @@ METRICS: dict[str, Metric] = {
         Metric("codec_samples_per_s", "codec samples/s", "samples/s", "higher", "info", gated=False),
         Metric("host_rss_peak_mb", "host RSS peak", "MB", "lower", "info", gated=False),
         Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False),
+        Metric(HOST_PROBE, "host speed probe", "s", "lower", "info", gated=False),
     )
 }

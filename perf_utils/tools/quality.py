@@ -19,6 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from perf_utils.bark import configs
+from perf_utils.gate import hostspeed
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
 from perf_utils.gate.decide import GateOptions, GateOutcome, judge
 from perf_utils.gate.remeasure import remeasure_noisy
@@ -167,6 +168,8 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
             _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
         row.added = list(sc.added)
         rows.append(row)
+        if (adjusted := _host_speed_row(sc, thresholds)) is not None:
+            rows.append(adjusted)
         last_of_size = i + 1 == len(scenarios) or scenarios[i + 1].batch_size != sc.batch_size
         if last_of_size:
             groups = sc.reference.groups("latency_s")
@@ -174,6 +177,21 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
             inv = f", {len(groups)} invocations" if len(groups) > 1 else ""
             rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%}{inv})", sc.batch_size))
     return rows
+
+
+def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
+    """The same runs judged on latency in units of the host's speed (`gate.hostspeed`): the time scenarios only,
+    where every run and its reference carry the probe."""
+    if sc.metric not in ("any", "latency_s"):
+        return None
+    pairs = [(hostspeed.adjusted(ref), hostspeed.adjusted(run)) for ref, run in sc.judged_pairs()]
+    if not pairs or any(ref is None or run is None for ref, run in pairs):
+        return None
+    row = QualityRow(f"{sc.label}, latency / host probe", sc.batch_size)
+    for ref, run in pairs:
+        assert ref is not None and run is not None
+        _count(row, compare_result(ref, run, thresholds, paired=bool(sc.references)), sc.metric)
+    return row
 
 
 @contextlib.contextmanager
@@ -283,10 +301,10 @@ def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
         med = summarize(r.changes).median if r.changes else float("nan")
         flagged, rate, noisy = f"{r.flagged}/{r.trials}", f"{r.rate:.0%}", f"{r.noisy}/{r.trials}"
         body.append([f"bs{r.batch_size}", r.label, flagged, rate, noisy, f"{med:+.1%}"])
-        if any(row.added for row in rows):
+        if any(any(row.added) for row in rows):
             body[-1].append(f"{sum(a > 0 for a in r.added)} runs, +{sum(r.added)} invocations" if r.added else "")
     headers = ["batch", "scenario", "flagged", "rate", "noisy", "median measured change"]
-    if any(r.added for r in rows):
+    if any(any(r.added) for r in rows):
         headers.append("re-measured while noisy")
         body = [b + [""] * (len(headers) - len(b)) for b in body]
     table = tabulate(body, headers=headers, tablefmt="github")
