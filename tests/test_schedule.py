@@ -17,6 +17,7 @@ from perf_utils.measure import run as run_module
 from perf_utils.measure import worker
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan, cases, together_or_why, trials
+from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO, add_ratios
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
 
@@ -57,6 +58,8 @@ def test_an_invocation_that_cannot_hold_every_model_goes_config_by_config(tiny_c
     assert record.schedule["interleaved"] is False and "configuration by configuration" in record.schedule["note"]
     assert [r.status for r in record.results] == [OK, OK]
     assert all(len(r.rounds) == 2 for r in record.results)
+    # every round carries the host's speed right after it (`measure.probe`), timed outside the call
+    assert all(r[HOST_PROBE] > 0 for res in record.results for r in res.rounds)
 
 
 # --- invocations ---------------------------------------------------------------------------------------------------

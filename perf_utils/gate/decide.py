@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perf_utils.gate import hostspeed
 from perf_utils.gate.compare import Comparison, compare
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
@@ -90,6 +91,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             )
         messages += [f"comparing with {source} although (forced):", *problems]
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)
+    messages += hostspeed.notes(baseline, current, comparison.verdicts)
     return GateOutcome(
         "compared",
         EXIT_REGRESSION if comparison.failed else EXIT_OK,

@@ -1,0 +1,83 @@
+"""Latency in units of the host's speed: a machine that is slower for every program is told apart from Bark
+being slower, on synthetic records with known machine and code changes (no timing of this machine involved)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from perf_utils.gate import hostspeed
+from perf_utils.gate.compare import REGRESSED, UNCHANGED, compare, compare_result
+from perf_utils.gate.decide import GateOptions, judge
+from perf_utils.gate.thresholds import Thresholds
+from perf_utils.record.metrics import HOST_PROBE
+from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.tools.quality import Scenario, judged
+
+TH = Thresholds(time=0.05, throughput=0.05)
+
+
+def result(machine: float = 1.0, code: float = 1.0, seed: int = 0, probe: bool = True) -> BenchmarkResult:
+    """3 invocations x 4 rounds of a 1 s call (0.5% noise) on a machine `machine` times slower, with Bark
+    `code` times slower; the probe (20 ms of fixed work) slows with the machine only."""
+    rng = random.Random(seed)
+    rounds, invocations = [], []
+    for inv in range(3):
+        for _ in range(4):
+            slow = machine * (1 + rng.gauss(0, 0.005))
+            r = {"latency_s": code * slow, "throughput_sps": 1 / (code * slow)}
+            if probe:
+                r[HOST_PROBE] = 0.02 * slow
+            rounds.append(r)
+            invocations.append(inv)
+    return BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=invocations)
+
+
+def record(res: BenchmarkResult) -> RunRecord:
+    return RunRecord("cpu-test", "cpu", {"key": "tiny"}, {}, {}, [res])
+
+
+def test_a_slower_machine_regresses_raw_latency_but_not_latency_per_probe():
+    base, now = result(seed=1), result(machine=1.12, seed=2)
+    assert compare_result(base, now, TH).verdict == REGRESSED  # what the raw gate says
+    adjusted = compare_result(hostspeed.adjusted(base), hostspeed.adjusted(now), TH)
+    assert adjusted.verdict == UNCHANGED
+    assert abs(hostspeed.probe_change(record(base), record(now)) - 0.12) < 0.01
+
+
+def test_bark_slower_on_the_same_machine_regresses_both_ways():
+    base, now = result(seed=1), result(code=1.12, seed=2)
+    adjusted = compare_result(hostspeed.adjusted(base), hostspeed.adjusted(now), TH)
+    assert adjusted.verdict == REGRESSED and abs(adjusted.metric("latency_s").change - 0.12) < 0.01
+    assert abs(hostspeed.probe_change(record(base), record(now))) < 0.01
+
+
+def test_a_run_without_the_probe_is_not_adjusted():
+    assert hostspeed.adjusted(result(probe=False)) is None
+    assert hostspeed.probe_change(record(result(probe=False)), record(result())) is None
+
+
+def test_the_gate_says_when_the_machine_moved_and_what_bark_did_in_its_units(tmp_path):
+    base, now = record(result(seed=1)), record(result(machine=1.12, seed=2))
+    outcome = judge(base, now, GateOptions(tmp_path, TH), tmp_path / "baseline.json")
+    (note,) = [m for m in outcome.messages if "host probe" in m]
+    probe = re.search(r"host probe \(fixed CPU work after each round\) \+(\d+\.\d)% slower than at the baseline", note)
+    assert probe and 10 < float(probe.group(1)) < 14, note
+    bench = re.search(r"bs1-fp32 \+(\d+\.\d)% \(([+-]\d+\.\d)% / probe\)", note)
+    assert bench and 10 < float(bench.group(1)) < 14 and abs(float(bench.group(2))) < 1.5, note
+    assert outcome.comparison.verdicts[0].verdict == REGRESSED  # the note informs; the verdict stands
+    quiet = judge(base, record(result(seed=3)), GateOptions(tmp_path, TH), tmp_path / "baseline.json")
+    assert not any("host probe" in m for m in quiet.messages)
+
+
+def test_gate_quality_judges_the_time_scenarios_per_probe_too():
+    reference = result(seed=1)
+    scenarios = [
+        Scenario("unchanged (false alarms)", 1, "any", reference, [result(machine=1.12, seed=s) for s in (2, 3)]),
+        Scenario("slowdown +12%", 1, "latency_s", reference, [result(code=1.12, seed=s) for s in (4, 5)]),
+    ]
+    rows = {r.label: r for r in judged(scenarios, TH)}
+    assert rows["unchanged (false alarms)"].flagged == 2
+    assert rows["unchanged (false alarms), latency / host probe"].flagged == 0
+    assert rows["slowdown +12%, latency / host probe"].flagged == 2
+    assert compare(record(reference), record(reference), TH).verdicts[0].verdict == UNCHANGED
