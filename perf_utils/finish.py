@@ -104,7 +104,9 @@ def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> Gate
     c = how.choices
     if thresholds is None or not (c.compare or c.baseline or how.against):
         return None
-    opts = GateOptions(how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost, c.fail_on_noisy)
+    opts = GateOptions(
+        how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost, c.fail_on_noisy, c.per_host_probe
+    )
     if how.against is not None:
         return judge(how.against, record, opts, how.against_label)
     return run_gate(record, opts)

@@ -132,6 +132,12 @@ FINISH = (
     ),  # fmt: skip
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option(
+        "time-per-host-probe",
+        "judge latency and throughput in units of the host's speed: each round divided by a fixed CPU probe timed "
+        "after it, so a machine slower today for every program is not Bark slower (both runs need the probe)",
+        flag=True,
+    ),  # fmt: skip
+    Option(
         "remeasure-noisy",
         "SECONDS: measure the benchmarks the gate calls noisy in more invocations, one at a time, judged again "
         "after each, while this budget holds one more (default 0: off; a run just measured, not a saved one)",
@@ -218,6 +224,7 @@ class FinishChoices:
     force_compare: bool
     allow_lost: frozenset[str]
     fail_on_noisy: bool
+    per_host_probe: bool
     remeasure_s: float
     save_baseline: bool
     save_golden: bool
@@ -236,6 +243,7 @@ class FinishChoices:
             force_compare=bool(get("bark_force_compare")),
             allow_lost=frozenset(get("bark_allow_lost") or ()),
             fail_on_noisy=bool(get("bark_fail_on_noisy")),
+            per_host_probe=bool(get("bark_time_per_host_probe")),
             remeasure_s=get("bark_remeasure_noisy") or 0.0,
             save_baseline=bool(get("bark_save_baseline")),
             save_golden=bool(get("bark_save_golden")),

@@ -81,3 +81,24 @@ def test_gate_quality_judges_the_time_scenarios_per_probe_too():
     assert rows["unchanged (false alarms), latency / host probe"].flagged == 0
     assert rows["slowdown +12%, latency / host probe"].flagged == 2
     assert compare(record(reference), record(reference), TH).verdicts[0].verdict == UNCHANGED
+
+
+def test_asked_to_judge_per_host_probe_the_gate_calls_the_machine_unchanged_and_bark_regressed(tmp_path):
+    base = record(result(seed=1))
+    per_probe = GateOptions(tmp_path, TH, per_host_probe=True)
+    machine = judge(base, record(result(machine=1.12, seed=2)), per_probe, tmp_path / "baseline.json")
+    assert machine.comparison.verdicts[0].verdict == UNCHANGED
+    assert any(m.startswith("latency and throughput judged per host probe (this run's probe +1") for m in
+               machine.messages), machine.messages  # fmt: skip
+    latency = machine.comparison.verdicts[0].metric("latency_s")
+    assert abs(latency.baseline - 1.0) < 0.01 and abs(latency.current - 1.0) < 0.02  # seconds, at the baseline's speed
+    assert machine.baseline is base  # the report draws what was measured
+    code = judge(base, record(result(code=1.12, seed=2)), per_probe, tmp_path / "baseline.json")
+    assert code.comparison.verdicts[0].verdict == REGRESSED
+
+
+def test_asked_to_judge_per_host_probe_against_an_older_baseline_says_it_cannot(tmp_path):
+    old = record(result(seed=1, probe=False))
+    outcome = judge(old, record(result(seed=2)), GateOptions(tmp_path, TH, per_host_probe=True), "b.json")
+    assert "note: time judged as measured, not per host probe: the baseline has no host probe" in outcome.messages[0]
+    assert outcome.comparison.verdicts[0].verdict == UNCHANGED

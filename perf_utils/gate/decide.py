@@ -39,6 +39,7 @@ class GateOptions:
     force: bool = False
     allow_lost: frozenset[str] = frozenset()
     fail_on_noisy: bool = False
+    per_host_probe: bool = False  # judge time in units of the host's speed (`gate.hostspeed`)
 
 
 def adopt_hint(path: Path) -> str:
@@ -90,13 +91,26 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
                 ],
             )
         messages += [f"comparing with {source} although (forced):", *problems]
+    stored = baseline  # as measured, for the report's figures
+    if opts.per_host_probe:
+        both = hostspeed.at_baseline_speed(baseline, current)
+        if isinstance(both, str):
+            messages.append(f"note: time judged as measured, not per host probe: {both}; retake it to judge so")
+        else:
+            change = hostspeed.probe_change(baseline, current)
+            messages.append(
+                f"latency and throughput judged per host probe (this run's probe {change:+.1%} against the "
+                "baseline's): each round divided by the probe timed after it, in seconds at the baseline's host speed"
+            )
+            baseline, current = both
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)
-    messages += hostspeed.notes(baseline, current, comparison.verdicts)
+    if not opts.per_host_probe:
+        messages += hostspeed.notes(baseline, current, comparison.verdicts)
     return GateOutcome(
         "compared",
         EXIT_REGRESSION if comparison.failed else EXIT_OK,
         source,
         comparison,
         messages=messages,
-        baseline=baseline,
+        baseline=stored,
     )

@@ -13,18 +13,17 @@ from perf_utils.gate.compare import UNCHANGED, BenchmarkVerdict
 from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
-ADJUSTED = ("latency_s", "throughput_sps")
 
-
-def adjusted(result: BenchmarkResult) -> BenchmarkResult | None:
-    """`result` with latency and throughput per round divided / multiplied by that round's probe; None when a
-    round has no probe (a run of an older suite)."""
+def adjusted(result: BenchmarkResult, speed: float = 1.0) -> BenchmarkResult | None:
+    """`result` with latency and throughput per round divided / multiplied by that round's probe (times `speed`,
+    a probe time: at `speed`, latency stays in seconds), every other metric as it was; None when a round has no
+    probe (a run of an older suite)."""
     if not result.rounds or any(not r.get(HOST_PROBE) for r in result.rounds):
         return None
     rounds = []
     for r in result.rounds:
-        probe = r[HOST_PROBE]
-        out = {k: v for k, v in r.items() if k in ADJUSTED or k == HOST_PROBE}
+        probe = r[HOST_PROBE] / speed
+        out = dict(r)  # memory and the ratios to fp32 as they were
         if "latency_s" in r:
             out["latency_s"] = r["latency_s"] / probe
         if "throughput_sps" in r:
@@ -33,16 +32,33 @@ def adjusted(result: BenchmarkResult) -> BenchmarkResult | None:
     return replace(result, rounds=rounds)
 
 
+def probe_median(record: RunRecord) -> float | None:
+    """The run's median probe time over every round; None when it has none."""
+    values = [v for r in record.results for v in r.values(HOST_PROBE)]
+    return statistics.median(values) if values else None
+
+
 def probe_change(baseline: RunRecord, current: RunRecord) -> float | None:
     """How much slower (+) or faster (-) the host ran the probe in `current` than in `baseline` (ratio of the
     medians over every round of the run, minus 1); None when either has no probe."""
-    medians = []
+    old, new = probe_median(baseline), probe_median(current)
+    return None if old is None or new is None else new / old - 1
+
+
+def at_baseline_speed(baseline: RunRecord, current: RunRecord) -> tuple[RunRecord, RunRecord] | str:
+    """Both runs with latency and throughput in units of the host's speed, scaled to the baseline's median
+    probe (so they still read in seconds: what this run would have taken on the host as fast as the baseline's);
+    or why they cannot be (a run without the probe)."""
+    speed = probe_median(baseline)
+    if speed is None or probe_median(current) is None:
+        which = "the baseline" if speed is None else "this run"
+        return f"{which} has no host probe (measured by an older suite)"
+    out = []
     for record in (baseline, current):
-        values = [v for r in record.results for v in r.values(HOST_PROBE)]
-        if not values:
-            return None
-        medians.append(statistics.median(values))
-    return medians[1] / medians[0] - 1
+        copy = record.copy()
+        copy.results = [(adjusted(r, speed) or r) if r.ran else r for r in record.results]
+        out.append(copy)
+    return out[0], out[1]
 
 
 NOTE_AT = 0.03  # a probe change smaller than this is within what the medians of quiet processes spread (~2%)
