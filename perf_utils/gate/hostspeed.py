@@ -78,9 +78,10 @@ def notes(baseline: RunRecord, current: RunRecord, verdicts: list[BenchmarkVerdi
         if latency is None or latency.verdict == UNCHANGED or v.id not in base or v.id not in now:
             continue
         old, new = adjusted(base[v.id]), adjusted(now[v.id])
-        if old is None or new is None:
+        old_s, new_s = (r.median("latency_s") if r is not None else None for r in (old, new))
+        if not old_s or new_s is None:
             continue
-        ratio = statistics.median(new.values("latency_s")) / statistics.median(old.values("latency_s")) - 1
+        ratio = new_s / old_s - 1
         shown.append(f"{v.id} {latency.change:+.1%} ({ratio:+.1%} / probe)")
     slower = "slower" if change > 0 else "faster"
     line = (

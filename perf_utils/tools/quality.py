@@ -159,13 +159,11 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
     rows: list[QualityRow] = []
     for i, sc in enumerate(scenarios):
         if any(sc.added):  # the same runs as first measured, for the comparison
-            before = QualityRow(f"{sc.label}, before re-measuring", sc.batch_size)
-            for (reference, result), added in zip(sc.judged_pairs(), sc.added, strict=True):
-                _count(before, compare_result(reference, _as_first_measured(result, added), thresholds), sc.metric)
-            rows.append(before)
-        row = QualityRow(sc.label, sc.batch_size)
-        for reference, result in sc.judged_pairs():
-            _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
+            first = [
+                (ref, _as_first_measured(run, n)) for (ref, run), n in zip(sc.judged_pairs(), sc.added, strict=True)
+            ]
+            rows.append(_row(f"{sc.label}, before re-measuring", sc, first, thresholds))
+        row = _row(sc.label, sc, sc.judged_pairs(), thresholds)
         row.added = list(sc.added)
         rows.append(row)
         if (adjusted := _host_speed_row(sc, thresholds)) is not None:
@@ -184,13 +182,21 @@ def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
     where every run and its reference carry the probe."""
     if sc.metric not in ("any", "latency_s"):
         return None
-    pairs = [(hostspeed.adjusted(ref), hostspeed.adjusted(run)) for ref, run in sc.judged_pairs()]
-    if not pairs or any(ref is None or run is None for ref, run in pairs):
+    pairs = sc.judged_pairs()
+    adjusted = [(ref, run) for ref, run in ((hostspeed.adjusted(a), hostspeed.adjusted(b)) for a, b in pairs)
+                if ref is not None and run is not None]  # fmt: skip
+    if not adjusted or len(adjusted) < len(pairs):
         return None
-    row = QualityRow(f"{sc.label}, latency / host probe", sc.batch_size)
-    for ref, run in pairs:
-        assert ref is not None and run is not None
-        _count(row, compare_result(ref, run, thresholds, paired=bool(sc.references)), sc.metric)
+    return _row(f"{sc.label}, latency / host probe", sc, adjusted, thresholds)
+
+
+def _row(
+    label: str, sc: Scenario, pairs: list[tuple[BenchmarkResult, BenchmarkResult]], thresholds: Thresholds
+) -> QualityRow:
+    """How the gate calls each (reference, run) pair of scenario `sc` (paired where `sc` is compare-stacks')."""
+    row = QualityRow(label, sc.batch_size)
+    for reference, result in pairs:
+        _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
     return row
 
 
