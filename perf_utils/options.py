@@ -113,10 +113,7 @@ RUN = (
         int,
     ),  # fmt: skip
     Option(
-        "threads",
-        "CPU threads for torch (default on the CPU: one fewer than torch's own, at least 1); recorded, runs with "
-        "other counts not compared",
-        int,
+        "threads", "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared", int
     ),
     Option("shard", "K/N: run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)"),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),

@@ -17,7 +17,6 @@ from perf_utils.measure import run as run_module
 from perf_utils.measure import worker
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan, cases, together_or_why, trials
-from perf_utils.options import RunOptions
 from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO, add_ratios
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
@@ -163,15 +162,3 @@ def test_fp16_no_longer_halving_memory_fails_on_its_ratio_alone():
     verdict = compare_result(base.by_id()["bs1-fp16"], now.by_id()["bs1-fp16"], Thresholds())
     assert verdict.verdict == REGRESSED
     assert verdict.metric(PEAK_RATIO).verdict == REGRESSED and verdict.metric(PEAK_RATIO).change == pytest.approx(1.0)
-
-
-def test_the_cpu_leaves_one_core_to_the_rest_of_the_machine_unless_told_otherwise():
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert run_module.default_threads(cpu, 2) == 1  # this project's 2 cores: one thread (README: CV 9.6% -> 3.5%)
-    assert run_module.default_threads(cpu, 8) == 7
-    assert run_module.default_threads(cpu, 1) == 1
-    assert run_module.default_threads(gpu, 8) is None  # a GPU run keeps torch's own
-    asked = RunOptions.read(lambda name: {"bark_device": "cpu", "bark_threads": 3}.get(name))
-    default = RunOptions.read(lambda name: {"bark_device": "cpu"}.get(name))
-    assert RunPlan.of(asked).threads == 3
-    assert RunPlan.of(default).threads == run_module.default_threads(cpu)

@@ -96,7 +96,7 @@ class RunPlan:
     n_tokens: int
     rounds: int  # per invocation
     warmup: int  # the least number of warm-up calls: they go on until the rounds stop improving (warm_up)
-    threads: int | None = None  # CPU intra-op threads; None keeps torch's default (default_threads)
+    threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     invocations: int = 1  # separate processes per run; 1 measures in this process
     seed: int = 0  # of the interleaved order (invocation i shuffles with seed + i)
 
@@ -119,7 +119,7 @@ class RunPlan:
             n_tokens=o.tokens or default_tokens(device.type),
             rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS["cpu" if on_cpu else "accelerator"],
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
-            threads=o.threads or default_threads(device),
+            threads=o.threads,
             invocations=o.invocations if o.invocations is not None else DEFAULT_INVOCATIONS,
         )
 
@@ -133,17 +133,6 @@ class RunPlan:
             f"warm-up until steady (at least {self.warmup}), then {self.rounds} interleaved rounds per benchmark "
             f"{where}"
         )
-
-
-TORCH_THREADS = torch.get_num_threads()  # torch's own default, taken before any plan sets another
-
-
-def default_threads(device: torch.device, torch_default: int = TORCH_THREADS) -> int | None:
-    """On the CPU, one thread fewer than torch would take, at least one; elsewhere torch's own (None). A thread
-    that another process preempts stalls every parallel region of the call: with torch's 2 threads on this
-    project's 2 cores the medians of separate processes spread by 9.6% (CV), with 1 by 3.5%, measured in
-    alternation (README, "Where the noise lives"). A spare core absorbs the rest of the machine."""
-    return max(1, torch_default - 1) if device.type == "cpu" else None
 
 
 # Why: README, "Where the noise lives". Separate processes spread more than the rounds within one, so invocations
