@@ -58,6 +58,13 @@ def seconds(value: str) -> float:
     return number
 
 
+def on_off(value: str) -> bool:
+    words = {"on": True, "off": False}
+    if value.lower() not in words:
+        raise argparse.ArgumentTypeError(f"{value!r}: on or off")
+    return words[value.lower()]
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -133,9 +140,10 @@ FINISH = (
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option(
         "time-per-host-probe",
-        "judge latency and throughput in units of the host's speed: each round divided by a fixed CPU probe timed "
-        "after it, so a machine slower today for every program is not Bark slower (both runs need the probe)",
-        flag=True,
+        "on|off: judge latency and throughput in units of the host's speed, each round divided by a fixed CPU probe "
+        "timed after it, so a machine slower today for every program is not Bark slower (both runs need the probe; "
+        "default: time_per_host_probe in pyproject's thresholds for the device kind: on for the CPU)",
+        on_off,
     ),  # fmt: skip
     Option(
         "remeasure-noisy",
@@ -224,7 +232,7 @@ class FinishChoices:
     force_compare: bool
     allow_lost: frozenset[str]
     fail_on_noisy: bool
-    per_host_probe: bool
+    per_host_probe: bool | None  # None: as the thresholds say for the device kind
     remeasure_s: float
     save_baseline: bool
     save_golden: bool
@@ -243,7 +251,7 @@ class FinishChoices:
             force_compare=bool(get("bark_force_compare")),
             allow_lost=frozenset(get("bark_allow_lost") or ()),
             fail_on_noisy=bool(get("bark_fail_on_noisy")),
-            per_host_probe=bool(get("bark_time_per_host_probe")),
+            per_host_probe=get("bark_time_per_host_probe"),
             remeasure_s=get("bark_remeasure_noisy") or 0.0,
             save_baseline=bool(get("bark_save_baseline")),
             save_golden=bool(get("bark_save_golden")),

@@ -3,13 +3,19 @@ being slower, on synthetic records with known machine and code changes (no timin
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
+
+from perf_utils import options
 from perf_utils.gate import hostspeed
 from perf_utils.gate.compare import REGRESSED, UNCHANGED, compare, compare_result
 from perf_utils.gate.decide import GateOptions, judge
-from perf_utils.gate.thresholds import Thresholds
+from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.tools.quality import Scenario, judged
@@ -102,3 +108,44 @@ def test_asked_to_judge_per_host_probe_against_an_older_baseline_says_it_cannot(
     outcome = judge(old, record(result(seed=2)), GateOptions(tmp_path, TH, per_host_probe=True), "b.json")
     assert "note: time judged as measured, not per host probe: the baseline has no host probe" in outcome.messages[0]
     assert outcome.comparison.verdicts[0].verdict == UNCHANGED
+
+
+def test_the_device_kinds_thresholds_decide_unless_the_option_says_otherwise(tmp_path):
+    """pyproject's `time_per_host_probe` (on for the CPU here) is the default; `--bark-time-per-host-probe off`
+    judges in seconds as measured."""
+    base, machine = record(result(seed=1)), record(result(machine=1.12, seed=2))
+    by_kind = replace(TH, time_per_host_probe=True)
+    default = judge(base, machine, GateOptions(tmp_path, by_kind), "b.json")
+    assert default.comparison.verdicts[0].verdict == UNCHANGED
+    assert any(m.startswith("latency and throughput judged per host probe") for m in default.messages)
+    off = judge(base, machine, GateOptions(tmp_path, by_kind, per_host_probe=False), "b.json")
+    assert off.comparison.verdicts[0].verdict == REGRESSED
+    assert any(m.startswith("note: this machine ran the host probe") for m in off.messages)  # still told
+    project = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert Thresholds.from_pyproject(project, "cpu").time_per_host_probe
+    assert not Thresholds.from_pyproject(project, "cuda").time_per_host_probe  # the probe times the host only
+
+
+def test_a_paired_session_is_judged_on_its_ratios_not_per_probe(tmp_path):
+    """compare-stacks' alternating trials cancel the host's speed already; dividing by the probe would only add
+    its noise."""
+    base, now = record(result(seed=1)), record(result(code=1.12, seed=2))
+    for r in (base, now):
+        r.schedule = {"session": "s1", "invocations": 3}
+    outcome = judge(base, now, GateOptions(tmp_path, TH, per_host_probe=True), "the pinned stack")
+    assert outcome.comparison.paired and outcome.comparison.verdicts[0].verdict == REGRESSED
+    assert not any(m.startswith("latency and throughput judged per host probe") for m in outcome.messages)
+    assert any("not per host probe: they cancel it" in m for m in outcome.messages)
+
+
+def test_the_switch_in_pyproject_must_be_true_or_false(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text("[tool.bark-perf.thresholds.cpu]\ntime_per_host_probe = 1\n")
+    with pytest.raises(ThresholdsError, match=r"thresholds\.cpu\]\.time_per_host_probe must be true or false"):
+        Thresholds.from_pyproject(p, "cpu")
+    p.write_text("[tool.bark-perf.thresholds]\ntime = true\n")
+    with pytest.raises(ThresholdsError, match=r"time must be a number"):
+        Thresholds.from_pyproject(p)
+    assert options.on_off("OFF") is False and options.on_off("on") is True
+    with pytest.raises(argparse.ArgumentTypeError, match="on or off"):
+        options.on_off("yes")

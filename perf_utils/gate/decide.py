@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf_utils.gate import hostspeed
-from perf_utils.gate.compare import Comparison, compare
+from perf_utils.gate.compare import Comparison, compare, paired_session
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
 from perf_utils.record.record import RunRecord
@@ -39,7 +39,8 @@ class GateOptions:
     force: bool = False
     allow_lost: frozenset[str] = frozenset()
     fail_on_noisy: bool = False
-    per_host_probe: bool = False  # judge time in units of the host's speed (`gate.hostspeed`)
+    # Judge time in units of the host's speed (`gate.hostspeed`); None: as the thresholds say for the device kind.
+    per_host_probe: bool | None = None
 
 
 def adopt_hint(path: Path) -> str:
@@ -92,7 +93,12 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             )
         messages += [f"comparing with {source} although (forced):", *problems]
     stored = baseline  # as measured, for the report's figures
-    if opts.per_host_probe:
+    per_probe = opts.thresholds.time_per_host_probe if opts.per_host_probe is None else opts.per_host_probe
+    if per_probe and paired_session(baseline, current):
+        per_probe = False  # each trial's ratio already cancels the host's speed
+        if opts.per_host_probe:
+            messages.append("note: time judged on the paired trials' ratios, not per host probe: they cancel it")
+    if per_probe:
         both = hostspeed.at_baseline_speed(baseline, current)
         if isinstance(both, str):
             messages.append(f"note: time judged as measured, not per host probe: {both}; retake it to judge so")
@@ -104,7 +110,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             )
             baseline, current = both
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)
-    if not opts.per_host_probe:
+    if not per_probe:
         messages += hostspeed.notes(baseline, current, comparison.verdicts)
     return GateOutcome(
         "compared",

@@ -32,6 +32,10 @@ class Thresholds:
     memory_floor_mb: float = 4.0
     # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
     alpha: float = 0.01
+    # Judge latency and throughput per host probe (`gate.hostspeed`: each round divided by fixed CPU work timed
+    # after it): on where the machine's own speed drifts between the baseline's day and today (the shared CPU).
+    # Not for paired sessions, whose per-trial ratios cancel the drift already.
+    time_per_host_probe: bool = False
 
     def for_pairs(self) -> Thresholds:
         """The thresholds a paired comparison is judged at: `paired` for time and throughput."""
@@ -52,8 +56,8 @@ class Thresholds:
     @classmethod
     def from_pyproject(cls, path: Path, device_type: str | None = None) -> Thresholds:
         """Reads `[tool.bark-perf.thresholds]`, then `[tool.bark-perf.thresholds.<device type>]` on top (a shared
-        CPU machine and a dedicated GPU runner need different time thresholds). Unknown keys or non-numbers are
-        errors naming the key."""
+        CPU machine and a dedicated GPU runner need different time thresholds). Unknown keys, non-numbers and a
+        switch that is not true or false are errors naming the key."""
         if not path.is_file():
             return cls()
         try:
@@ -67,14 +71,20 @@ class Thresholds:
         return replace(cls(), **merged)
 
 
-def _checked(path: Path, suffix: str, table: dict) -> dict[str, float]:
+def _checked(path: Path, suffix: str, table: dict) -> dict[str, float | bool]:
+    switches = {f.name for f in fields(Thresholds) if isinstance(f.default, bool)}
     known = {f.name for f in fields(Thresholds)}
     where = f"{path}: [tool.bark-perf.thresholds{suffix}]"
-    out: dict[str, float] = {}
+    out: dict[str, float | bool] = {}
     for key, value in table.items():
         if key not in known:
             raise ThresholdsError(f"{where} has unknown key {key!r}; known: {', '.join(sorted(known))}")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        if key in switches:
+            if not isinstance(value, bool):
+                raise ThresholdsError(f"{where}.{key} must be true or false; got {value!r}")
+            out[key] = value
+        elif not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise ThresholdsError(f"{where}.{key} must be a number >= 0; got {value!r}")
-        out[key] = float(value)
+        else:
+            out[key] = float(value)
     return out
