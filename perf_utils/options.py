@@ -140,9 +140,10 @@ FINISH = (
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option(
         "time-per-host-probe",
-        "on|off: judge latency and throughput in units of the host's speed, each round divided by a fixed CPU probe "
-        "timed after it, so a machine slower today for every program is not Bark slower (both runs need the probe; "
-        "default: time_per_host_probe in pyproject's thresholds for the device kind: on for the CPU)",
+        "on|off: judge latency and throughput in units of the host's speed, each round divided by its "
+        "invocation's median of a fixed CPU probe, so a machine slower today for every program is not Bark slower "
+        "(both runs need the probe; default: time_per_host_probe in pyproject's thresholds for the device kind: on "
+        "for the CPU)",
         on_off,
     ),  # fmt: skip
     Option(

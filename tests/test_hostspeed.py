@@ -58,6 +58,21 @@ def test_bark_slower_on_the_same_machine_regresses_both_ways():
     assert abs(hostspeed.probe_change(record(base), record(now))) < 0.01
 
 
+def test_the_hosts_speed_is_taken_per_invocation_so_one_probes_own_noise_stays_out():
+    """Invocation i runs on a machine 1 + 0.1 i times slower; within it the probes scatter +-10% round to round
+    while the call does not. Per invocation the machine comes out exactly and nothing is added."""
+    rounds, labels = [], []
+    for inv in range(3):
+        level = 1 + 0.1 * inv
+        for jitter in (0.9, 1.1, 0.9, 1.1):
+            rounds.append({"latency_s": level, "throughput_sps": 1 / level, HOST_PROBE: 0.02 * level * jitter})
+            labels.append(inv)
+    adjusted = hostspeed.adjusted(BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=labels), speed=0.02)
+    for metric in ("latency_s", "throughput_sps"):
+        assert all(abs(v - 1.0) < 1e-9 for v in adjusted.values(metric)), adjusted.values(metric)
+    assert [r[HOST_PROBE] for r in adjusted.rounds] == [r[HOST_PROBE] for r in rounds]  # the probe itself kept
+
+
 def test_a_run_without_the_probe_is_not_adjusted():
     assert hostspeed.adjusted(result(probe=False)) is None
     assert hostspeed.probe_change(record(result(probe=False)), record(result())) is None

@@ -106,7 +106,8 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             change = hostspeed.probe_change(baseline, current)
             messages.append(
                 f"latency and throughput judged per host probe (this run's probe {change:+.1%} against the "
-                "baseline's): each round divided by the probe timed after it, in seconds at the baseline's host speed"
+                "baseline's): each round divided by its invocation's median probe, in seconds at the baseline's "
+                "host speed"
             )
             baseline, current = both
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)

@@ -1,5 +1,5 @@
-"""Latency in units of the host's speed: each round's latency divided by the host probe timed right after it
-(`measure.probe`), so a machine that is slower today for every program does not read as Bark being slower.
+"""Latency in units of the host's speed: each round's latency divided by the host probes (`measure.probe`) of its
+invocation, so a machine that is slower today for every program does not read as Bark being slower.
 
 Judged like latency (same thresholds and bootstrap); used where both runs carry the probe. torch-free.
 """
@@ -15,19 +15,26 @@ from perf_utils.record.record import BenchmarkResult, RunRecord
 
 
 def adjusted(result: BenchmarkResult, speed: float = 1.0) -> BenchmarkResult | None:
-    """`result` with latency and throughput per round divided / multiplied by that round's probe (times `speed`,
-    a probe time: at `speed`, latency stays in seconds), every other metric as it was; None when a round has no
-    probe (a run of an older suite)."""
+    """`result` with latency and throughput per round divided / multiplied by the host's speed in that round's
+    invocation: the median of the invocation's probes (times `speed`, a probe time: at `speed`, latency stays in
+    seconds). Per invocation, not per round: the drift lives between invocations (minutes), and dividing by each
+    round's own probe adds that probe's noise to the round (replayed on 30 processes: 80% of unchanged runs noisy
+    at 15% per round, 61% per invocation, 68% as measured; README). Every other metric as it was; None when a
+    round has no probe (a run of an older suite)."""
     if not result.rounds or any(not r.get(HOST_PROBE) for r in result.rounds):
         return None
+    labels = result.invocations or [0] * len(result.rounds)
+    probes: dict[int, list[float]] = {}
+    for inv, r in zip(labels, result.rounds, strict=True):
+        probes.setdefault(inv, []).append(r[HOST_PROBE])
+    host = {inv: statistics.median(values) / speed for inv, values in probes.items()}
     rounds = []
-    for r in result.rounds:
-        probe = r[HOST_PROBE] / speed
+    for inv, r in zip(labels, result.rounds, strict=True):
         out = dict(r)  # memory and the ratios to fp32 as they were
         if "latency_s" in r:
-            out["latency_s"] = r["latency_s"] / probe
+            out["latency_s"] = r["latency_s"] / host[inv]
         if "throughput_sps" in r:
-            out["throughput_sps"] = r["throughput_sps"] * probe
+            out["throughput_sps"] = r["throughput_sps"] * host[inv]
         rounds.append(out)
     return replace(result, rounds=rounds)
 

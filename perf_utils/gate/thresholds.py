@@ -32,9 +32,9 @@ class Thresholds:
     memory_floor_mb: float = 4.0
     # Each end of the bootstrap interval of a change leaves out this much (0.01: a 98% interval).
     alpha: float = 0.01
-    # Judge latency and throughput per host probe (`gate.hostspeed`: each round divided by fixed CPU work timed
-    # after it): on where the machine's own speed drifts between the baseline's day and today (the shared CPU).
-    # Not for paired sessions, whose per-trial ratios cancel the drift already.
+    # Judge latency and throughput per host probe (`gate.hostspeed`: each round divided by the median time of
+    # its invocation's fixed CPU work): on where the machine's own speed drifts between the baseline's day and
+    # today (the shared CPU). Not for paired sessions, whose per-trial ratios cancel the drift already.
     time_per_host_probe: bool = False
 
     def for_pairs(self) -> Thresholds:
