@@ -102,6 +102,8 @@ def test_gate_quality_judges_the_time_scenarios_per_probe_too():
     assert rows["unchanged (false alarms), latency / host probe"].flagged == 0
     assert rows["slowdown +12%, latency / host probe"].flagged == 2
     assert compare(record(reference), record(reference), TH).verdicts[0].verdict == UNCHANGED
+    on_cpu = [r.label for r in judged(scenarios, replace(TH, time_per_host_probe=True))]
+    assert "unchanged (false alarms), latency / host probe (the setting here)" in on_cpu  # which row the gate is
 
 
 def test_asked_to_judge_per_host_probe_the_gate_calls_the_machine_unchanged_and_bark_regressed(tmp_path):

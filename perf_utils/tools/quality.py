@@ -187,7 +187,8 @@ def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
                 if ref is not None and run is not None]  # fmt: skip
     if not adjusted or len(adjusted) < len(pairs):
         return None
-    return _row(f"{sc.label}, latency / host probe", sc, adjusted, thresholds)
+    setting = " (the setting here)" if thresholds.time_per_host_probe else ""  # what the gate itself judges
+    return _row(f"{sc.label}, latency / host probe{setting}", sc, adjusted, thresholds)
 
 
 def _row(
