@@ -74,6 +74,7 @@ def test_compare_stacks_paired_gate_is_measured_in_alternating_sessions(
     assert re.search(r"\| bs1 +\| compare-stacks: same stack on both sides \(false alarms\) +\|", out), out
     # paired sessions are judged per host probe too (each side's rounds by its own worker's probe)
     assert "| compare-stacks: same stack on both sides (false alarms), latency / host probe " in out
+    assert "(the setting here)" not in out  # the gate judges a paired session on its trials' ratios, not per probe
     row = next(line for line in out.splitlines() if "compare-stacks: candidate +50% slower" in line)
     assert "| 1/1 " in row, out
 

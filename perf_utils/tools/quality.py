@@ -187,7 +187,8 @@ def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
                 if ref is not None and run is not None]  # fmt: skip
     if not adjusted or len(adjusted) < len(pairs):
         return None
-    setting = " (the setting here)" if thresholds.time_per_host_probe else ""  # what the gate itself judges
+    # What the gate itself judges; never a paired session, which it judges on its trials' ratios (gate.decide).
+    setting = " (the setting here)" if thresholds.time_per_host_probe and not sc.references else ""
     return _row(f"{sc.label}, latency / host probe{setting}", sc, adjusted, thresholds)
 
 
