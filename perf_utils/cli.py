@@ -186,6 +186,7 @@ def _quality_scenarios(
         [int(s) for s in options.comma_list(args.buffers_mb)],
         stderr_progress,
         Remeasure(args.remeasure_noisy, thresholds) if args.remeasure_noisy else None,
+        args.reference_invocations,
     )
     if args.processes:
         passed = ["--checkpoint", plan.checkpoint.spec,
@@ -253,6 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)
     q.add_argument("--pyproject", dest="bark_pyproject", type=Path, default=None, help="thresholds from here")
     q.add_argument("--repeats", type=int, default=10, help="unchanged runs compared with the reference")
+    q.add_argument("--reference-invocations", type=options.positive_int, default=None,
+                   help="take the reference (the stored baseline's stand-in) in N worker processes (default: as "
+                        "many as a run, --invocations)")  # fmt: skip
     q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")

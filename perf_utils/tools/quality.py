@@ -105,16 +105,18 @@ def measure_quality(
     buffers_mb: Iterable[int] = (2, 8, 32),
     progress: Callable[[str], None] | None = None,
     remeasure: Remeasure | None = None,
+    reference_invocations: int | None = None,
 ) -> list[Scenario]:
     """Through the run loop, like any run (each run in `plan.invocations` worker processes); a fault is a
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
-    accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be."""
+    accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be. The reference
+    stands for the stored baseline, taken in `reference_invocations` (default: as many as a run)."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
     try:
         for bs in batch_sizes:
-            reference = _measured(run, Case(config, bs))
+            reference = _reference(plan, reference_invocations, Case(config, bs)) or _measured(run, Case(config, bs))
             memory = memory_metric(set(reference.metrics()))
             plans: list[tuple[str, str, Any, int]] = [
                 ("unchanged (false alarms)", "any", config, repeats),
@@ -142,6 +144,18 @@ def measure_quality(
     finally:
         run.release()
     return out
+
+
+def _reference(plan: RunPlan, invocations: int | None, case: Case) -> BenchmarkResult | None:
+    """The reference taken in `invocations` worker processes, as `--bark-invocations N --bark-save-baseline`
+    takes a baseline; None when that is as many as a run takes."""
+    if invocations is None or invocations == plan.invocations:
+        return None
+    run = Run(replace(plan, invocations=invocations), check_fidelity=False)
+    try:
+        return _measured(run, case)
+    finally:
+        run.release()
 
 
 def _as_first_measured(result: BenchmarkResult, added: int) -> BenchmarkResult:
