@@ -159,6 +159,8 @@ def _gate_quality(args: argparse.Namespace) -> int:
         if args.stacks
         else "each run compared with one reference run"
     )
+    ref = args.reference_invocations
+    judged_how += f" (taken in {ref} worker processes, as a saved baseline is)" if ref and not args.stacks else ""
     print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}")
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for

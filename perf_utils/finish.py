@@ -73,7 +73,9 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     notes: list[str] = []
     kept = store.keep_run(how.results_dir, record, how.keep_suffix) if how.results_dir else None
     try:
-        thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type)
+        thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(
+            how.choices.time_threshold
+        )
     except ThresholdsError as exc:
         thresholds = None
         notes.append(str(exc))

@@ -65,6 +65,16 @@ def on_off(value: str) -> bool:
     return words[value.lower()]
 
 
+def fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a fraction above 0 and at most 1 (0.07 is 7%)")
+    return number
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -110,8 +120,8 @@ RUN = (
     Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", int),
     Option(
         "invocations",
-        "separate worker processes each benchmark is measured in, one after the other (default: 3); 1 measures in "
-        "this process",
+        "separate worker processes each benchmark is measured in, one after the other (default: 3, and 10 with "
+        "--bark-save-baseline: every later run is judged against the baseline's level); 1 measures in this process",
         positive_int,
     ),  # fmt: skip
     Option(
@@ -138,6 +148,12 @@ FINISH = (
         extend=True,
     ),  # fmt: skip
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
+    Option(
+        "time-threshold",
+        "FRACTION: judge latency and throughput at this least change instead of pyproject's for the device kind "
+        "(0.07 on the steady CPU lane: README, 'A steady CPU lane')",
+        fraction,
+    ),  # fmt: skip
     Option(
         "time-per-host-probe",
         "on|off: judge latency and throughput in units of the host's speed, each round divided by its "
@@ -197,6 +213,7 @@ class RunOptions:
     rounds: int | None
     invocations: int | None
     warmup: int | None
+    saving_baseline: bool  # a baseline takes more invocations by default (measure.run.BASELINE_INVOCATIONS)
     threads: int | None
     shard: str | None
     fidelity: bool
@@ -216,6 +233,7 @@ class RunOptions:
             rounds=get("bark_rounds"),
             invocations=get("bark_invocations"),
             warmup=get("bark_warmup"),
+            saving_baseline=bool(get("bark_save_baseline")),
             threads=get("bark_threads"),
             shard=get("bark_shard"),
             fidelity=not get("bark_no_fidelity"),
@@ -233,6 +251,7 @@ class FinishChoices:
     force_compare: bool
     allow_lost: frozenset[str]
     fail_on_noisy: bool
+    time_threshold: float | None  # over pyproject's time and throughput thresholds
     per_host_probe: bool | None  # None: as the thresholds say for the device kind
     remeasure_s: float
     save_baseline: bool
@@ -252,6 +271,7 @@ class FinishChoices:
             force_compare=bool(get("bark_force_compare")),
             allow_lost=frozenset(get("bark_allow_lost") or ()),
             fail_on_noisy=bool(get("bark_fail_on_noisy")),
+            time_threshold=get("bark_time_threshold"),
             per_host_probe=get("bark_time_per_host_probe"),
             remeasure_s=get("bark_remeasure_noisy") or 0.0,
             save_baseline=bool(get("bark_save_baseline")),

@@ -177,6 +177,29 @@ def test_a_remeasure_budget_that_is_not_seconds_is_a_usage_error_naming_the_opti
     assert "--remeasure-noisy" in err and f"'{budget}': seconds, a number of at least 0" in err
 
 
+@pytest.mark.parametrize("least", ["7%", "0", "1.5"])
+def test_a_time_threshold_that_is_not_a_fraction_is_a_usage_error_naming_the_option(
+    least: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["gate", "run.json", f"--time-threshold={least}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--time-threshold" in err and f"'{least}': a fraction above 0 and at most 1" in err
+
+
+@pytest.mark.parametrize(
+    ("given", "saving", "expected"), [(None, False, 3), (None, True, 10), (4, True, 4), (1, False, 1)]
+)
+def test_a_baseline_takes_more_invocations_than_a_run_unless_told(given, saving, expected) -> None:
+    """Every later run is judged against the baseline's level, so saving one takes BASELINE_INVOCATIONS."""
+    from perf_utils.measure.run import RunPlan
+    from perf_utils.options import RunOptions
+
+    asked = {"bark_device": "cpu", "bark_invocations": given, "bark_save_baseline": saving}
+    assert RunPlan.of(RunOptions.read(asked.get)).invocations == expected
+
+
 def test_run_cold_with_no_warm_up(
     tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

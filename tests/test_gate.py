@@ -40,6 +40,7 @@ CHOICES = FinishChoices(
     force_compare=False,
     allow_lost=frozenset(),
     fail_on_noisy=False,
+    time_threshold=None,
     per_host_probe=False,
     remeasure_s=0.0,
     save_baseline=False,
@@ -323,6 +324,31 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
     assert "the baseline's rounds were taken interleaved, in 1 process, this run's interleaved, in 3 processes" in text
     _, same = gate(run, work)
     assert "rounds were taken" not in same
+
+
+def test_a_baseline_in_more_processes_than_the_run_is_compared_like_with_like(run, work):
+    """A baseline takes 10 invocations on purpose (BASELINE_INVOCATIONS) and a run 3: no note to retake it."""
+    base, now = run.copy(), run.copy()
+    base.schedule = {"invocations": 10, "rounds": 2, "interleaved": True, "seed": 0}
+    now.schedule = {"invocations": 3, "rounds": 2, "interleaved": True, "seed": 0}
+    store.write_atomic(baseline_file(work), base)
+    done, text = gate(now, work)
+    assert done.exit_code == EXIT_OK, text
+    assert "rounds were taken" not in text
+
+
+def test_the_time_threshold_option_judges_time_at_its_own_least_change(run, work):
+    """+10% on steady rounds: inside pyproject's 15% for the CPU, a regression at --bark-time-threshold 0.07;
+    memory keeps pyproject's threshold."""
+    now = scaled(run, "latency_s", 1.10)
+    done, text = gate(now, work)
+    assert done.exit_code == EXIT_OK, text
+    done, text = gate(now, work, time_threshold=0.07)
+    assert done.exit_code == EXIT_REGRESSION, text
+    assert "REGRESSED" in row(text, "bs1-fp32") and "latency" in row(text, "bs1-fp32")
+    assert done.outcome is not None and done.outcome.comparison is not None
+    th = done.outcome.comparison.thresholds
+    assert (th.time, th.throughput, th.memory) == (0.07, 0.07, 0.05)
 
 
 def test_the_committed_baseline_reads_under_this_schema():

@@ -48,10 +48,13 @@ def test_the_same_runs_are_judged_at_each_time_threshold_asked_for(
     monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
     argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--repeats", "1", "--trials", "0",
             "--slowdowns", "", "--buffers-mb", "", "--invocations", "1", "--rounds", "2", "--tokens", "8",
-            "--device", "cpu", "--time-thresholds", "0.1,1.0"]  # fmt: skip
+            "--device", "cpu", "--time-thresholds", "0.1,1.0", "--reference-invocations", "2"]  # fmt: skip
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "2 interleaved rounds per benchmark in this process" in out
+    # the reference stands for a saved baseline: taken in its own number of worker processes
+    assert "each run compared with one reference run (taken in 2 worker processes, as a saved baseline is)" in out
+    assert re.search(r"latency CV of the reference rounds: [\d.]+%, 2 invocations", out), out
     assert len(re.findall(r"\| bs1 +\| unchanged \(false alarms\) +\|", out)) == 2
     probe_row = r"\| bs1 +\| unchanged \(false alarms\), latency / host probe \(the setting here\) +\|"
     assert len(re.findall(probe_row, out)) == 2  # pyproject judges the CPU per host probe

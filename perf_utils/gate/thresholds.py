@@ -41,6 +41,10 @@ class Thresholds:
         """The thresholds a paired comparison is judged at: `paired` for time and throughput."""
         return replace(self, time=self.paired, throughput=self.paired)
 
+    def with_time(self, least: float | None) -> Thresholds:
+        """Time and throughput judged at `least` (`--bark-time-threshold`); None keeps these."""
+        return self if least is None else replace(self, time=least, throughput=least)
+
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None
 

@@ -120,7 +120,11 @@ class RunPlan:
             rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS["cpu" if on_cpu else "accelerator"],
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
-            invocations=o.invocations if o.invocations is not None else DEFAULT_INVOCATIONS,
+            invocations=o.invocations
+            if o.invocations is not None
+            else BASELINE_INVOCATIONS
+            if o.saving_baseline
+            else DEFAULT_INVOCATIONS,
         )
 
     def workload(self, batch_size: int) -> Workload:
@@ -138,6 +142,10 @@ class RunPlan:
 # Why: README, "Where the noise lives". Separate processes spread more than the rounds within one, so invocations
 # buy more certainty than rounds; a CPU round of the tier costs ~8 s and an invocation ~35 s (start, load, warm-up).
 DEFAULT_INVOCATIONS = 3
+# A stored baseline's level is shared by every run judged against it for weeks: a baseline of 3 invocations that
+# happened to run 4% fast moved every comparison by 4%. Ten pin it, and narrow the interval on its side (README,
+# "A steady CPU lane"); the cost is paid once.
+BASELINE_INVOCATIONS = 10
 DEFAULT_ROUNDS = {"cpu": 2, "accelerator": 4}  # per invocation
 
 

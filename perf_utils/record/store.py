@@ -199,10 +199,17 @@ def _schedule(record: RunRecord) -> str:
     return f"{how}, in {n} process{'es' if n > 1 else ''}"
 
 
+def _kind_of_schedule(record: RunRecord) -> tuple[bool, bool]:
+    """What a comparison depends on: interleaved or not, in one process or several (how many does not matter: a
+    baseline takes more invocations than a run on purpose, `measure.run.BASELINE_INVOCATIONS`)."""
+    s = record.schedule or {}
+    return bool(s.get("interleaved")), s.get("invocations", 1) > 1
+
+
 def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     """Schedules that differ do not forbid a comparison, but change what it can say: said, never silent."""
     notes = []
-    if _schedule(baseline) != _schedule(current):
+    if _kind_of_schedule(baseline) != _kind_of_schedule(current):
         notes.append(
             f"note: the baseline's rounds were taken {_schedule(baseline)}, this run's {_schedule(current)}; host "
             "peaks of small calls depend on what else the process holds, and an interval with one invocation on a "
