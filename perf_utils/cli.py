@@ -145,23 +145,23 @@ def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.gate.thresholds import Thresholds
     from perf_utils.measure.alternate import plan_for_pairs
     from perf_utils.measure.run import RunPlan
-    from perf_utils.tools.quality import busy_loops, judged, quality_table
+    from perf_utils.tools.quality import busy_loops, judged, load_scenarios, quality_table, save_scenarios
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
     plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
     thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
-    config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
-    with busy_loops(args.busy):
-        scenarios = _quality_scenarios(args, o, plan, config, sizes, thresholds)
-    busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
-    judged_how = (
-        "each session's candidate judged against its own pinned side, paired"
-        if args.stacks
-        else "each run compared with one reference run"
-    )
-    ref = args.reference_invocations
-    judged_how += f" (taken in {ref} worker processes, as a saved baseline is)" if ref and not args.stacks else ""
-    print(f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}")
+    if args.from_json:  # judge runs measured before, at the thresholds asked for now
+        try:
+            header, scenarios = load_scenarios(args.from_json)
+        except ValueError as exc:
+            print(f"error: --from {exc}", file=sys.stderr)
+            return 2
+    else:
+        with busy_loops(args.busy):
+            header, scenarios = _quality_scenarios(args, o, plan, thresholds)
+        if args.json:
+            save_scenarios(args.json, scenarios, header)
+    print(header)
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for
         th = thresholds if t is None else replace(thresholds, time=t, throughput=t, paired=t)
@@ -169,7 +169,21 @@ def _gate_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quality_scenarios(
+def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thresholds: Any) -> tuple[str, list[Any]]:
+    """The scenarios gate-quality measures, and the line that says how."""
+    config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
+    busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
+    if args.stacks:
+        judged_how = "each session's candidate judged against its own pinned side, paired"
+    else:
+        judged_how = "each run compared with one reference run"
+        ref = args.reference_invocations
+        judged_how += f" (taken in {ref} worker processes, as a saved baseline is)" if ref else ""
+    header = f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}"
+    return header, _measured_scenarios(args, o, plan, config, sizes, thresholds)
+
+
+def _measured_scenarios(
     args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int], thresholds: Any
 ) -> list[Any]:
     from perf_utils.measure.run import stderr_progress
@@ -270,6 +284,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--remeasure-noisy", type=options.seconds, default=0.0,
                    help="SECONDS: re-measure each run while the gate (at the pyproject thresholds) calls it noisy, "
                         "within this budget per run, as --bark-remeasure-noisy does")  # fmt: skip
+    q.add_argument("--json", type=Path, default=None, help="also write every run measured here, raw rounds and all")
+    q.add_argument(
+        "--from",
+        dest="from_json",
+        type=Path,
+        default=None,
+        help="measure nothing: judge the runs a --json file holds (at --time-thresholds, pyproject's)",
+    )
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
     v = command("gpu-check", _gpu_check, "the accelerator paths in one command, under 8 minutes, with the blog beside")

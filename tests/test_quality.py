@@ -41,16 +41,24 @@ def test_unchanged_runs_in_separate_processes_are_judged_against_the_first(
 
 
 def test_the_same_runs_are_judged_at_each_time_threshold_asked_for(
-    tiny_checkpoint: Checkpoint, capsys, monkeypatch
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch, tmp_path
 ) -> None:
     from perf_utils import cli
 
     monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    kept = tmp_path / "runs.json"
     argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--repeats", "1", "--trials", "0",
             "--slowdowns", "", "--buffers-mb", "", "--invocations", "1", "--rounds", "2", "--tokens", "8",
-            "--device", "cpu", "--time-thresholds", "0.1,1.0", "--reference-invocations", "2"]  # fmt: skip
+            "--device", "cpu", "--time-thresholds", "0.1,1.0", "--reference-invocations", "2",
+            "--json", str(kept)]  # fmt: skip
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
+    # the runs kept with --json are judged again without measuring, to the same tables
+    assert cli.main(["gate-quality", "--device", "cpu", "--from", str(kept), "--time-thresholds", "0.1,1.0"]) == 0
+    assert capsys.readouterr().out == out
+    kept.write_text("{}")
+    assert cli.main(["gate-quality", "--device", "cpu", "--from", str(kept)]) == 2
+    assert f"error: --from {kept}: not a gate-quality file written by --json" in capsys.readouterr().err
     assert "2 interleaved rounds per benchmark in this process" in out
     # the reference stands for a saved baseline: taken in its own number of worker processes
     assert "each run compared with one reference run (taken in 2 worker processes, as a saved baseline is)" in out

@@ -120,11 +120,7 @@ class RunPlan:
             rounds=o.rounds if o.rounds is not None else DEFAULT_ROUNDS["cpu" if on_cpu else "accelerator"],
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
-            invocations=o.invocations
-            if o.invocations is not None
-            else BASELINE_INVOCATIONS
-            if o.saving_baseline
-            else DEFAULT_INVOCATIONS,
+            invocations=o.invocations if o.invocations is not None else default_invocations(o.saving_baseline),
         )
 
     def workload(self, batch_size: int) -> Workload:
@@ -147,6 +143,10 @@ DEFAULT_INVOCATIONS = 3
 # "A steady CPU lane"); the cost is paid once.
 BASELINE_INVOCATIONS = 10
 DEFAULT_ROUNDS = {"cpu": 2, "accelerator": 4}  # per invocation
+
+
+def default_invocations(saving_baseline: bool) -> int:
+    return BASELINE_INVOCATIONS if saving_baseline else DEFAULT_INVOCATIONS
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,33 @@ class Scenario:
     def judged_pairs(self) -> list[tuple[BenchmarkResult, BenchmarkResult]]:
         return list(zip(self.references or [self.reference] * len(self.runs), self.runs, strict=True))
 
+    def to_dict(self) -> dict[str, Any]:
+        results = {"reference": self.reference.to_dict(), "runs": [r.to_dict() for r in self.runs],
+                   "references": [r.to_dict() for r in self.references]}  # fmt: skip
+        return {"label": self.label, "batch_size": self.batch_size, "metric": self.metric, "added": self.added,
+                **results}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        res = BenchmarkResult.from_dict
+        runs, refs = [res(r) for r in data["runs"]], [res(r) for r in data["references"]]
+        return cls(data["label"], data["batch_size"], data["metric"], res(data["reference"]), runs, refs,
+                   list(data["added"]))  # fmt: skip
+
+
+def save_scenarios(path: Path, scenarios: list[Scenario], header: str) -> None:
+    """Every run gate-quality measured, raw rounds and all, to judge again later (`--from`) at other settings."""
+    data = {"header": header, "scenarios": [sc.to_dict() for sc in scenarios]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def load_scenarios(path: Path) -> tuple[str, list[Scenario]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data["header"], [Scenario.from_dict(sc) for sc in data["scenarios"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a gate-quality file written by --json ({exc!r})") from None
+
 
 def _measured(run: Run, case: Case) -> BenchmarkResult:
     """One run of `case` as a user's run would measure it (in `plan.invocations` invocations)."""
