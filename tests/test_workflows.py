@@ -81,8 +81,16 @@ def test_the_medium_cpu_lane_runs_the_real_shapes_nightly():
 def test_the_steady_cpu_lane_gates_against_its_own_baselines_nightly():
     """The lane whose settings gate-quality measured (README, "A steady CPU lane"): all of them, or it is not it."""
     lane = "\n".join(steps("ci.yml", "steady-cpu"))
-    for setting in ("--benchmark-compare", "--bark-batch-sizes 1", "--bark-threads 1", "--bark-rounds 6",
-                    "--bark-time-threshold 0.07", "--bark-baselines-dir baselines/steady"):  # fmt: skip
+    settings = [
+        "--benchmark-compare",
+        "--bark-batch-sizes 1",
+        "--bark-threads 1",
+        "--bark-rounds 6",
+        "--bark-invocations 6",
+        "--bark-time-threshold 0.07",
+        "--bark-baselines-dir baselines/steady",
+    ]
+    for setting in settings:
         assert setting in lane, setting
     assert "torch==2.13.0" in lane
     assert list((ROOT / "baselines" / "steady").glob("*/tiny.json")), "the lane's baseline for this machine kind"
