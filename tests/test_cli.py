@@ -166,26 +166,21 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("budget", ["soon", "-5", "nan"])
-def test_a_remeasure_budget_that_is_not_seconds_is_a_usage_error_naming_the_option(
-    budget: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        *(("remeasure-noisy", v, "seconds, a number of at least 0") for v in ("soon", "-5", "nan")),
+        *(("time-threshold", v, "a fraction above 0 and at most 1") for v in ("7%", "0", "1.5")),
+    ],
+)
+def test_an_option_value_of_the_wrong_kind_is_a_usage_error_naming_the_option(
+    option: str, value: str, why: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["gate", "run.json", f"--remeasure-noisy={budget}"])
+        cli.main(["gate", "run.json", f"--{option}={value}"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--remeasure-noisy" in err and f"'{budget}': seconds, a number of at least 0" in err
-
-
-@pytest.mark.parametrize("least", ["7%", "0", "1.5"])
-def test_a_time_threshold_that_is_not_a_fraction_is_a_usage_error_naming_the_option(
-    least: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["gate", "run.json", f"--time-threshold={least}"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "--time-threshold" in err and f"'{least}': a fraction above 0 and at most 1" in err
+    assert f"--{option}" in err and f"'{value}': {why}" in err
 
 
 @pytest.mark.parametrize(
