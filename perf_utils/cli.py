@@ -145,27 +145,30 @@ def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.gate.thresholds import Thresholds
     from perf_utils.measure.alternate import plan_for_pairs
     from perf_utils.measure.run import RunPlan
-    from perf_utils.tools.quality import busy_loops, judged, load_scenarios, quality_table, save_scenarios
+    from perf_utils.tools.quality import Kept, busy_loops, judged, quality_table
 
-    o = RunOptions.read(lambda name: getattr(args, name, None))
-    plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
-    thresholds = Thresholds.from_pyproject(args.bark_pyproject or Path("pyproject.toml"), plan.device.type)
+    pyproject = args.bark_pyproject or Path("pyproject.toml")
     if args.from_json:  # judge runs measured before, at the thresholds asked for now
         try:
-            header, scenarios = load_scenarios(args.from_json)
+            kept = Kept.load(args.from_json)
         except ValueError as exc:
             print(f"error: --from {exc}", file=sys.stderr)
             return 2
+        thresholds = Thresholds.from_pyproject(pyproject, kept.device_type)
     else:
+        o = RunOptions.read(lambda name: getattr(args, name, None))
+        plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
+        thresholds = Thresholds.from_pyproject(pyproject, plan.device.type)
         with busy_loops(args.busy):
             header, scenarios = _quality_scenarios(args, o, plan, thresholds)
+        kept = Kept(header, plan.device.type, scenarios)
         if args.json:
-            save_scenarios(args.json, scenarios, header)
-    print(header)
+            kept.save(args.json)
+    print(kept.header)
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for
         th = thresholds if t is None else replace(thresholds, time=t, throughput=t, paired=t)
-        print(quality_table(judged(scenarios, th), th))
+        print(quality_table(judged(kept.scenarios, th), th))
     return 0
 
 

@@ -26,6 +26,7 @@ from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure import faults
 from perf_utils.measure.run import Case, Run, RunPlan
+from perf_utils.record.atomic import write_json
 from perf_utils.record.metrics import memory_metric
 from perf_utils.record.record import BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.stats import summarize
@@ -76,18 +77,27 @@ class Scenario:
                    list(data["added"]))  # fmt: skip
 
 
-def save_scenarios(path: Path, scenarios: list[Scenario], header: str) -> None:
-    """Every run gate-quality measured, raw rounds and all, to judge again later (`--from`) at other settings."""
-    data = {"header": header, "scenarios": [sc.to_dict() for sc in scenarios]}
-    path.write_text(json.dumps(data), encoding="utf-8")
+@dataclass
+class Kept:
+    """Every run gate-quality measured, raw rounds and all, to judge again later (`--from`) at other settings;
+    `device_type` picks the thresholds they are judged at, as it did when they were measured."""
 
+    header: str
+    device_type: str
+    scenarios: list[Scenario]
 
-def load_scenarios(path: Path) -> tuple[str, list[Scenario]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data["header"], [Scenario.from_dict(sc) for sc in data["scenarios"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a gate-quality file written by --json ({exc!r})") from None
+    def save(self, path: Path) -> None:
+        data = {"header": self.header, "device_type": self.device_type,
+                "scenarios": [sc.to_dict() for sc in self.scenarios]}  # fmt: skip
+        write_json(path, data)
+
+    @classmethod
+    def load(cls, path: Path) -> Kept:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(data["header"], data["device_type"], [Scenario.from_dict(sc) for sc in data["scenarios"]])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a gate-quality file written by --json ({exc!r})") from None
 
 
 def _measured(run: Run, case: Case) -> BenchmarkResult:
