@@ -133,4 +133,7 @@ def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tin
     assert candidate.results[0].invocations == [0, 0, 1, 1]
     assert sum("trial 1/2" in line for line in lines) == 2  # each invocation alternates its trials
     comparison = compare(pinned, candidate, TH)
-    assert comparison.paired and comparison.verdicts[0].verdict == REGRESSED
+    # the latency: the overall verdict may also carry a host peak too noisy to decide in 2 x 2 trials (seen in CI)
+    latency = comparison.verdicts[0].metric("latency_s")
+    assert comparison.paired and latency is not None and latency.verdict == REGRESSED, comparison.verdicts[0]
+    assert comparison.verdicts[0].verdict in (REGRESSED, NOISY)
