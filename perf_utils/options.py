@@ -48,14 +48,19 @@ def batch_sizes(value: str) -> list[int]:
     return sizes
 
 
-def seconds(value: str) -> float:
+def _number(value: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Any:
+    """`value` converted, or a usage error saying what was expected (NaN is never `ok`)."""
     try:
-        number = float(value)
+        number = convert(value)
     except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: seconds, a number of at least 0")
+        number = None
+    if number is None or not ok(number):
+        raise argparse.ArgumentTypeError(f"{value!r}: {what}")
     return number
+
+
+def seconds(value: str) -> float:
+    return _number(value, float, lambda n: n >= 0, "seconds, a number of at least 0")
 
 
 def on_off(value: str) -> bool:
@@ -66,23 +71,11 @@ def on_off(value: str) -> bool:
 
 
 def fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: a fraction above 0 and at most 1 (0.07 is 7%)")
-    return number
+    return _number(value, float, lambda n: 0 < n <= 1, "a fraction above 0 and at most 1 (0.07 is 7%)")
 
 
 def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: a whole number of at least 1")
-    return number
+    return _number(value, int, lambda n: n >= 1, "a whole number of at least 1")
 
 
 @dataclass(frozen=True)
