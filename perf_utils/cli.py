@@ -145,30 +145,30 @@ def _gate_quality(args: argparse.Namespace) -> int:
     from perf_utils.gate.thresholds import Thresholds
     from perf_utils.measure.alternate import plan_for_pairs
     from perf_utils.measure.run import RunPlan
-    from perf_utils.tools.quality import Kept, busy_loops, judged, quality_table
+    from perf_utils.tools.quality import QualityRuns, busy_loops, judged, quality_table
 
     pyproject = args.bark_pyproject or Path("pyproject.toml")
     if args.from_json:  # judge runs measured before, at the thresholds asked for now
         try:
-            kept = Kept.load(args.from_json)
+            measured = QualityRuns.load(args.from_json)
         except ValueError as exc:
             print(f"error: --from {exc}", file=sys.stderr)
             return 2
-        thresholds = Thresholds.from_pyproject(pyproject, kept.device_type)
+        thresholds = Thresholds.from_pyproject(pyproject, measured.device_type)
     else:
         o = RunOptions.read(lambda name: getattr(args, name, None))
         plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
         thresholds = Thresholds.from_pyproject(pyproject, plan.device.type)
         with busy_loops(args.busy):
             header, scenarios = _quality_scenarios(args, o, plan, thresholds)
-        kept = Kept(header, plan.device.type, scenarios)
+        measured = QualityRuns(header, plan.device.type, scenarios)
         if args.json:
-            kept.save(args.json)
-    print(kept.header)
+            measured.save(args.json)
+    print(measured.header)
     times = [float(t) for t in options.comma_list(args.time_thresholds)] if args.time_thresholds else [None]
     for t in times:  # the same runs, judged at each time threshold asked for
-        th = thresholds if t is None else replace(thresholds, time=t, throughput=t, paired=t)
-        print(quality_table(judged(kept.scenarios, th), th))
+        th = replace(thresholds.with_time(t), paired=t) if t is not None else thresholds
+        print(quality_table(judged(measured.scenarios, th), th))
     return 0
 
 

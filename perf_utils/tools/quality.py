@@ -78,7 +78,7 @@ class Scenario:
 
 
 @dataclass
-class Kept:
+class QualityRuns:
     """Every run gate-quality measured, raw rounds and all, to judge again later (`--from`) at other settings;
     `device_type` picks the thresholds they are judged at, as it did when they were measured."""
 
@@ -92,7 +92,7 @@ class Kept:
         write_json(path, data)
 
     @classmethod
-    def load(cls, path: Path) -> Kept:
+    def load(cls, path: Path) -> QualityRuns:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(data["header"], data["device_type"], [Scenario.from_dict(sc) for sc in data["scenarios"]])
