@@ -149,6 +149,11 @@ def _gate_quality(args: argparse.Namespace) -> int:
 
     pyproject = args.bark_pyproject or Path("pyproject.toml")
     if args.from_json:  # judge runs measured before, at the thresholds asked for now
+        ignored = [flag for flag, dest, default in args.measuring_options if getattr(args, dest) != default]
+        if ignored:  # they would silently not apply to runs measured with other settings
+            print(f"error: --from judges runs measured before; these options apply only to measuring: "
+                  f"{', '.join(ignored)} (drop them, or measure anew without --from)", file=sys.stderr)  # fmt: skip
+            return 2
         try:
             measured = QualityRuns.load(args.from_json)
         except ValueError as exc:
@@ -297,6 +302,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
+    judging = {"help", "bark_pyproject", "from_json", "time_thresholds"}  # what --from may be given with
+    q.set_defaults(
+        measuring_options=[(a.option_strings[0], a.dest, a.default) for a in q._actions if a.dest not in judging]
+    )
     v = command("gpu-check", _gpu_check, "the accelerator paths in one command, under 8 minutes, with the blog beside")
     v.add_argument("--out", type=Path, default=Path("gpu-check"), help="logs, runs and tables go here")
     v.add_argument("--legacy-path", type=Path, default=None,

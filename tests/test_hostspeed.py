@@ -13,11 +13,12 @@ import pytest
 
 from perf_utils import options
 from perf_utils.gate import hostspeed
-from perf_utils.gate.compare import REGRESSED, UNCHANGED, compare, compare_result
+from perf_utils.gate.compare import NOISY, REGRESSED, UNCHANGED, compare, compare_result
 from perf_utils.gate.decide import GateOptions, judge
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.report.table import verdict_rows
 from perf_utils.tools.quality import Scenario, judged
 
 TH = Thresholds(time=0.05, throughput=0.05)
@@ -118,6 +119,41 @@ def test_asked_to_judge_per_host_probe_the_gate_calls_the_machine_unchanged_and_
     assert machine.baseline is base  # the report draws what was measured
     code = judge(base, record(result(code=1.12, seed=2)), per_probe, tmp_path / "baseline.json")
     assert code.comparison.verdicts[0].verdict == REGRESSED
+
+
+def test_beyond_the_band_a_change_the_host_could_explain_is_noisy_and_a_larger_one_still_called(tmp_path):
+    """Measured here (README, "When the host itself moved"): with the probe +44-158% slower, Bark per probe read
+    -1% to +29% slower; a neighbour's load slows Bark more than the probe. Beyond the band (25%) up to half the
+    probe's move may be the host's: smaller changes are noisy, with why; larger ones are still called."""
+    base = record(result(seed=1))
+    busy = record(result(machine=2.0, code=1.2, seed=2))  # unchanged Bark, a host the probe no longer tracks
+    opts = GateOptions(tmp_path, TH, per_host_probe=True)
+    outcome = judge(base, busy, opts, "b.json")
+    [v] = outcome.comparison.verdicts
+    latency = v.metric("latency_s")
+    assert v.verdict == NOISY and not outcome.comparison.failed and abs(latency.change - 0.2) < 0.02
+    why = r"the host ran its probe \+(99|100)% against the baseline's: beyond 25% the probe stops tracking Bark, "
+    assert re.match(why + r"and up to (50|49)% may be the host's", latency.why or ""), latency.why
+    assert v.metric("throughput_sps").verdict == NOISY
+    assert "may be the host's" in verdict_rows(outcome.comparison)[0][-1]
+    assert any("beyond 25% the probe stops tracking Bark" in m for m in outcome.messages), outcome.messages
+    # a change larger than the host's possible share (5% + 50%) is still called
+    broken = judge(base, record(result(machine=2.0, code=1.8, seed=2)), opts, "b.json")
+    assert broken.comparison.verdicts[0].verdict == REGRESSED
+    # a host within the band decides as before; so does a wider band
+    assert (
+        judge(base, record(result(machine=1.2, code=1.2, seed=2)), opts, "b.json").comparison.verdicts[0].verdict
+        == REGRESSED
+    )
+    wide = GateOptions(tmp_path, replace(TH, host_probe_band=1.5), per_host_probe=True)
+    assert judge(base, busy, wide, "b.json").comparison.verdicts[0].verdict == REGRESSED
+    # judged as measured, the band does not apply: raw latency is what the user asked for
+    raw = judge(base, busy, GateOptions(tmp_path, TH, per_host_probe=False), "b.json")
+    assert raw.comparison.verdicts[0].verdict == REGRESSED
+    # gate-quality's per-probe row judges as the gate does: noisy, not flagged
+    sc = Scenario("unchanged (false alarms)", 1, "any", result(seed=1), [result(machine=2.0, code=1.2, seed=3)])
+    row = {r.label: r for r in judged([sc], TH)}["unchanged (false alarms), latency / host probe"]
+    assert (row.flagged, row.noisy) == (0, 1)
 
 
 def test_asked_to_judge_per_host_probe_against_an_older_baseline_says_it_cannot(tmp_path):

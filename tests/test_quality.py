@@ -54,10 +54,14 @@ def test_the_same_runs_are_judged_at_each_time_threshold_asked_for(
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     # the runs kept with --json are judged again without measuring, to the same tables
-    assert cli.main(["gate-quality", "--device", "cpu", "--from", str(kept), "--time-thresholds", "0.1,1.0"]) == 0
+    assert cli.main(["gate-quality", "--from", str(kept), "--time-thresholds", "0.1,1.0"]) == 0
     assert capsys.readouterr().out == out
+    # options that would measure do not apply to runs measured before: refused by name, nothing judged
+    assert cli.main(["gate-quality", "--from", str(kept), "--rounds", "6", "--device", "cpu"]) == 2
+    err = capsys.readouterr()
+    assert "apply only to measuring: --device, --rounds (drop them" in err.err and not err.out
     kept.write_text("{}")
-    assert cli.main(["gate-quality", "--device", "cpu", "--from", str(kept)]) == 2
+    assert cli.main(["gate-quality", "--from", str(kept)]) == 2
     assert f"error: --from {kept}: not a gate-quality file written by --json" in capsys.readouterr().err
     assert "2 interleaved rounds per benchmark in this process" in out
     # the reference stands for a saved baseline: taken in its own number of worker processes

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from perf_utils.gate.bootstrap import paired_ratio, ratio_of_medians
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import METRICS, Metric
+from perf_utils.record.metrics import HOST_PROBE, METRICS, Metric
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 REGRESSED, IMPROVED, UNCHANGED, NEW, LOST = "regressed", "improved", "unchanged", "new", "lost"
@@ -33,6 +33,7 @@ class MetricChange:
     low: float  # the interval of the relative change (bootstrap; nan when it could not be estimated)
     high: float
     verdict: str
+    why: str | None = None  # why a change the interval alone could decide was not (`hold_time`)
 
     @property
     def interval(self) -> str:
@@ -132,10 +133,45 @@ def _pairs(base: BenchmarkResult, now: BenchmarkResult, metric: str) -> list[lis
     return list(grouped.values())
 
 
+def host_moved(base: BenchmarkResult, now: BenchmarkResult, th: Thresholds) -> float | None:
+    """How far the host's speed moved between the two (the change of their median probes) when beyond
+    `th.host_probe_band`, where dividing by the probe stops tracking Bark; None within it or without probes."""
+    old, new = base.median(HOST_PROBE), now.median(HOST_PROBE)
+    if not old or not new or abs(new / old - 1) <= th.host_probe_band:
+        return None
+    return new / old - 1
+
+
+def _beyond_the_probe(
+    change: MetricChange, metric: Metric, base: BenchmarkResult, now: BenchmarkResult, th: Thresholds, moved: float
+) -> MetricChange:
+    """Time per probe when the host moved `moved` (beyond the band): a neighbour's load slows Bark's memory-bound
+    work more than the probe's, so up to `host_probe_slack` x |moved| of the change may be the host's. A change
+    larger than that still counts; one the plain threshold would call but the widened one does not is `noisy`."""
+    wide = compare_metric(
+        metric, base.groups(metric.name), now.groups(metric.name), th.widened(th.host_probe_slack * abs(moved))
+    )
+    assert wide is not None
+    if wide.verdict in (REGRESSED, IMPROVED) or change.verdict == UNCHANGED:
+        return wide if wide.verdict in (REGRESSED, IMPROVED) else change
+    change.verdict = NOISY
+    change.why = (
+        f"the host ran its probe {moved:+.0%} against the baseline's: beyond {th.host_probe_band:.0%} the probe "
+        f"stops tracking Bark, and up to {th.host_probe_slack * abs(moved):.0%} may be the host's"
+    )
+    return change
+
+
 def compare_result(
-    base: BenchmarkResult | None, now: BenchmarkResult | None, th: Thresholds, paired: bool = False
+    base: BenchmarkResult | None,
+    now: BenchmarkResult | None,
+    th: Thresholds,
+    paired: bool = False,
+    per_probe: bool = False,
 ) -> BenchmarkVerdict:
-    """`paired`: the two were measured in alternating trials (`measure.alternate`); each trial's ratio counts."""
+    """`paired`: the two were measured in alternating trials (`measure.alternate`); each trial's ratio counts.
+    `per_probe`: their latency and throughput are in units of the host's speed (`gate.hostspeed.adjusted`), which
+    holds only while the host's speed stays near the baseline's (`host_moved`, `_beyond_the_probe`)."""
     ref = now or base
     assert ref is not None
     v = BenchmarkVerdict(ref.id, ref.config, ref.batch_size, UNCHANGED)
@@ -168,9 +204,12 @@ def compare_result(
             v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
     if paired:
         th = th.for_pairs()
+    moved = host_moved(base, now, th) if per_probe else None
     for metric in METRICS.values():
         pairs = _pairs(base, now, metric.name) if paired else None
         change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs)
+        if change is not None and moved is not None and metric.kind in ("time", "throughput"):
+            change = _beyond_the_probe(change, metric, base, now, th, moved)
         if change is not None:
             v.metrics.append(change)
     gated = [m for m in v.metrics if m.info.gated]
@@ -191,15 +230,16 @@ def compare(
     thresholds: Thresholds,
     allow_lost: set[str] | None = None,
     fail_on_noisy: bool = False,
+    per_probe: bool = False,
 ) -> Comparison:
     """`allow_lost`: configuration names (or "all") whose loss does not fail the gate; `fail_on_noisy`: a
-    benchmark too noisy to decide fails it."""
+    benchmark too noisy to decide fails it; `per_probe`: time is in units of the host's speed (`compare_result`)."""
     allow_lost = allow_lost or set()
     base, now = baseline.by_id(), current.by_id()
     paired = paired_session(baseline, current)
     verdicts = []
     for bid in [*now, *(b for b in base if b not in now)]:
-        v = compare_result(base.get(bid), now.get(bid), thresholds, paired=paired is not None)
+        v = compare_result(base.get(bid), now.get(bid), thresholds, paired is not None, per_probe)
         if v.verdict == LOST and ("all" in allow_lost or v.config in allow_lost):
             v.allowed = True
         v.noisy_fails = fail_on_noisy

@@ -104,13 +104,21 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             messages.append(f"note: time judged as measured, not per host probe: {both}; retake it to judge so")
         else:
             change = hostspeed.probe_change(baseline, current)
+            band = opts.thresholds.host_probe_band
+            beyond = (
+                f"; beyond {band:.0%} the probe stops tracking Bark: where a benchmark's probe moved that far, only a "
+                f"time change larger than {opts.thresholds.host_probe_slack:g} x the probe's on top of the threshold "
+                "is called, a smaller one is noisy"
+                if change is not None and abs(change) > band
+                else ""
+            )
             messages.append(
                 f"latency and throughput judged per host probe (this run's probe {change:+.1%} against the "
                 "baseline's): each round divided by its invocation's median probe, in seconds at the baseline's "
-                "host speed"
+                "host speed" + beyond
             )
             baseline, current = both
-    comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy)
+    comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy, per_probe)
     if not per_probe:
         messages += hostspeed.notes(baseline, current, comparison.verdicts)
     return GateOutcome(

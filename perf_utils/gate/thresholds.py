@@ -36,6 +36,12 @@ class Thresholds:
     # its invocation's fixed CPU work): on where the machine's own speed drifts between the baseline's day and
     # today (the shared CPU). Not for paired sessions, whose per-trial ratios cancel the drift already.
     time_per_host_probe: bool = False
+    # Judged per host probe, the probe tracks the host's speed while the benchmark's median probe is within
+    # `host_probe_band` of the baseline's. Beyond it a loaded host slowed Bark more than the probe (measured: probe
+    # +44% to +158%, Bark per probe -1% to +29%; README, "When the host itself moved"), so time and throughput
+    # are called only past `host_probe_slack` x the probe's change on top of their threshold, `noisy` short of it.
+    host_probe_band: float = 0.25
+    host_probe_slack: float = 0.5
 
     def for_pairs(self) -> Thresholds:
         """The thresholds a paired comparison is judged at: `paired` for time and throughput."""
@@ -44,6 +50,10 @@ class Thresholds:
     def with_time(self, least: float | None) -> Thresholds:
         """Time and throughput judged at `least` (`--bark-time-threshold`); None keeps these."""
         return self if least is None else replace(self, time=least, throughput=least)
+
+    def widened(self, by: float) -> Thresholds:
+        """Time and throughput judged at `by` more than these (what the host may have added: `host_probe_slack`)."""
+        return replace(self, time=self.time + by, throughput=self.throughput + by)
 
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None

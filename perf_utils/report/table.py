@@ -48,6 +48,8 @@ def _note(v: BenchmarkVerdict) -> str:
 
 
 def _why(m: MetricChange) -> str:
+    if m.why:
+        return m.why
     if m.verdict == NOISY:
         return f"could be {m.interval}: too noisy to decide" if not math.isnan(m.low) else "too few rounds to decide"
     return m.interval

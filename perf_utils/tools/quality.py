@@ -240,16 +240,20 @@ def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
         return None
     # What the gate itself judges; never a paired session, which it judges on its trials' ratios (gate.decide).
     setting = " (the setting here)" if thresholds.time_per_host_probe and not sc.references else ""
-    return _row(f"{sc.label}, latency / host probe{setting}", sc, adjusted, thresholds)
+    return _row(f"{sc.label}, latency / host probe{setting}", sc, adjusted, thresholds, per_probe=True)
 
 
 def _row(
-    label: str, sc: Scenario, pairs: list[tuple[BenchmarkResult, BenchmarkResult]], thresholds: Thresholds
+    label: str,
+    sc: Scenario,
+    pairs: list[tuple[BenchmarkResult, BenchmarkResult]],
+    thresholds: Thresholds,
+    per_probe: bool = False,
 ) -> QualityRow:
     """How the gate calls each (reference, run) pair of scenario `sc` (paired where `sc` is compare-stacks')."""
     row = QualityRow(label, sc.batch_size)
     for reference, result in pairs:
-        _count(row, compare_result(reference, result, thresholds, paired=bool(sc.references)), sc.metric)
+        _count(row, compare_result(reference, result, thresholds, bool(sc.references), per_probe), sc.metric)
     return row
 
 
