@@ -369,3 +369,20 @@ def test_stack_is_frozen_and_serializable() -> None:
     assert stack.to_dict()["packages"]["transformers"] == "5.23.0"
     assert stack.version("flash-attn") is None
     assert stack.version("not-a-package") is None
+
+
+def test_cpu_hardware_key_names_the_instruction_tier_a_hypervisors_model_name_hides() -> None:
+    """Two "AMD EPYC" VMs, one with native bf16 and one without, ran tiny bf16 at 1.03x and 1.85x fp32's time
+    (README): a baseline from one must never be compared silently with a run on the other."""
+    from perf_utils.bark.environment import cpu_isa, hardware_key
+
+    zen3 = {"fma", "avx", "avx2"}
+    zen4 = zen3 | {"avx512f", "avx512_bf16"}
+    assert (cpu_isa(zen3), cpu_isa(zen4), cpu_isa(zen4 | {"amx_bf16"})) == ("avx2", "avx512bf16", "amx")
+    assert cpu_isa({"avx512f", "avx2"}) == "avx512"
+    base = dataclasses.replace(make_stack(), cpu="AMD EPYC", cpu_count=2)
+    keys = {hardware_key(dataclasses.replace(base, cpu_isa=cpu_isa(f)), "cpu") for f in (zen3, zen4)}
+    assert keys == {"cpu-amd-epyc-2c-avx2", "cpu-amd-epyc-2c-avx512bf16"}
+    assert hardware_key(base, "cpu") == "cpu-amd-epyc-2c"  # a stack that could not tell keeps the old key
+    gpu = dataclasses.replace(base, cpu_isa="avx2", accelerator="cuda", accelerator_name="NVIDIA H200")
+    assert hardware_key(gpu, "cuda") == "nvidia-h200"  # on an accelerator the GPU names the hardware

@@ -45,6 +45,7 @@ class Stack:
     driver: str | None = None
     cpu: str = ""
     cpu_count: int = 0
+    cpu_isa: str = ""  # the widest vector instructions the CPU has for Bark's dtypes (`cpu_isa`); "" unknown
     cxx_compiler: str | None = None
     offload_defect: str | None = None  # why accelerate's offload breaks Bark here (compat.offload_defect)
     extra: dict[str, str] = field(default_factory=dict)
@@ -65,6 +66,34 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# Widest first: the first a CPU has names its tier. bf16 matmuls run natively only from avx512_bf16 on; below it
+# torch converts, and bf16 went from 1.03x fp32's time to 1.85x on the same 2-core "AMD EPYC" VM (README).
+_ISA_TIERS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The CPU's instruction tier for Bark's dtypes: from /proc/cpuinfo's flags on x86 Linux, else torch's own
+    dispatch level ("default", "vsx", "sve256", ...). Hypervisors name CPUs of different generations alike ("AMD
+    EPYC"), so the model name alone cannot tell a CPU with native bf16 from one without."""
+    if flags is None:
+        flags = _cpu_flags()
+    for flag, tier in _ISA_TIERS:
+        if flag in flags:
+            return tier
+    return torch.backends.cpu.get_cpu_capability().lower().replace(" ", "")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _nvidia_driver() -> str | None:
@@ -101,6 +130,7 @@ def current_stack() -> Stack:
         cuda=torch.version.cuda if acc is not None and acc.type == "cuda" else None,
         driver=_nvidia_driver() if acc is not None and acc.type == "cuda" else None,
         cpu=_cpu_model(),
+        cpu_isa=cpu_isa(),
         cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0,
         cxx_compiler=shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++"),
         offload_defect=offload_defect(),
@@ -112,12 +142,12 @@ def hardware_key(stack: Stack, device_type: str) -> str:
     """A file-name-safe key for the hardware results were measured on.
 
     pytest-benchmark keys storage by OS and Python only; a latency figure means nothing without the GPU
-    model (or CPU model and cores when measuring on the CPU).
+    model (or, measuring on the CPU, its model, cores and instruction tier: `cpu_isa`).
     """
     if device_type != "cpu" and stack.accelerator_name:
         raw = f"{stack.accelerator_name}"
     else:
-        raw = f"cpu-{stack.cpu}-{stack.cpu_count}c"
+        raw = f"cpu-{stack.cpu}-{stack.cpu_count}c" + (f"-{stack.cpu_isa}" if stack.cpu_isa else "")
     safe = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in raw)
     while "--" in safe:
         safe = safe.replace("--", "-")
