@@ -57,15 +57,20 @@ class Stack:
         return asdict(self)
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line's value in /proc/cpuinfo; None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # Widest first: the first a CPU has names its tier. bf16 matmuls run natively only from avx512_bf16 on; below it
@@ -78,22 +83,11 @@ def cpu_isa(flags: set[str] | None = None) -> str:
     dispatch level ("default", "vsx", "sve256", ...). Hypervisors name CPUs of different generations alike ("AMD
     EPYC"), so the model name alone cannot tell a CPU with native bf16 from one without."""
     if flags is None:
-        flags = _cpu_flags()
+        flags = set((_cpuinfo("flags") or "").split())
     for flag, tier in _ISA_TIERS:
         if flag in flags:
             return tier
     return torch.backends.cpu.get_cpu_capability().lower().replace(" ", "")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _nvidia_driver() -> str | None:

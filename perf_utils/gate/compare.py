@@ -33,7 +33,7 @@ class MetricChange:
     low: float  # the interval of the relative change (bootstrap; nan when it could not be estimated)
     high: float
     verdict: str
-    why: str | None = None  # why a change the interval alone could decide was not (`hold_time`)
+    why: str | None = None  # why a change the interval alone could decide was not (`_beyond_the_probe`)
 
     @property
     def interval(self) -> str:
@@ -137,7 +137,7 @@ def host_moved(base: BenchmarkResult, now: BenchmarkResult, th: Thresholds) -> f
     """How far the host's speed moved between the two (the change of their median probes) when beyond
     `th.host_probe_band`, where dividing by the probe stops tracking Bark; None within it or without probes."""
     old, new = base.median(HOST_PROBE), now.median(HOST_PROBE)
-    if not old or not new or abs(new / old - 1) <= th.host_probe_band:
+    if not old or not new or not th.beyond_probe_band(new / old - 1):
         return None
     return new / old - 1
 
@@ -152,8 +152,10 @@ def _beyond_the_probe(
         metric, base.groups(metric.name), now.groups(metric.name), th.widened(th.host_probe_slack * abs(moved))
     )
     assert wide is not None
-    if wide.verdict in (REGRESSED, IMPROVED) or change.verdict == UNCHANGED:
-        return wide if wide.verdict in (REGRESSED, IMPROVED) else change
+    if wide.verdict in (REGRESSED, IMPROVED):
+        return wide
+    if change.verdict == UNCHANGED:
+        return change
     change.verdict = NOISY
     change.why = (
         f"the host ran its probe {moved:+.0%} against the baseline's: beyond {th.host_probe_band:.0%} the probe "

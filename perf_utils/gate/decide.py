@@ -109,7 +109,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
                 f"; beyond {band:.0%} the probe stops tracking Bark: where a benchmark's probe moved that far, only a "
                 f"time change larger than {opts.thresholds.host_probe_slack:g} x the probe's on top of the threshold "
                 "is called, a smaller one is noisy"
-                if change is not None and abs(change) > band
+                if change is not None and opts.thresholds.beyond_probe_band(change)
                 else ""
             )
             messages.append(

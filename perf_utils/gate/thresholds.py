@@ -55,6 +55,10 @@ class Thresholds:
         """Time and throughput judged at `by` more than these (what the host may have added: `host_probe_slack`)."""
         return replace(self, time=self.time + by, throughput=self.throughput + by)
 
+    def beyond_probe_band(self, probe_change: float) -> bool:
+        """Whether the host's probe moved too far from the baseline's for time per probe to track Bark."""
+        return abs(probe_change) > self.host_probe_band
+
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None
 
