@@ -243,6 +243,10 @@ def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = 
     )
 
 
+# How an invocation's process began, recorded in the schedule ("workers").
+IN_PROCESS, FRESH, FORKED = "this process", "fresh interpreter", "forked from the zygote"
+
+
 @dataclass
 class Invocation:
     """What one invocation measured: a result per case, and how its rounds were scheduled."""
@@ -253,6 +257,7 @@ class Invocation:
     tracebacks: dict[str, str] = field(default_factory=dict)  # of failed benchmarks, by id
     reference: Fingerprint | None = None  # of the fp32 eager reference, when this invocation computed it
     header: dict[str, Any] | None = None  # the record's header as the measuring process saw it (HEADER)
+    started: str = IN_PROCESS  # how its process began: IN_PROCESS, FRESH or FORKED (`measure.forks`)
 
 
 # What a record says about where it was measured: taken from the process that measured (another stack's venv).
@@ -367,6 +372,7 @@ class Run:
             "rounds": self.plan.rounds,
             "interleaved": all(p.interleaved for p in parts),
             "seed": self.plan.seed,
+            "workers": "; ".join(sorted({p.started for p in parts})),
             **({"note": "; ".join(notes)} if notes else {}),
         }
         add_ratios(self.record)

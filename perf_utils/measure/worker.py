@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from perf_utils.measure.run import HEADER, TRIAL, Case, Invocation, Run, RunPlan
+from perf_utils.measure import forks
+from perf_utils.measure.run import FORKED, FRESH, HEADER, TRIAL, Case, Invocation, Run, RunPlan
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.record import FAILED, BenchmarkResult
 
@@ -96,9 +97,16 @@ def _read(out_file: Path, code: int, other: list[str], selected: list[Case], ind
     )
 
 
+def forked(plan: RunPlan) -> bool:
+    """Whether this run's plain invocations are forked from the zygote (`measure.forks`): on the CPU, where a
+    fresh interpreter's imports and teardown cost as much as a short invocation's own measuring."""
+    return plan.device.type == "cpu" and forks.available()
+
+
 def invoke(plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool, progress: Any = None) -> Invocation:
     """Run invocation `index` of `selected` in a worker process of this Python and read back what it measured."""
-    return Worker(sys.executable, plan, selected, index, check_fidelity, progress, serve=False).finish()
+    fork = forked(plan)
+    return Worker(sys.executable, plan, selected, index, check_fidelity, progress, serve=False, fork=fork).finish()
 
 
 class Worker:
@@ -109,17 +117,27 @@ class Worker:
     output, and one left behind (an interrupted session) is killed."""
 
     def __init__(self, python: str, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool,
-                 progress: Any = None, serve: bool = True) -> None:  # fmt: skip
+                 progress: Any = None, serve: bool = True, fork: bool = False) -> None:  # fmt: skip
         self.selected, self.index, self.progress = selected, index, progress
+        self.started = FORKED if fork else FRESH
         self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-" if serve else "bark-invocation-")
         folder = Path(self._tmp.name)
         spec_file, self.out_file = _spec_file(folder, plan, selected, index, check_fidelity), folder / "out.json"
-        cmd = [python, "-m", "perf_utils.measure.worker", *(["--serve"] if serve else []), str(spec_file),
-               str(self.out_file)]  # fmt: skip
+        args = [*(["--serve"] if serve else []), str(spec_file), str(self.out_file)]
         self.other: list[str] = []
-        stdin = subprocess.PIPE if serve else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     bufsize=1)  # fmt: skip
+        self.proc: subprocess.Popen[str] | forks.Forked
+        if fork:
+            assert not serve and python == sys.executable, "only a plain invocation of this Python is forked"
+            try:
+                self.proc = forks.Forked(args)
+            except (OSError, RuntimeError) as e:  # no zygote: a fresh interpreter measures the same, slower
+                _relay(f"{PROGRESS}forking a worker failed ({e}); starting a fresh interpreter", progress, self.other)
+                fork, self.started = False, FRESH
+        if not fork:
+            cmd = [python, "-m", "perf_utils.measure.worker", *args]
+            stdin = subprocess.PIPE if serve else subprocess.DEVNULL
+            self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         bufsize=1)  # fmt: skip
         try:
             self.alive = serve and self._ready()
         except BaseException:
@@ -158,7 +176,9 @@ class Worker:
             for line in self.proc.stdout:
                 _relay(line, self.progress, self.other)
             code = self.proc.wait()
-            return _read(self.out_file, code, self.other, self.selected, self.index)
+            done = _read(self.out_file, code, self.other, self.selected, self.index)
+            done.started = self.started
+            return done
         finally:
             self.close()
 
@@ -195,4 +215,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the result is written: skip seconds of torch and transformers' teardown
