@@ -161,6 +161,12 @@ def _gate_quality(args: argparse.Namespace) -> int:
             return 2
         thresholds = Thresholds.from_pyproject(pyproject, measured.device_type)
     else:
+        others = (("--reference-invocations", args.reference_invocations), ("--stacks", args.stacks))
+        clash = [flag for flag, given in others if given]
+        if args.reference_baseline and clash:  # each names another reference than the stored baseline
+            print(f"error: --reference-baseline judges against the stored baseline; it cannot be combined with "
+                  f"{', '.join(clash)}", file=sys.stderr)  # fmt: skip
+            return 2
         o = RunOptions.read(lambda name: getattr(args, name, None))
         plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
         thresholds = Thresholds.from_pyproject(pyproject, plan.device.type)
@@ -184,9 +190,11 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thres
     if args.stacks:
         judged_how = "each session's candidate judged against its own pinned side, paired"
     else:
-        judged_how = "each run compared with one reference run"
         ref = args.reference_invocations
+        judged_how = "each run compared with one reference run"
         judged_how += f" (taken in {ref} worker processes, as a saved baseline is)" if ref else ""
+        if args.reference_baseline:
+            judged_how = f"each run compared with the stored baseline in {args.reference_baseline} for this machine"
     header = f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}"
     return header, _measured_scenarios(args, o, plan, config, sizes, thresholds)
 
@@ -211,6 +219,7 @@ def _measured_scenarios(
         stderr_progress,
         Remeasure(args.remeasure_noisy, thresholds) if args.remeasure_noisy else None,
         args.reference_invocations,
+        args.reference_baseline,
     )
     if args.processes:
         passed = ["--checkpoint", plan.checkpoint.spec,
@@ -281,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--reference-invocations", type=options.positive_int, default=None,
                    help="take the reference (the stored baseline's stand-in) in N worker processes (default: as "
                         "many as a run, --invocations)")  # fmt: skip
+    q.add_argument("--reference-baseline", type=Path, default=None, metavar="DIR",
+                   help="judge every run against the stored baseline in DIR for this machine and checkpoint, taken "
+                        "in another session, as --benchmark-compare does (not a reference taken here)")  # fmt: skip
     q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")

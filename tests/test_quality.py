@@ -3,6 +3,7 @@ gate; unchanged runs can also be separate processes (what a user sees). Unambigu
 
 from __future__ import annotations
 
+import json
 import re
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import RunPlan
+from perf_utils.record import store
 from perf_utils.tools.quality import cross_process, judged, measure_quality, quality_table
 
 # Wiring tests: only gross changes are called (a doubling), so this machine's noise never decides them; what the
@@ -136,3 +138,38 @@ def test_runs_that_were_remeasured_are_also_judged_as_first_measured() -> None:
     before, after = judged([sc], Thresholds())[:2]
     assert before.label == "unchanged (false alarms), before re-measuring" and before.noisy == 1
     assert after.noisy == 0 and after.flagged == 0 and after.added == [6]
+
+
+def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session(
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch, tmp_path
+) -> None:
+    """`--reference-baseline DIR`: the reference is the baseline `--benchmark-compare` would find for this machine,
+    kept with the runs (`--from` judges them again); a missing or incomparable one is refused by name."""
+    from perf_utils import cli
+
+    monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    common = ["--configs", "fp32", "--batch-sizes", "1", "--invocations", "1", "--rounds", "2", "--device", "cpu"]
+    stored = tmp_path / "baselines"
+    save = ["run", *common, "--tokens", "8", "--no-fidelity", "--save-baseline", "--baselines-dir", str(stored),
+            "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    assert cli.main(save) == 0
+    [path] = stored.glob("*/*.json")
+    kept = tmp_path / "runs.json"
+    quality = ["gate-quality", *common, "--repeats", "1", "--trials", "1", "--slowdowns", "3.0", "--buffers-mb", "",
+               "--reference-baseline", str(stored), "--time-thresholds", "1.0"]  # fmt: skip
+    capsys.readouterr()
+    assert cli.main([*quality, "--tokens", "8", "--json", str(kept)]) == 0
+    out = capsys.readouterr().out
+    assert f"each run compared with the stored baseline in {stored} for this machine" in out
+    assert re.search(r"\| bs1 +\| slowdown \+300% +\| 1/1 ", out), out
+    rounds = [r["latency_s"] for r in store.load(path).by_id()["bs1-fp32"].rounds]
+    [reference] = {json.dumps(sc["reference"]["rounds"]) for sc in json.loads(kept.read_text())["scenarios"]}
+    assert [r["latency_s"] for r in json.loads(reference)] == rounds  # the stored rounds, not new ones
+    # another workload than the baseline's (16 tokens): refused, naming the file and the difference
+    assert cli.main([*quality, "--tokens", "16"]) == 2
+    err = capsys.readouterr().err
+    assert f"--reference-baseline: {path} cannot be compared: workload differs: n_tokens 8 -> 16" in err, err
+    assert cli.main([*quality, "--tokens", "8", "--reference-invocations", "2"]) == 2
+    assert "cannot be combined with --reference-invocations" in capsys.readouterr().err
+    assert cli.main([*quality[:-4], "--reference-baseline", str(tmp_path / "none"), "--tokens", "8"]) == 2
+    assert f"no baseline {tmp_path / 'none'}" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure import faults
 from perf_utils.measure.run import Case, Run, RunPlan
+from perf_utils.record import store
 from perf_utils.record.atomic import write_json
 from perf_utils.record.metrics import memory_metric
 from perf_utils.record.record import BenchmarkResult, RunRecord, benchmark_id
@@ -143,17 +144,23 @@ def measure_quality(
     progress: Callable[[str], None] | None = None,
     remeasure: Remeasure | None = None,
     reference_invocations: int | None = None,
+    baselines_dir: Path | None = None,
 ) -> list[Scenario]:
     """Through the run loop, like any run (each run in `plan.invocations` worker processes); a fault is a
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
     accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be. The reference
-    stands for the stored baseline, taken in `reference_invocations` (default: as many as a run)."""
+    stands for the stored baseline, taken in `reference_invocations` (default: as many as a run); with
+    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_reference`)."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
     try:
         for bs in batch_sizes:
-            reference = _reference(plan, reference_invocations, Case(config, bs)) or _measured(run, Case(config, bs))
+            case = Case(config, bs)
+            if baselines_dir is not None:
+                reference = stored_reference(baselines_dir, run.record, case.id)
+            else:
+                reference = _reference(plan, reference_invocations, case) or _measured(run, case)
             memory = memory_metric(set(reference.metrics()))
             plans: list[tuple[str, str, Any, int]] = [
                 ("unchanged (false alarms)", "any", config, repeats),
@@ -181,6 +188,22 @@ def measure_quality(
     finally:
         run.release()
     return out
+
+
+def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> BenchmarkResult:
+    """`benchmark` in the baseline `--benchmark-compare` would judge `record` against: what a user's run meets,
+    measured hours or days before, in another session (its offset from today's level is part of the gate's noise).
+    A baseline the gate would refuse, or one without the benchmark, is a ValueError naming the file."""
+    path = store.path_for(baselines_dir, record.hardware, record.checkpoint["key"])
+    if not path.exists():
+        raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
+    baseline = store.load(path)
+    if problems := store.incompatibilities(baseline, record):
+        raise ValueError(f"--reference-baseline: {path} cannot be compared: {'; '.join(problems)}")
+    result = baseline.by_id().get(benchmark)
+    if result is None or not result.ran:
+        raise ValueError(f"--reference-baseline: {path} holds no measured {benchmark}")
+    return result
 
 
 def _reference(plan: RunPlan, invocations: int | None, case: Case) -> BenchmarkResult | None:
