@@ -168,6 +168,9 @@ def _gate_quality(args: argparse.Namespace) -> int:
                   f"{', '.join(clash)}", file=sys.stderr)  # fmt: skip
             return 2
         o = RunOptions.read(lambda name: getattr(args, name, None))
+        if args.stacks and len(o.configs or []) > 1:
+            print("error: --stacks measures one configuration (--configs NAME)", file=sys.stderr)
+            return 2
         plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
         thresholds = Thresholds.from_pyproject(pyproject, plan.device.type)
         with busy_loops(args.busy):
@@ -187,6 +190,8 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thres
     """The scenarios gate-quality measures, and the line that says how."""
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
     busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
+    if alongside := (o.configs or [])[1:]:
+        busy += f", measured beside {', '.join(alongside)} (unchanged, interleaved)"
     if args.stacks:
         judged_how = "each session's candidate judged against its own pinned side, paired"
     else:
@@ -206,6 +211,7 @@ def _measured_scenarios(
     from perf_utils.tools.quality import Remeasure, alternating, cross_process, measure_quality
 
     slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
+    alongside = (o.configs or [])[1:]  # measured beside `config` in every run, unchanged
     if args.stacks:
         return alternating(plan, config, sizes, args.stacks, args.trials, slowdowns, stderr_progress)
     scenarios = measure_quality(
@@ -220,6 +226,7 @@ def _measured_scenarios(
         Remeasure(args.remeasure_noisy, thresholds) if args.remeasure_noisy else None,
         args.reference_invocations,
         args.reference_baseline,
+        alongside,
     )
     if args.processes:
         passed = ["--checkpoint", plan.checkpoint.spec,
@@ -227,7 +234,7 @@ def _measured_scenarios(
                   "--warmup", str(plan.warmup), "--invocations", str(plan.invocations),
                   *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
-            scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress)
+            scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress, alongside)
     return scenarios
 
 
@@ -314,6 +321,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--time-thresholds", default=None,
                    help="judge the same runs at each of these time and throughput thresholds: 0.1,0.2")  # fmt: skip
+    for action in q._actions:  # the same option as a run's, with gate-quality's own meaning of the list
+        if action.dest == "bark_configs":
+            action.help = "the configuration judged (default: fp32), then any measured beside it in every run"
     judging = {"help", "bark_pyproject", "from_json", "time_thresholds"}  # what --from may be given with
     q.set_defaults(
         measuring_options=[(a.option_strings[0], a.dest, a.default) for a in q._actions if a.dest not in judging]

@@ -10,7 +10,7 @@ import torch
 
 from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.measure.run import RunPlan
+from perf_utils.measure.run import Run, RunPlan
 from perf_utils.record import store
 from perf_utils.tools.quality import cross_process, judged, measure_quality, quality_table
 
@@ -144,11 +144,12 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     tiny_checkpoint: Checkpoint, capsys, monkeypatch, tmp_path
 ) -> None:
     """`--reference-baseline DIR`: the reference is the baseline `--benchmark-compare` would find for this machine,
-    kept with the runs (`--from` judges them again); a missing or incomparable one is refused by name."""
+    kept with the runs (`--from` judges them again); a missing or incomparable one is refused by name. A lane of
+    several configurations is measured as it runs: the first judged, the others beside it in every run."""
     from perf_utils import cli
 
     monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
-    common = ["--configs", "fp32", "--batch-sizes", "1", "--invocations", "1", "--rounds", "2", "--device", "cpu"]
+    common = ["--configs", "fp32,bf16", "--batch-sizes", "1", "--invocations", "1", "--rounds", "2", "--device", "cpu"]
     stored = tmp_path / "baselines"
     save = ["run", *common, "--tokens", "8", "--no-fidelity", "--save-baseline", "--baselines-dir", str(stored),
             "--results-dir", str(tmp_path / "results")]  # fmt: skip
@@ -158,9 +159,15 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     quality = ["gate-quality", *common, "--repeats", "1", "--trials", "1", "--slowdowns", "3.0", "--buffers-mb", "",
                "--reference-baseline", str(stored), "--time-thresholds", "1.0"]  # fmt: skip
     capsys.readouterr()
+    measured: list[list[str]] = []
+    real = Run.measure_all
+    spy = lambda run, cases: measured.append([c.id for c in cases]) or real(run, cases)  # noqa: E731
+    monkeypatch.setattr(Run, "measure_all", spy)
     assert cli.main([*quality, "--tokens", "8", "--json", str(kept)]) == 0
     out = capsys.readouterr().out
+    assert ", cpu, measured beside bf16 (unchanged, interleaved): " in out
     assert f"each run compared with the stored baseline in {stored} for this machine" in out
+    assert measured == [["bs1-fp32", "bs1-bf16"]] * 2  # the unchanged run and the slowed one, each beside bf16
     assert re.search(r"\| bs1 +\| slowdown \+300% +\| 1/1 ", out), out
     rounds = [r["latency_s"] for r in store.load(path).by_id()["bs1-fp32"].rounds]
     [reference] = {json.dumps(sc["reference"]["rounds"]) for sc in json.loads(kept.read_text())["scenarios"]}
@@ -171,5 +178,7 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     assert f"--reference-baseline: {path} cannot be compared: workload differs: n_tokens 8 -> 16" in err, err
     assert cli.main([*quality, "--tokens", "8", "--reference-invocations", "2"]) == 2
     assert "cannot be combined with --reference-invocations" in capsys.readouterr().err
+    assert cli.main(["gate-quality", *common, "--stacks", "1", "--tokens", "8"]) == 2
+    assert "--stacks measures one configuration" in capsys.readouterr().err
     assert cli.main([*quality[:-4], "--reference-baseline", str(tmp_path / "none"), "--tokens", "8"]) == 2
     assert f"no baseline {tmp_path / 'none'}" in capsys.readouterr().err

@@ -101,9 +101,10 @@ class QualityRuns:
             raise ValueError(f"{path}: not a gate-quality file written by --json ({exc!r})") from None
 
 
-def _measured(run: Run, case: Case) -> BenchmarkResult:
-    """One run of `case` as a user's run would measure it (in `plan.invocations` invocations)."""
-    result = run.measure_all([case]).by_id()[case.id]
+def _measured(run: Run, case: Case, alongside: Iterable[Case] = ()) -> BenchmarkResult:
+    """One run of `case` as a user's run would measure it (in `plan.invocations` invocations), interleaved with
+    the cases `alongside` when a run of them is what the gate sees (a lane of several configurations)."""
+    result = run.measure_all([case, *alongside]).by_id()[case.id]
     if result.error is not None:
         raise result.error
     return result
@@ -145,22 +146,25 @@ def measure_quality(
     remeasure: Remeasure | None = None,
     reference_invocations: int | None = None,
     baselines_dir: Path | None = None,
+    alongside: Iterable[str] = (),
 ) -> list[Scenario]:
     """Through the run loop, like any run (each run in `plan.invocations` worker processes); a fault is a
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
     accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be. The reference
     stands for the stored baseline, taken in `reference_invocations` (default: as many as a run); with
-    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_reference`)."""
+    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_reference`). The
+    configurations `alongside` are measured unchanged in every run, interleaved, as in a run of all of them: what
+    else an invocation holds and runs changes the judged configuration's host peak and its speed."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
     try:
         for bs in batch_sizes:
-            case = Case(config, bs)
+            case, others = Case(config, bs), [Case(configs.get(name), bs) for name in alongside]
             if baselines_dir is not None:
                 reference = stored_reference(baselines_dir, run.record, case.id)
             else:
-                reference = _reference(plan, reference_invocations, case) or _measured(run, case)
+                reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
             memory = memory_metric(set(reference.metrics()))
             plans: list[tuple[str, str, Any, int]] = [
                 ("unchanged (false alarms)", "any", config, repeats),
@@ -179,7 +183,7 @@ def measure_quality(
                     if progress:
                         progress(f"bs{bs} {label}: run {i + 1}/{n}")
                     case = Case(scenario_config, bs)
-                    result, added = _measured(run, case), 0
+                    result, added = _measured(run, case, others), 0
                     if remeasure is not None:
                         result, added = _remeasured(run, case, reference, remeasure)
                     scenario.runs.append(result)
@@ -206,14 +210,14 @@ def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> 
     return result
 
 
-def _reference(plan: RunPlan, invocations: int | None, case: Case) -> BenchmarkResult | None:
+def _reference(plan: RunPlan, invocations: int | None, case: Case, others: list[Case]) -> BenchmarkResult | None:
     """The reference taken in `invocations` worker processes, as `--bark-invocations N --bark-save-baseline`
     takes a baseline; None when that is as many as a run takes."""
     if invocations is None or invocations == plan.invocations:
         return None
     run = Run(replace(plan, invocations=invocations), check_fidelity=False)
     try:
-        return _measured(run, case)
+        return _measured(run, case, others)
     finally:
         run.release()
 
@@ -309,18 +313,18 @@ def _count(row: QualityRow, verdict: BenchmarkVerdict, metric: str) -> None:
 
 def cross_process(
     run_args: list[str], config_name: str, batch_sizes: Iterable[int], processes: int, workdir: Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, alongside: Iterable[str] = (),
 ) -> list[Scenario]:  # fmt: skip
     """Unchanged code as a user sees it: `processes` separate `python -m perf_utils run` invocations, each judged
-    against the first (the stored baseline) by the gate. Between-process variance is what the in-process
-    scenarios cannot show."""
+    against the first (the stored baseline) by the gate, `config_name` measured beside `alongside` as in
+    `measure_quality`. Between-process variance is what the in-process scenarios cannot show."""
     sizes = list(batch_sizes)
     records = []
     for i in range(processes + 1):
         if progress:
             progress(f"separate process {i + 1}/{processes + 1}")
         out = workdir / f"process-{i}.json"
-        cmd = [sys.executable, "-m", "perf_utils", "run", "--configs", config_name,
+        cmd = [sys.executable, "-m", "perf_utils", "run", "--configs", ",".join([config_name, *alongside]),
                "--batch-sizes", ",".join(map(str, sizes)), "--no-fidelity", "--json", str(out),
                "--results-dir", str(workdir / "results"), *run_args]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
