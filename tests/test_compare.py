@@ -1,6 +1,7 @@
 """The comparison rules on synthetic rounds: deterministic, no model involved."""
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -8,6 +9,7 @@ from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESS
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.report.table import summary_line
 
 TH = Thresholds()
 
@@ -69,6 +71,28 @@ def test_a_change_too_noisy_to_decide_is_noisy_not_a_pass_and_not_a_regression()
     strict = compare(record(result(latency=SPREAD)), record(result(latency=(1.0, 3.0, 0.9, 1.1, 1.0))), TH,
                      fail_on_noisy=True)  # fmt: skip
     assert strict.failed and strict.verdicts[0].failing
+
+
+def test_drift_between_baseline_and_run_widens_time_intervals_so_an_offset_of_its_size_is_noisy():
+    """`drift`: how far the machine's level moves between a baseline and a run at another time. Tight rounds +10%
+    over the baseline read as certain from the rounds alone (regressed at 7%); with 5% drift the interval also
+    reaches 0 (noisy), and +40% is still called. Memory and ratios to fp32 are not widened."""
+    tight = (0.995, 1.0, 1.005, 0.998, 1.002)
+    moved = [x * 1.10 for x in tight]
+    at_7 = TH.with_time(0.07)
+    plain = compare(record(result(latency=tight)), record(result(latency=moved)), at_7).verdicts[0]
+    assert plain.verdict == REGRESSED and plain.metric("latency_s").low > 0.08
+    drifting = replace(at_7, drift=0.05)
+    v = compare(record(result(latency=tight)), record(result(latency=moved)), drifting).verdicts[0]
+    lat = v.metric("latency_s")
+    assert v.verdict == NOISY and lat.change == pytest.approx(0.10) and lat.low < 0 < 0.2 < lat.high
+    assert v.metric("throughput_sps").verdict == NOISY
+    big = compare(record(result(latency=tight)), record(result(latency=[x * 1.4 for x in tight])), drifting)
+    assert big.verdicts[0].verdict == REGRESSED
+    assert "time intervals include the machine's drift between the two runs (5% SD, pyproject)" in summary_line(big)
+    more = result(latency=tight, memory=(120.0,) * 5)
+    mem = compare(record(result(latency=tight)), record(more), drifting).verdicts[0].metric("host_peak_mb")
+    assert mem.verdict == REGRESSED and mem.low == pytest.approx(0.2)  # not widened
 
 
 def test_improvement():

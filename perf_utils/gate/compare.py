@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
-from perf_utils.gate.bootstrap import paired_ratio, ratio_of_medians
+from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import HOST_PROBE, METRICS, Metric
 from perf_utils.record.record import BenchmarkResult, RunRecord
@@ -104,6 +105,8 @@ def compare_metric(
         return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
     if not n_pairs:
         est = ratio_of_medians(base, now, th.alpha)
+        if metric.kind in ("time", "throughput"):
+            est = with_drift(est, th)
     low, high = est.low - 1, est.high - 1
     worse_bound = high if worse_if_larger else low  # how bad it could be
     got_worse = change != 0 and (change > 0) == worse_if_larger
@@ -116,6 +119,19 @@ def compare_metric(
     else:
         verdict = UNCHANGED
     return MetricChange(metric.name, b_med, c_med, change, low, high, verdict)
+
+
+def with_drift(est: RatioEstimate, th: Thresholds) -> RatioEstimate:
+    """`est`'s interval with the machine's drift between a baseline and a run (`Thresholds.drift`, an SD of the log
+    level) added in quadrature to each side, on the log scale: the bootstrap sees only the spread between the
+    run's invocations and between the baseline's, not how far the whole level moved from one session to the other."""
+    if not th.drift or math.isnan(est.low) or est.ratio <= 0:
+        return est
+    z = NormalDist().inv_cdf(1 - th.alpha) * th.drift
+    mid = math.log(est.ratio)
+    down = math.hypot(max(mid - math.log(est.low), 0.0), z)
+    up = math.hypot(max(math.log(est.high) - mid, 0.0), z)
+    return RatioEstimate(est.ratio, math.exp(mid - down), math.exp(mid + up))
 
 
 def _ran(result: BenchmarkResult | None) -> bool:

@@ -42,6 +42,11 @@ class Thresholds:
     # are called only past `host_probe_slack` x the probe's change on top of their threshold, `noisy` short of it.
     host_probe_band: float = 0.25
     host_probe_slack: float = 0.5
+    # How far the machine's level of time moves between a baseline and a run taken at another time (SD of the log
+    # level), beyond what the run's own invocations show: minutes apart it moved 4-6% here, days apart 8% (README,
+    # "A stored baseline from another day"). Added to time and throughput intervals (`gate.compare.with_drift`) so
+    # an offset of that size is `noisy`, not a regression. Not to paired sessions or ratios to fp32: drift-free.
+    drift: float = 0.0
 
     def for_pairs(self) -> Thresholds:
         """The thresholds a paired comparison is judged at: `paired` for time and throughput."""

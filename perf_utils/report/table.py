@@ -125,6 +125,8 @@ def summary_line(comparison: Comparison) -> str:
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
         f"memory, {th.ratio:.0%} ratio to fp32; noisy when the interval still reaches that size"
     )
+    if th.drift and not comparison.paired:
+        rule += f"; time intervals include the machine's drift between the two runs ({th.drift:.0%} SD, pyproject)"
     status = "FAILED" if comparison.failed else "passed"
     return f"bark gate {status}: {parts}; {rule}"
 
