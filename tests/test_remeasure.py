@@ -111,6 +111,32 @@ def test_a_real_slowdown_hidden_by_a_wide_run_is_called_once_more_invocations_na
     assert "bs1-fp32 noisy -> regressed" in done.lines[0]
 
 
+def test_a_benchmark_only_the_machines_drift_keeps_noisy_is_not_remeasured_and_that_is_said():
+    """With `drift` 5%, a tight run +8% over the baseline is noisy however many invocations are added (the drift
+    alone spans 0 and 15%): no budget is spent on it. A +30% run spread too widely to decide is still
+    re-measured: without the spread, its interval (drift alone) would exclude no change."""
+    drifting = Thresholds(time=0.15, throughput=0.15, drift=0.05)
+
+    def drift_gate(current: RunRecord):
+        return judge(BASE, current, GateOptions(Path("unused"), drifting), "baseline")
+
+    clock = [0.0]
+    offset = record(result([1.08, 1.09, 1.07], seed=8), result([2.0, 2.02, 1.98], seed=9, bs=8))
+    fake = FakeRun(offset.copy(), steady_level, cost_s=10.0, clock=clock)
+    first = drift_gate(fake.record)
+    lat = first.comparison.verdicts[0].metric("latency_s")
+    assert lat.verdict == "noisy" and not lat.remeasurable and noisy_ids(first) == []
+    done = remeasure_noisy(fake.record, first, drift_gate, fake.measure_more, 120.0, clock=lambda: clock[0])
+    assert not fake.asked and done.invocations == 0
+    assert done.lines == [
+        "not re-measured: bs1-fp32: the machine's drift between the baseline and this run alone keeps their "
+        "intervals reaching both no change and the threshold; more invocations cannot decide them"
+    ]
+    slow = record(result([1.0, 1.6, 1.25], seed=5), result([2.0, 2.01, 1.99], seed=6, bs=8))
+    assert noisy_ids(drift_gate(slow)) == ["bs1-fp32"]
+    assert drift_gate(slow).comparison.verdicts[0].metric("latency_s").remeasurable
+
+
 def test_the_budget_is_never_overrun_and_what_is_still_noisy_stays_noisy_and_is_said():
     """A benchmark that stays wide (each new invocation far from the last) is re-measured only while one more
     invocation (as long as the last took) fits in the budget; then it stays noisy, never a pass."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
@@ -35,6 +35,9 @@ class MetricChange:
     high: float
     verdict: str
     why: str | None = None  # why a change the interval alone could decide was not (`_beyond_the_probe`)
+    # Whether more invocations could decide a `noisy` change: not when the machine's drift alone (`with_drift`)
+    # keeps its interval reaching both no change and the threshold (`gate.remeasure` skips it then).
+    remeasurable: bool = True
 
     @property
     def interval(self) -> str:
@@ -98,27 +101,37 @@ def compare_metric(
         assert pairs is not None
         est = paired_ratio(pairs, th.alpha)
         change = est.ratio - 1
-    worse_if_larger = metric.better == "lower"
     big = th.large(metric.kind, b_med, b_med * (1 + change))
     if (n_pairs < 2 if n_pairs else len(flat_base) < 2 or len(flat_now) < 2) or not b_med:  # no spread to judge
         verdict = NOISY if big else UNCHANGED
         return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
+    drifts = not n_pairs and metric.kind in ("time", "throughput")
     if not n_pairs:
         est = ratio_of_medians(base, now, th.alpha)
-        if metric.kind in ("time", "throughput"):
+        if drifts:
             est = with_drift(est, th)
-    low, high = est.low - 1, est.high - 1
-    worse_bound = high if worse_if_larger else low  # how bad it could be
-    got_worse = change != 0 and (change > 0) == worse_if_larger
-    if big and got_worse and (low > 0 if worse_if_larger else high < 0):
-        verdict = REGRESSED
-    elif big and not got_worse and change != 0 and (high < 0 if worse_if_larger else low > 0):
-        verdict = IMPROVED
-    elif (worse_bound > 0) == worse_if_larger and th.large(metric.kind, b_med, b_med * (1 + worse_bound)):
-        verdict = NOISY  # a change of the threshold's size in the worse direction is still inside the interval
-    else:
-        verdict = UNCHANGED
-    return MetricChange(metric.name, b_med, c_med, change, low, high, verdict)
+    out = MetricChange(metric.name, b_med, c_med, change, est.low - 1, est.high - 1, NOISY)
+    out.verdict = _verdict(metric, th, out)
+    if out.verdict == NOISY and drifts and th.drift:
+        alone = with_drift(RatioEstimate(est.ratio, est.ratio, est.ratio), th)  # as if invocations were endless
+        out.remeasurable = _verdict(metric, th, replace(out, low=alone.low - 1, high=alone.high - 1)) != NOISY
+    return out
+
+
+def _verdict(metric: Metric, th: Thresholds, c: MetricChange) -> str:
+    """Called when the interval excludes no change and the change passes the minimum effect; noisy while a change
+    of the threshold's size in the worse direction is still inside the interval."""
+    worse_if_larger = metric.better == "lower"
+    big = th.large(metric.kind, c.baseline, c.baseline * (1 + c.change))
+    worse_bound = c.high if worse_if_larger else c.low  # how bad it could be
+    got_worse = c.change != 0 and (c.change > 0) == worse_if_larger
+    if big and got_worse and (c.low > 0 if worse_if_larger else c.high < 0):
+        return REGRESSED
+    if big and not got_worse and c.change != 0 and (c.high < 0 if worse_if_larger else c.low > 0):
+        return IMPROVED
+    if (worse_bound > 0) == worse_if_larger and th.large(metric.kind, c.baseline, c.baseline * (1 + worse_bound)):
+        return NOISY
+    return UNCHANGED
 
 
 def with_drift(est: RatioEstimate, th: Thresholds) -> RatioEstimate:

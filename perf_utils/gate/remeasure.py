@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from perf_utils.gate.compare import NOISY
+from perf_utils.gate.compare import NOISY, BenchmarkVerdict
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import RunRecord
 
@@ -33,9 +33,22 @@ class Remeasured:
 
 
 def noisy_ids(outcome: GateOutcome | None) -> list[str]:
+    """The noisy benchmarks more invocations could decide: not those only the machine's drift keeps noisy."""
     if outcome is None or outcome.comparison is None:
         return []
-    return [v.id for v in outcome.comparison.by_verdict(NOISY)]
+    return [v.id for v in outcome.comparison.by_verdict(NOISY) if not _drift_bound(v)]
+
+
+def _drift_bound(v: BenchmarkVerdict) -> bool:
+    """Every noisy gated metric of `v` would stay noisy however many invocations were added (`remeasurable`)."""
+    noisy = [m for m in v.metrics if m.info.gated and m.verdict == NOISY]
+    return bool(noisy) and not any(m.remeasurable for m in noisy)
+
+
+def drift_bound_ids(outcome: GateOutcome | None) -> list[str]:
+    if outcome is None or outcome.comparison is None:
+        return []
+    return [v.id for v in outcome.comparison.by_verdict(NOISY) if _drift_bound(v)]
 
 
 def invocation_cost(record: RunRecord) -> float:
@@ -62,6 +75,11 @@ def remeasure_noisy(
     next from the last one's duration)."""
     before = noisy_ids(outcome)
     done = Remeasured(record, outcome)
+    if budget_s > 0 and (bound := drift_bound_ids(outcome)):
+        done.lines.append(
+            f"not re-measured: {', '.join(bound)}: the machine's drift between the baseline and this run alone "
+            "keeps their intervals reaching both no change and the threshold; more invocations cannot decide them"
+        )
     if not before or budget_s <= 0:
         return done
     started, last = clock(), None
