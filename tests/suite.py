@@ -67,6 +67,16 @@ def row(output: str, bench_id: str) -> str:
     return lines[-1]
 
 
+def without_drift(tmp: Path) -> Path:
+    """The project's pyproject.toml with the CPU's drift taken out, for tests of a decision the drift would only
+    turn `noisy` (`drift` itself: tests/test_compare.py, test_remeasure.py)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "\ndrift = 0.05\n" in text, "the CPU's drift setting moved: update without_drift"
+    path = tmp / "pyproject-without-drift.toml"
+    path.write_text(text.replace("\ndrift = 0.05\n", "\ndrift = 0\n"), encoding="utf-8")
+    return path
+
+
 def baseline_file(tmp: Path) -> Path:
     from perf_utils.record import store
 

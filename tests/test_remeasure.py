@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import test_gate
-from suite import bench, out, row
+from suite import bench, out, row, without_drift
 
 from perf_utils.gate.compare import REGRESSED, UNCHANGED
 from perf_utils.gate.decide import EXIT_OK, GateOptions, judge
@@ -241,8 +241,10 @@ def test_pytest_benchmarks_remeasures_a_benchmark_whose_baseline_is_too_wide_to_
     r.rounds = [{"latency_s": median * f, "throughput_sps": 1 / (median * f)} for f in spread]
     r.invocations = None
     store.write_atomic(store.path_for(tmp_path / "baselines", base.hardware, "tiny"), base)
+    # Without the CPU's drift: a run a few % off its baseline would be noisy by the drift alone, never re-measured.
     proc = bench(tmp_path, "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--benchmark-compare",
-                 "--bark-no-fidelity", "--bark-remeasure-noisy", "20")  # fmt: skip
+                 "--bark-no-fidelity", "--bark-remeasure-noisy", "20",
+                 "--bark-pyproject", str(without_drift(tmp_path)))  # fmt: skip
     text = out(proc)
     assert proc.returncode == 0, text
     assert "re-measured the noisy benchmarks in" in text and "bs1-fp32 noisy ->" in text, text
