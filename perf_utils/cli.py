@@ -189,9 +189,10 @@ def _gate_quality(args: argparse.Namespace) -> int:
 def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thresholds: Any) -> tuple[str, list[Any]]:
     """The scenarios gate-quality measures, and the line that says how."""
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
-    busy = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
-    if alongside := (o.configs or [])[1:]:
-        busy += f", measured beside {', '.join(alongside)} (unchanged, interleaved)"
+    alongside = (o.configs or [])[1:]  # measured beside `config` in every run, unchanged
+    setting = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
+    if alongside:
+        setting += f", measured beside {', '.join(alongside)} (unchanged, interleaved)"
     if args.stacks:
         judged_how = "each session's candidate judged against its own pinned side, paired"
     else:
@@ -200,18 +201,19 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thres
         judged_how += f" (taken in {ref} worker processes, as a saved baseline is)" if ref else ""
         if args.reference_baseline:
             judged_how = f"each run compared with the stored baseline in {args.reference_baseline} for this machine"
-    header = f"gate quality for {config} on {plan.checkpoint.key}, {plan.device}{busy}: {plan.describe()}, {judged_how}"
-    return header, _measured_scenarios(args, o, plan, config, sizes, thresholds)
+    where = f"{plan.checkpoint.key}, {plan.device}{setting}"
+    header = f"gate quality for {config} on {where}: {plan.describe()}, {judged_how}"
+    return header, _measured_scenarios(args, o, plan, config, alongside, sizes, thresholds)
 
 
 def _measured_scenarios(
-    args: argparse.Namespace, o: RunOptions, plan: Any, config: str, sizes: list[int], thresholds: Any
-) -> list[Any]:
+    args: argparse.Namespace, o: RunOptions, plan: Any, config: str, alongside: list[str], sizes: list[int],
+    thresholds: Any,
+) -> list[Any]:  # fmt: skip
     from perf_utils.measure.run import stderr_progress
     from perf_utils.tools.quality import Remeasure, alternating, cross_process, measure_quality
 
     slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
-    alongside = (o.configs or [])[1:]  # measured beside `config` in every run, unchanged
     if args.stacks:
         return alternating(plan, config, sizes, args.stacks, args.trials, slowdowns, stderr_progress)
     scenarios = measure_quality(

@@ -32,11 +32,8 @@ class Remeasured:
     lines: list[str] = field(default_factory=list)
 
 
-def noisy_ids(outcome: GateOutcome | None) -> list[str]:
-    """The noisy benchmarks more invocations could decide: not those only the machine's drift keeps noisy."""
-    if outcome is None or outcome.comparison is None:
-        return []
-    return [v.id for v in outcome.comparison.by_verdict(NOISY) if not _drift_bound(v)]
+def _noisy(outcome: GateOutcome | None) -> list[BenchmarkVerdict]:
+    return [] if outcome is None or outcome.comparison is None else outcome.comparison.by_verdict(NOISY)
 
 
 def _drift_bound(v: BenchmarkVerdict) -> bool:
@@ -45,10 +42,13 @@ def _drift_bound(v: BenchmarkVerdict) -> bool:
     return bool(noisy) and not any(m.remeasurable for m in noisy)
 
 
+def noisy_ids(outcome: GateOutcome | None) -> list[str]:
+    """The noisy benchmarks more invocations could decide: not those only the machine's drift keeps noisy."""
+    return [v.id for v in _noisy(outcome) if not _drift_bound(v)]
+
+
 def drift_bound_ids(outcome: GateOutcome | None) -> list[str]:
-    if outcome is None or outcome.comparison is None:
-        return []
-    return [v.id for v in outcome.comparison.by_verdict(NOISY) if _drift_bound(v)]
+    return [v.id for v in _noisy(outcome) if _drift_bound(v)]
 
 
 def invocation_cost(record: RunRecord) -> float:
