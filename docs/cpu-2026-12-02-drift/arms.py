@@ -1,12 +1,13 @@
 """Fresh vs forked vs forked from a gc-frozen zygote, rotating order, the lane's invocation (fp32, fp16, bf16 at
-batch 1, one thread, 6 rounds): one JSON line per invocation."""
+batch 1, one thread, 6 rounds): one JSON line per invocation.
+/tmp/wt10 was a worktree of cf53a09; /tmp/wtfz the same code with `gc.collect(); gc.freeze()` after the PRELOAD
+imports in `perf_utils.measure.forks.main` (not kept). Each zygote imports its own worktree's perf_utils."""
 
-import json
 import os
-import statistics
 import sys
 import time
 
+import invocation_line
 import torch
 
 from perf_utils.bark import checkpoints, configs
@@ -34,18 +35,6 @@ for i in range(n):
             forks._Zygote._current = zygotes[arm]
         t0 = time.time()
         inv = Worker(sys.executable, plan, cases, i, False, None, serve=False, fork=arm != "fresh").finish()
-        rec = {"i": i, "arm": arm, "wall": time.time() - t0, "start": t0}
-        for r in inv.results:
-            lat = [x["latency_s"] for x in r.rounds]
-            pr = [x["host_probe_s"] for x in r.rounds]
-            rec[r.config] = {
-                "lat": statistics.median(lat),
-                "per": statistics.median(a / b for a, b in zip(lat, pr, strict=True)),
-                "probe": statistics.median(pr),
-                "peak": statistics.median(x["host_peak_mb"] for x in r.rounds),
-                "warmup": r.warmup,
-            }
-        out.write(json.dumps(rec) + "\n")
-        out.flush()
+        invocation_line.write(out, {"i": i, "arm": arm, "wall": time.time() - t0, "start": t0}, inv)
 for z in zygotes.values():
     z.sock.close()

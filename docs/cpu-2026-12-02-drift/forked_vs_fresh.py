@@ -1,11 +1,10 @@
 """Forked vs fresh invocations, alternating (ABBA), one thread, 6 rounds; the judged config beside fp16 and bf16
 as in the lane: invocation medians of latency and latency / probe, per mode, one JSON line each."""
 
-import json
-import statistics
 import sys
 import time
 
+import invocation_line
 import torch
 
 from perf_utils.bark import checkpoints, configs
@@ -22,16 +21,4 @@ for i in range(n):
     for fork in (True, False) if i % 2 == 0 else (False, True):
         t0 = time.time()
         inv = Worker(sys.executable, plan, cases, i, False, None, serve=False, fork=fork).finish()
-        rec = {"i": i, "fork": fork, "wall": time.time() - t0, "start": t0}
-        for r in inv.results:
-            lat = [x["latency_s"] for x in r.rounds]
-            pr = [x["host_probe_s"] for x in r.rounds]
-            rec[r.config] = {
-                "lat": statistics.median(lat),
-                "per": statistics.median(a / b for a, b in zip(lat, pr, strict=True)),
-                "probe": statistics.median(pr),
-                "peak": statistics.median(x["host_peak_mb"] for x in r.rounds),
-                "warmup": r.warmup,
-            }
-        out.write(json.dumps(rec) + "\n")
-        out.flush()
+        invocation_line.write(out, {"i": i, "fork": fork, "wall": time.time() - t0, "start": t0}, inv)
