@@ -1,6 +1,6 @@
 """Fresh vs forked vs forked from a gc-frozen zygote, rotating order, the lane's invocation (fp32, fp16, bf16 at
 batch 1, one thread, 6 rounds): one JSON line per invocation.
-/tmp/wt10 was a worktree of cf53a09; /tmp/wtfz the same code with `gc.collect(); gc.freeze()` after the PRELOAD
+/tmp/wt10 and /tmp/wtfz held the perf_utils of cf53a09; /tmp/wtfz added `gc.collect(); gc.freeze()` after the PRELOAD
 imports in `perf_utils.measure.forks.main` (not kept). Each zygote imports its own worktree's perf_utils."""
 
 import os
