@@ -204,7 +204,7 @@ def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> 
             f"baseline NOT updated: the run failed ({why}); fix the run first, the stored baseline is untouched"
         )
         return exit_code
-    path = store.path_for(how.baselines_dir, record.hardware, record.checkpoint["key"])
+    path = store.baseline_for(how.baselines_dir, record)
     old = None
     if path.exists():
         try:

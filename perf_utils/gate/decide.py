@@ -48,7 +48,7 @@ def adopt_hint(path: Path) -> str:
 
 
 def run_gate(current: RunRecord, opts: GateOptions) -> GateOutcome:
-    expected = store.path_for(opts.baselines_dir, current.hardware, current.checkpoint["key"])
+    expected = store.baseline_for(opts.baselines_dir, current)
     path = opts.baseline_file or expected
     if not path.exists():
         if opts.baseline_file is not None:

@@ -167,6 +167,11 @@ def path_for(root: Path, hardware: str, checkpoint_key: str) -> Path:
     return root / hardware / file_name(checkpoint_key)
 
 
+def baseline_for(root: Path, record: RunRecord) -> Path:
+    """Where the baseline `record` is judged against (and saved as) lives under `root`: its hardware and checkpoint."""
+    return path_for(root, record.hardware, record.checkpoint["key"])
+
+
 def other_hardware(root: Path, hardware: str, checkpoint_key: str) -> list[Path]:
     """Baselines of the same checkpoint measured on other hardware (never compared silently)."""
     if not root.is_dir():

@@ -198,7 +198,7 @@ def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> 
     """`benchmark` in the baseline `--benchmark-compare` would judge `record` against: what a user's run meets,
     measured hours or days before, in another session (its offset from today's level is part of the gate's noise).
     A baseline the gate would refuse, or one without the benchmark, is a ValueError naming the file."""
-    path = store.path_for(baselines_dir, record.hardware, record.checkpoint["key"])
+    path = store.baseline_for(baselines_dir, record)
     if not path.exists():
         raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
     baseline = store.load(path)
