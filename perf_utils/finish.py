@@ -14,6 +14,7 @@ from pathlib import Path
 from perf_utils.gate.decide import (
     EXIT_BAD_BASELINE,
     EXIT_BAD_THRESHOLDS,
+    EXIT_INCOMPARABLE,
     EXIT_OK,
     EXIT_REGRESSION,
     GateOptions,
@@ -89,7 +90,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     exit_code, golden_lines = _golden(record, how, exit_code, notes)
-    if how.choices.save_baseline:
+    if how.choices.save_baseline or how.choices.add_session:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
     lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome) + golden_lines
@@ -197,7 +198,8 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
 
 def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> int:
     """Adopt the run as the baseline of its hardware and checkpoint: refused after a failed run, merged with the
-    benchmarks it did not rerun, written atomically. Returns the exit status after it."""
+    benchmarks it did not rerun (or, `--bark-add-session`, joined to it as one more session), written atomically.
+    Returns the exit status after it."""
     if how.run_failed or exit_code != EXIT_OK:
         why = how.run_failed or f"exit status {exit_code}"
         notes.append(
@@ -212,6 +214,8 @@ def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> 
         except store.BaselineError as exc:
             notes.append(f"baseline NOT updated: {exc}; move the broken file away to replace it")
             return EXIT_BAD_BASELINE
+    if how.choices.add_session:
+        return _add_session(old, record, path, exit_code, notes)
     new = store.merged(old, record)
     store.write_atomic(path, new)
     ran = len(record.measured())
@@ -221,6 +225,26 @@ def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> 
         f"{len(record.results) - ran} unavailable here"
         + (f"; new: {', '.join(added)}" if added else "")
         + (f"; kept from before: {len(new.results) - len(record.results)}" if old else "")
+        + ")"
+    )
+    return exit_code
+
+
+def _add_session(old: RunRecord | None, record: RunRecord, path: Path, exit_code: int, notes: list[str]) -> int:
+    """`--bark-add-session`: the run joins the stored baseline as one more session; refused, the baseline
+    untouched, when the two cannot be joined (`store.with_session` says why)."""
+    try:
+        new = store.with_session(old, record, path)
+    except store.BaselineError as exc:
+        notes.append(f"baseline NOT updated: {exc}")
+        return EXIT_INCOMPARABLE if exit_code == EXIT_OK else exit_code
+    store.write_atomic(path, new)
+    stamps, n = new.sessions or [new.created], len(new.sessions or [new.created])
+    dropped = (len(old.sessions or [old.created]) + 1 - n) if old else 0
+    span = f"{stamps[0][:16]} to {stamps[-1][:16]}" if n > 1 else stamps[0][:16]
+    notes.append(
+        f"baseline {'session added' if old else 'created'}: {path} ({n} session{'s' if n > 1 else ''}, {span}"
+        + (f"; the oldest {dropped} dropped: {store.MAX_SESSIONS} are kept" if dropped else "")
         + ")"
     )
     return exit_code

@@ -163,6 +163,13 @@ FINISH = (
     ),  # fmt: skip
     Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
     Option(
+        "add-session",
+        "adopt this run as one more session of the stored baseline instead of replacing it (only after a clean run; "
+        "same stack; the newest 8 kept): the gate then measures how far the machine's level moves between sessions "
+        "instead of assuming pyproject's drift",
+        flag=True,
+    ),  # fmt: skip
+    Option(
         "save-golden",
         "adopt this run's fp32 eager reference as the checkpoint's golden fingerprint (only after a clean run)",
         flag=True,
@@ -226,7 +233,7 @@ class RunOptions:
             rounds=get("bark_rounds"),
             invocations=get("bark_invocations"),
             warmup=get("bark_warmup"),
-            saving_baseline=bool(get("bark_save_baseline")),
+            saving_baseline=bool(get("bark_save_baseline") or get("bark_add_session")),
             threads=get("bark_threads"),
             shard=get("bark_shard"),
             fidelity=not get("bark_no_fidelity"),
@@ -248,6 +255,7 @@ class FinishChoices:
     per_host_probe: bool | None  # None: as the thresholds say for the device kind
     remeasure_s: float
     save_baseline: bool
+    add_session: bool  # adopt as one more session of the baseline (`store.with_session`)
     save_golden: bool
     golden_dir: Path | None
     results_dir: Path | None
@@ -268,6 +276,7 @@ class FinishChoices:
             per_host_probe=get("bark_time_per_host_probe"),
             remeasure_s=get("bark_remeasure_noisy") or 0.0,
             save_baseline=bool(get("bark_save_baseline")),
+            add_session=bool(get("bark_add_session")),
             save_golden=bool(get("bark_save_golden")),
             golden_dir=get("bark_golden_dir"),
             results_dir=get("bark_results_dir"),

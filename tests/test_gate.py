@@ -44,6 +44,7 @@ CHOICES = FinishChoices(
     per_host_probe=False,
     remeasure_s=0.0,
     save_baseline=False,
+    add_session=False,
     save_golden=False,
     golden_dir=None,
     results_dir=None,
@@ -304,6 +305,29 @@ def test_an_update_merges_and_says_what_changed(run, work):
     assert "baseline updated" in text and "new: bs1-bf16" in text and "kept from before: 2" in text
     ids = {r.id for r in store.load(baseline_file(work)).results}
     assert ids == {"bs1-fp32", "bs8-fp32", "bs1-bf16"}  # nothing that was not rerun is lost
+
+
+def test_add_session_joins_the_baseline_and_a_session_of_another_stack_is_refused(run, work):
+    """`--bark-add-session`: the run joins the stored baseline as one more session (its rounds labelled, the
+    baseline's kept); one measured with another stack is refused with the package named, the file untouched."""
+    path = baseline_file(work)
+    stored = store.load(path)
+    later = replace(scaled(run, "latency_s", 1.01), created="2099-01-01T00:00:00+00:00")
+    done, text = gate(later, work, add_session=True)
+    assert done.exit_code == EXIT_OK, text
+    assert f"baseline session added: {path} (2 sessions" in text
+    joined = store.load(path)
+    assert joined.sessions == [stored.created, later.created]
+    for r in joined.measured():
+        assert r.rounds == stored.by_id()[r.id].rounds + later.by_id()[r.id].rounds
+        assert set(r.sessions) == {0, 1}
+    before = path.read_bytes()
+    other = later.copy()
+    other.environment["packages"] = {**other.environment["packages"], "transformers": "0.0.1"}
+    done, text = gate(other, work, add_session=True)
+    assert done.exit_code == EXIT_INCOMPARABLE
+    assert f"baseline NOT updated: {path}: cannot take this run as one more session" in text
+    assert "transformers differs" in text and path.read_bytes() == before
 
 
 def test_a_baseline_of_the_previous_schema_is_migrated_not_refused(run, work):

@@ -15,7 +15,9 @@ import statistics
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
+from perf_utils.gate import sessions
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
+from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import HOST_PROBE, METRICS, Metric
 from perf_utils.record.record import BenchmarkResult, RunRecord
@@ -59,6 +61,7 @@ class BenchmarkVerdict:
     allowed: bool = False  # a lost configuration the user allowed
     fidelity: str = "-"  # record.fidelity's OK | FAIL | NOT_CHECKED (the check could not run), or "-" (off)
     noisy_fails: bool = False  # --bark-fail-on-noisy
+    drift: SessionDrift | None = None  # the machine's drift measured over the baseline's sessions, when several
 
     @property
     def failing(self) -> bool:
@@ -235,6 +238,8 @@ def compare_result(
             v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
     if paired:
         th = th.for_pairs()
+    else:
+        th, v.drift = sessions.thresholds_for(base, th)  # measured when the baseline holds several sessions
     moved = host_moved(base, now, th) if per_probe else None
     for metric in METRICS.values():
         pairs = _pairs(base, now, metric.name) if paired else None

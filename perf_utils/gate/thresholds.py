@@ -47,6 +47,10 @@ class Thresholds:
     # "A stored baseline from another day"). Added to time and throughput intervals (`gate.compare.with_drift`) so
     # an offset of that size is `noisy`, not a regression. Not to paired sessions or ratios to fp32: drift-free.
     drift: float = 0.0
+    # A baseline taken in several sessions (`--bark-add-session`) measures the drift itself (`gate.sessions`);
+    # pyproject's `drift` then counts as this many sessions' worth of evidence, so a few lucky sessions cannot
+    # talk the gate into a drift much smaller than the machine's.
+    drift_prior_sessions: float = 4.0
 
     def for_pairs(self) -> Thresholds:
         """The thresholds a paired comparison is judged at: `paired` for time and throughput."""

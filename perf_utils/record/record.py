@@ -16,8 +16,9 @@ from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.stats import Summary, summarize
 
-# 2: the fp32 eager configuration is named `fp32` (it was `baseline`); 3: the workload records its prompt order
-SCHEMA_VERSION = 3
+# 2: the fp32 eager configuration is named `fp32` (it was `baseline`); 3: the workload records its prompt order;
+# 4: a baseline may hold several sessions (`sessions`, per round and per record)
+SCHEMA_VERSION = 4
 RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies beside it
 # Configurations renamed over the suite's versions: old records are migrated when read, old names on the
 # command line are taken with a note. `baseline` meant both this configuration and the stored file.
@@ -49,6 +50,9 @@ class BenchmarkResult:
     warmup: int | None = None  # warm-up calls it took to reach a steady state (the most of any invocation)
     # The invocation (a fresh model load, with its own warm-up) each round came from; None: all from one.
     invocations: list[int] | None = None
+    # The session (index into `RunRecord.sessions`) each round came from, in a baseline taken in several
+    # (`store.with_session`); None: all from one. Invocation labels stay unique across sessions.
+    sessions: list[int] | None = None
     # The exception of a failed benchmark, for whoever ran it (pytest shows its traceback); never stored.
     error: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -72,6 +76,19 @@ class BenchmarkResult:
             if metric in r:
                 grouped.setdefault(inv, []).append(r[metric])
         return list(grouped.values())
+
+    def session_groups(self, metric: str) -> list[list[list[float]]]:
+        """`groups(metric)` split by session, in session order: what the machine's drift between sessions is
+        measured from (`gate.sessions`). One session when the rounds carry no session labels."""
+        if not self.sessions:
+            return [self.groups(metric)] if self.values(metric) else []
+        out: dict[int, BenchmarkResult] = {}
+        for s in sorted(set(self.sessions)):
+            keep = [i for i, label in enumerate(self.sessions) if label == s]
+            invocations = [self.invocations[i] for i in keep] if self.invocations else None
+            out[s] = dataclasses.replace(self, rounds=[self.rounds[i] for i in keep], invocations=invocations,
+                                         sessions=None)  # fmt: skip
+        return [g for g in (r.groups(metric) for r in out.values()) if g]
 
     def by_trial(self) -> dict[tuple[int, int], dict[str, float]]:
         """Each round under (its invocation, its position within the invocation): the trial it was measured in."""
@@ -139,6 +156,7 @@ class BenchmarkResult:
             self,
             rounds=[*copy.deepcopy(self.rounds), *part.rounds],
             invocations=[*labels, *[invocation] * len(part.rounds)],
+            sessions=[*self.sessions, *[self.sessions[-1]] * len(part.rounds)] if self.sessions else None,
             warmup=max((w for w in (self.warmup, part.warmup) if w is not None), default=None),
         )
 
@@ -156,6 +174,9 @@ class RunRecord:
     suite_version: str = ""
     # How the rounds were taken: invocations (processes), rounds each, interleaved or why not (measure.run).
     schedule: dict[str, Any] | None = None
+    # When each session of a baseline taken in several was measured (`store.with_session`); the rounds' `sessions`
+    # index it. None: one session, this record's `created`.
+    sessions: list[str] | None = None
     # The fingerprint of this run's fp32 eager reference (record.golden); None when fidelity was off.
     reference: Fingerprint | None = None
     # Set when this record was read from an older schema and migrated (says what changed); never stored.

@@ -10,7 +10,7 @@ replaces the old one only once complete, so a crash or Ctrl-C never leaves a dam
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ SCHEMA: dict[str, Any] = {
         },
         "environment": {"type": "object"},
         "schedule": {"type": ["object", "null"]},
+        "sessions": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
         "reference": {"type": ["object", "null"]},
         "results": {
             "type": "array",
@@ -79,6 +80,7 @@ SCHEMA: dict[str, Any] = {
                     "fidelity": {"type": ["object", "null"]},
                     "warmup": {"type": ["integer", "null"], "minimum": 0},
                     "invocations": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}},
+                    "sessions": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}},
                 },
             },
         },
@@ -121,7 +123,13 @@ def _migrate_v2(data: dict[str, Any]) -> list[str]:
     return ["the workload's prompt order is now recorded (the same: cyclic)"]
 
 
-MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}  # from version N to N+1
+def _migrate_v3(data: dict[str, Any]) -> list[str]:
+    """Version 3 had one session per record: read as it was (no labels mean one session)."""
+    data["schema_version"] = 4
+    return []
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}  # from version N to N+1
 
 
 def validate(data: Any, path: Path) -> RunRecord:
@@ -238,14 +246,107 @@ def stack_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
 
 
 def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
-    """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept."""
+    """The new run's results replace the old ones benchmark by benchmark; benchmarks not run are kept (with their
+    sessions, when the old one was taken in several)."""
     if old is None:
         return new
     ran = new.by_id()
     kept: list[BenchmarkResult] = [r for r in old.results if r.id not in ran]
     out = new.copy()
     out.results = [*out.results, *kept]
+    if any(r.sessions for r in kept):
+        out.sessions = old.sessions
     return out
+
+
+MAX_SESSIONS = 8  # a baseline keeps its newest sessions: the machine's drift is measured over days, not months
+
+
+def _stack(record: RunRecord) -> dict[str, Any]:
+    packages = record.environment.get("packages") or {}
+    return {p: packages.get(p) for p in STACK_PACKAGES}
+
+
+def with_session(old: RunRecord | None, new: RunRecord, path: Path) -> RunRecord:
+    """`old` (the stored baseline at `path`) with `new` added as one more session, so the gate can measure how far
+    the machine's level moves between sessions (`gate.sessions`) instead of assuming pyproject's `drift`. Each
+    benchmark's rounds are joined (invocation labels kept unique, each round labelled with its session); a
+    benchmark only one side ran keeps that side's result; beyond `MAX_SESSIONS` the oldest session is dropped.
+    Sessions must measure the same work with the same stack: otherwise a BaselineError naming `path` and what
+    differs (replace the baseline then)."""
+    if old is None:
+        return new
+    problems = incompatibilities(old, new)
+    problems += [
+        f"{p} differs: baseline {a or '-'}, now {b or '-'}"
+        for p, a, b in ((p, _stack(old)[p], _stack(new)[p]) for p in STACK_PACKAGES)
+        if a != b
+    ]
+    # Every round of the old record labelled with its session (one unlabelled session is session 0).
+    before = {i: replace(r, sessions=r.sessions or [0] * len(r.rounds)) if r.ran else r for i, r in old.by_id().items()}
+    for r in new.results:
+        prev = before.get(r.id)
+        if r.ran and prev is not None and prev.ran and prev.counts and r.counts and prev.counts != r.counts:
+            problems.append(f"{r.id}'s work differs: baseline produced {prev.counts}, now {r.counts}")
+    if problems:
+        raise BaselineError(
+            path,
+            "cannot take this run as one more session: " + "; ".join(problems) + " (a baseline's sessions measure "
+            "the same work with the same stack; to replace it: --bark-save-baseline)",
+        )
+    stamps = [*(old.sessions or [old.created]), new.created]
+    index = len(stamps) - 1
+    results = []
+    for r in new.results:
+        prev = before.pop(r.id, None)
+        if prev is not None and prev.ran and r.ran:
+            results.append(_joined(prev, r, index))
+        elif prev is not None and prev.ran:
+            results.append(prev)  # not measurable today: the earlier sessions' result stays
+        else:
+            results.append(replace(r, sessions=[index] * len(r.rounds)) if r.ran else r)
+    out = new.copy()
+    out.results = [*results, *before.values()]
+    out.sessions = stamps
+    return _newest_sessions(out, MAX_SESSIONS)
+
+
+def _joined(prev: BenchmarkResult, now: BenchmarkResult, session: int) -> BenchmarkResult:
+    """`prev`'s rounds, then `now`'s as `session`; counts, load time and fidelity stay `prev`'s."""
+    labels = prev.invocations or [0] * len(prev.rounds)
+    offset = max(labels, default=-1) + 1
+    return replace(
+        prev,
+        rounds=[*prev.rounds, *now.rounds],
+        invocations=[*labels, *(offset + i for i in (now.invocations or [0] * len(now.rounds)))],
+        sessions=[*(prev.sessions or []), *[session] * len(now.rounds)],
+        warmup=max((w for w in (prev.warmup, now.warmup) if w is not None), default=None),
+    )
+
+
+def _newest_sessions(record: RunRecord, most: int) -> RunRecord:
+    """`record` with only its `most` newest sessions (labels renumbered from 0)."""
+    stamps = record.sessions or []
+    drop = len(stamps) - most
+    if drop <= 0:
+        return record
+    record.sessions = stamps[drop:]
+    kept_results = []
+    for r in record.results:
+        if not r.sessions:
+            kept_results.append(r)  # did not run
+            continue
+        keep = [i for i, s in enumerate(r.sessions) if s >= drop]
+        if not keep:
+            continue  # measured only in dropped sessions
+        kept_results.append(replace(
+            r,
+            rounds=[r.rounds[i] for i in keep],
+            invocations=[r.invocations[i] for i in keep] if r.invocations else None,
+            sessions=[r.sessions[i] - drop for i in keep],
+        ))  # fmt: skip
+    record.results = kept_results
+    return record
 
 
 def merge_shards(paths: list[Path]) -> RunRecord:

@@ -125,7 +125,16 @@ def summary_line(comparison: Comparison) -> str:
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
         f"memory, {th.ratio:.0%} ratio to fp32; noisy when the interval still reaches that size"
     )
-    if th.drift and not comparison.paired:
+    measured = [v.drift for v in comparison.verdicts if v.drift is not None]
+    if measured and not comparison.paired:
+        used = sorted(d.used for d in measured)
+        span = f"{used[0]:.1%}" if f"{used[0]:.1%}" == f"{used[-1]:.1%}" else f"{used[0]:.1%}-{used[-1]:.1%}"
+        rule += (
+            f"; time intervals include the machine's drift between sessions ({span} SD, measured over the "
+            f"baseline's {max(d.sessions for d in measured)} sessions, pyproject's {th.drift:.0%} counted as "
+            f"{th.drift_prior_sessions:g})"
+        )
+    elif th.drift and not comparison.paired:
         rule += f"; time intervals include the machine's drift between the two runs ({th.drift:.0%} SD, pyproject)"
     status = "FAILED" if comparison.failed else "passed"
     return f"bark gate {status}: {parts}; {rule}"

@@ -19,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from perf_utils.bark import configs
-from perf_utils.gate import hostspeed
+from perf_utils.gate import hostspeed, sessions
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
 from perf_utils.gate.decide import GateOptions, GateOutcome, judge
 from perf_utils.gate.remeasure import remeasure_noisy
@@ -252,7 +252,24 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
             cv = summarize(sc.reference.values("latency_s")).cv
             inv = f", {len(groups)} invocations" if len(groups) > 1 else ""
             rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%}{inv})", sc.batch_size))
+            if (drift := _sessions_row(sc, thresholds)) is not None:
+                rows.append(drift)
     return rows
+
+
+def _sessions_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
+    """What the gate measured of the machine's drift when the reference is a baseline of several sessions
+    (`gate.sessions`): it replaces pyproject's drift in these judgements."""
+    per_probe = hostspeed.adjusted(sc.reference) if thresholds.time_per_host_probe else None
+    drift = sessions.measured(per_probe or sc.reference, thresholds)
+    if drift is None:
+        return None
+    how = " per host probe" if per_probe else ""
+    return QualityRow(
+        f"(the reference holds {drift.sessions} sessions: their levels{how} spread {drift.measured:.1%} beyond their "
+        f"invocations; drift used {drift.used:.1%}, pyproject's {thresholds.drift:.0%})",
+        sc.batch_size,
+    )
 
 
 def _host_speed_row(sc: Scenario, thresholds: Thresholds) -> QualityRow | None:
