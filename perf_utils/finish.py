@@ -278,7 +278,9 @@ def _verdict_lines(outcome: GateOutcome | None) -> list[Line]:
         return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
     lines = [Line(m) for m in outcome.messages]
     if outcome.comparison is not None:
-        lines.append(Line(f"baseline: {outcome.baseline_path}"))
+        stamps = (outcome.baseline.sessions if outcome.baseline else None) or []
+        taken = f" ({len(stamps)} sessions, {stamps[0][:16]} to {stamps[-1][:16]})" if len(stamps) > 1 else ""
+        lines.append(Line(f"baseline: {outcome.baseline_path}{taken}"))
         lines.append(Line(verdict_table(outcome.comparison, measured_only=True)))
         if rest := not_measured_line(outcome.comparison):
             lines.append(Line(rest))

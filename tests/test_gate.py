@@ -321,6 +321,8 @@ def test_add_session_joins_the_baseline_and_a_session_of_another_stack_is_refuse
     for r in joined.measured():
         assert r.rounds == stored.by_id()[r.id].rounds + later.by_id()[r.id].rounds
         assert set(r.sessions) == {0, 1}
+    done, text = gate(later, work)
+    assert f"baseline: {path} (2 sessions, {stored.created[:16]} to 2099-01-01T00:00)" in text
     before = path.read_bytes()
     other = later.copy()
     other.environment["packages"] = {**other.environment["packages"], "transformers": "0.0.1"}

@@ -337,8 +337,9 @@ def _newest_sessions(record: RunRecord, most: int) -> RunRecord:
             kept_results.append(r)  # did not run
             continue
         keep = [i for i, s in enumerate(r.sessions) if s >= drop]
-        if not keep:
-            continue  # measured only in dropped sessions
+        if not keep:  # measured only in dropped sessions, never since: kept as it was, one undated session
+            kept_results.append(replace(r, sessions=None))
+            continue
         kept_results.append(replace(
             r,
             rounds=[r.rounds[i] for i in keep],
