@@ -416,7 +416,12 @@ def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
         body = [b + [""] * (len(headers) - len(b)) for b in body]
     table = tabulate(body, headers=headers, tablefmt="github")
     th = thresholds
-    drift = f", the machine's drift {th.drift:.0%} in time intervals" if th.drift else ""
+    drift = (
+        f", the machine's drift {th.drift:.0%} in time intervals (pyproject's; measured where the reference is a "
+        "baseline of several sessions)"
+        if th.drift
+        else ""
+    )
     return (
         table + f"\n\nthresholds: time {th.time:.0%}, throughput {th.throughput:.0%}, memory {th.memory:.0%} "
         f"and {th.memory_floor_mb:g} MB, paired (compare-stacks) time and throughput {th.paired:.0%}, each end of "
