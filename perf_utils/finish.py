@@ -239,11 +239,9 @@ def _add_session(old: RunRecord | None, record: RunRecord, path: Path, exit_code
         notes.append(f"baseline NOT updated: {exc}")
         return EXIT_INCOMPARABLE if exit_code == EXIT_OK else exit_code
     store.write_atomic(path, new)
-    stamps, n = new.sessions or [new.created], len(new.sessions or [new.created])
-    dropped = (len(old.sessions or [old.created]) + 1 - n) if old else 0
-    span = f"{stamps[0][:16]} to {stamps[-1][:16]}" if n > 1 else stamps[0][:16]
+    dropped = (len(old.sessions or [old.created]) + 1 - len(new.sessions or [new.created])) if old else 0
     notes.append(
-        f"baseline {'session added' if old else 'created'}: {path} ({n} session{'s' if n > 1 else ''}, {span}"
+        f"baseline {'session added' if old else 'created'}: {path} ({store.sessions_said(new)}"
         + (f"; the oldest {dropped} dropped: {store.MAX_SESSIONS} are kept" if dropped else "")
         + ")"
     )
@@ -278,8 +276,8 @@ def _verdict_lines(outcome: GateOutcome | None) -> list[Line]:
         return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
     lines = [Line(m) for m in outcome.messages]
     if outcome.comparison is not None:
-        stamps = (outcome.baseline.sessions if outcome.baseline else None) or []
-        taken = f" ({len(stamps)} sessions, {stamps[0][:16]} to {stamps[-1][:16]})" if len(stamps) > 1 else ""
+        several = outcome.baseline is not None and len(outcome.baseline.sessions or []) > 1
+        taken = f" ({store.sessions_said(outcome.baseline)})" if several and outcome.baseline else ""
         lines.append(Line(f"baseline: {outcome.baseline_path}{taken}"))
         lines.append(Line(verdict_table(outcome.comparison, measured_only=True)))
         if rest := not_measured_line(outcome.comparison):

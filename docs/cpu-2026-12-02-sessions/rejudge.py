@@ -6,7 +6,6 @@ cut to its first 1, 2, ... K sessions: what the measured drift changes.
 """
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from perf_utils.gate import hostspeed, sessions
@@ -21,9 +20,7 @@ th = Thresholds.from_pyproject(Path("pyproject.toml"), "cpu").with_time(float(sy
 
 
 def first_sessions(result, k):
-    keep = [i for i, s in enumerate(result.sessions or [0] * len(result.rounds)) if s < k]
-    return replace(result, rounds=[result.rounds[i] for i in keep], sessions=[result.sessions[i] for i in keep]
-                   if result.sessions else None, invocations=[result.invocations[i] for i in keep])  # fmt: skip
+    return result.only([i for i, s in enumerate(result.sessions or [0] * len(result.rounds)) if s < k])
 
 
 for k in range(1, len(baseline.sessions or [baseline.created]) + 1):

@@ -82,13 +82,23 @@ class BenchmarkResult:
         measured from (`gate.sessions`). One session when the rounds carry no session labels."""
         if not self.sessions:
             return [self.groups(metric)] if self.values(metric) else []
-        out: dict[int, BenchmarkResult] = {}
-        for s in sorted(set(self.sessions)):
-            keep = [i for i, label in enumerate(self.sessions) if label == s]
-            invocations = [self.invocations[i] for i in keep] if self.invocations else None
-            out[s] = dataclasses.replace(self, rounds=[self.rounds[i] for i in keep], invocations=invocations,
-                                         sessions=None)  # fmt: skip
-        return [g for g in (r.groups(metric) for r in out.values()) if g]
+        parts = (
+            self.only([i for i, label in enumerate(self.sessions) if label == s]) for s in sorted(set(self.sessions))
+        )
+        return [g for g in (part.groups(metric) for part in parts) if g]
+
+    def only(self, keep: list[int]) -> BenchmarkResult:
+        """This result with only the rounds at positions `keep`, each with its invocation and session label."""
+
+        def pick(labels: list[int] | None) -> list[int] | None:
+            return [labels[i] for i in keep] if labels else None
+
+        return dataclasses.replace(
+            self,
+            rounds=[self.rounds[i] for i in keep],
+            invocations=pick(self.invocations),
+            sessions=pick(self.sessions),
+        )
 
     def by_trial(self) -> dict[tuple[int, int], dict[str, float]]:
         """Each round under (its invocation, its position within the invocation): the trial it was measured in."""

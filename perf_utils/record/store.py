@@ -231,11 +231,16 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     return notes
 
 
+def stack_changes(baseline: RunRecord, current: RunRecord) -> list[tuple[str, str | None, str | None]]:
+    """(package, baseline's version, current's) for each of the stack's packages whose version differs."""
+    old, new = (r.environment.get("packages") or {} for r in (baseline, current))
+    return [(p, old.get(p), new.get(p)) for p in STACK_PACKAGES if old.get(p) != new.get(p)]
+
+
 def stack_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     """A baseline measured with other library versions: the change may be the stack's or the machine's day, and
     only measuring both stacks in one session tells them apart (`compare-stacks --pinned baseline`)."""
-    old, new = (r.environment.get("packages") or {} for r in (baseline, current))
-    changed = [f"{p} {old.get(p) or '-'} -> {new.get(p) or '-'}" for p in STACK_PACKAGES if old.get(p) != new.get(p)]
+    changed = [f"{p} {a or '-'} -> {b or '-'}" for p, a, b in stack_changes(baseline, current)]
     if not changed:
         return []
     return [
@@ -262,11 +267,6 @@ def merged(old: RunRecord | None, new: RunRecord) -> RunRecord:
 MAX_SESSIONS = 8  # a baseline keeps its newest sessions: the machine's drift is measured over days, not months
 
 
-def _stack(record: RunRecord) -> dict[str, Any]:
-    packages = record.environment.get("packages") or {}
-    return {p: packages.get(p) for p in STACK_PACKAGES}
-
-
 def with_session(old: RunRecord | None, new: RunRecord, path: Path) -> RunRecord:
     """`old` (the stored baseline at `path`) with `new` added as one more session, so the gate can measure how far
     the machine's level moves between sessions (`gate.sessions`) instead of assuming pyproject's `drift`. Each
@@ -277,11 +277,7 @@ def with_session(old: RunRecord | None, new: RunRecord, path: Path) -> RunRecord
     if old is None:
         return new
     problems = incompatibilities(old, new)
-    problems += [
-        f"{p} differs: baseline {a or '-'}, now {b or '-'}"
-        for p, a, b in ((p, _stack(old)[p], _stack(new)[p]) for p in STACK_PACKAGES)
-        if a != b
-    ]
+    problems += [f"{p} differs: baseline {a or '-'}, now {b or '-'}" for p, a, b in stack_changes(old, new)]
     # Every round of the old record labelled with its session (one unlabelled session is session 0).
     before = {i: replace(r, sessions=r.sessions or [0] * len(r.rounds)) if r.ran else r for i, r in old.by_id().items()}
     for r in new.results:
@@ -309,6 +305,14 @@ def with_session(old: RunRecord | None, new: RunRecord, path: Path) -> RunRecord
     out.results = [*results, *before.values()]
     out.sessions = stamps
     return _newest_sessions(out, MAX_SESSIONS)
+
+
+def sessions_said(record: RunRecord) -> str:
+    """ "5 sessions, <first> to <last>" (minutes), or "1 session, <when>": when a baseline was taken."""
+    stamps = record.sessions or [record.created]
+    if len(stamps) == 1:
+        return f"1 session, {stamps[0][:16]}"
+    return f"{len(stamps)} sessions, {stamps[0][:16]} to {stamps[-1][:16]}"
 
 
 def _joined(prev: BenchmarkResult, now: BenchmarkResult, session: int) -> BenchmarkResult:
@@ -340,12 +344,8 @@ def _newest_sessions(record: RunRecord, most: int) -> RunRecord:
         if not keep:  # measured only in dropped sessions, never since: kept as it was, one undated session
             kept_results.append(replace(r, sessions=None))
             continue
-        kept_results.append(replace(
-            r,
-            rounds=[r.rounds[i] for i in keep],
-            invocations=[r.invocations[i] for i in keep] if r.invocations else None,
-            sessions=[r.sessions[i] - drop for i in keep],
-        ))  # fmt: skip
+        newest = r.only(keep)
+        kept_results.append(replace(newest, sessions=[s - drop for s in newest.sessions or []]))
     record.results = kept_results
     return record
 

@@ -227,8 +227,7 @@ def _as_first_measured(result: BenchmarkResult, added: int) -> BenchmarkResult:
     if not added or not result.invocations:
         return result
     dropped = set(sorted(set(result.invocations))[-added:])  # labels only grow: the added ones are the last
-    kept = [(r, i) for r, i in zip(result.rounds, result.invocations, strict=True) if i not in dropped]
-    return replace(result, rounds=[r for r, _ in kept], invocations=[i for _, i in kept])
+    return result.only([k for k, i in enumerate(result.invocations) if i not in dropped])
 
 
 def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow]:
