@@ -30,7 +30,7 @@ from perf_utils.gate.decide import (
 )
 from perf_utils.options import FinishChoices
 from perf_utils.record import store
-from perf_utils.record.metrics import HOST_PROBE
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.record import UNAVAILABLE, BenchmarkResult, RunRecord
 
 CHOICES = FinishChoices(
@@ -152,7 +152,7 @@ def test_a_4x_slowdown_fails_naming_the_benchmark_and_latency(run, work):
 def test_a_machine_4x_slower_for_every_program_passes_when_time_is_judged_per_host_probe(run, work):
     """--bark-time-per-host-probe: the same rounds with the host probe 4x slower too are the machine, not Bark;
     Bark 4x slower on a machine as fast as before still fails."""
-    machine = scaled(scaled(run, "latency_s", 4.0), HOST_PROBE, 4.0)
+    machine = scaled(scaled(scaled(run, "latency_s", 4.0), HOST_PROBE, 4.0), INVOCATION_PROBE, 4.0)
     done, text = gate(machine, work)
     assert done.exit_code == EXIT_REGRESSION and "host probe (fixed CPU work after each round) +300.0% slower" in text
     done, text = gate(machine, work, per_host_probe=True)

@@ -4,6 +4,7 @@ being slower, on synthetic records with known machine and code changes (no timin
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 from dataclasses import replace
@@ -13,10 +14,11 @@ import pytest
 
 from perf_utils import options
 from perf_utils.gate import hostspeed
-from perf_utils.gate.compare import NOISY, REGRESSED, UNCHANGED, compare, compare_result
+from perf_utils.gate.compare import NOISY, REGRESSED, UNCHANGED, compare, compare_result, host_moved
 from perf_utils.gate.decide import GateOptions, judge
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
-from perf_utils.record.metrics import HOST_PROBE
+from perf_utils.record import store
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.report.table import verdict_rows
 from perf_utils.tools.quality import Scenario, judged
@@ -72,6 +74,54 @@ def test_the_hosts_speed_is_taken_per_invocation_so_one_probes_own_noise_stays_o
     for metric in ("latency_s", "throughput_sps"):
         assert all(abs(v - 1.0) < 1e-9 for v in adjusted.values(metric)), adjusted.values(metric)
     assert [r[HOST_PROBE] for r in adjusted.rounds] == [r[HOST_PROBE] for r in rounds]  # the probe itself kept
+
+
+def with_invocation_probe(res: BenchmarkResult, host: float, own: float) -> BenchmarkResult:
+    """`res` on a host `host` times slower for the whole invocation (every benchmark's probes say so: the
+    invocation's median, `INVOCATION_PROBE`), while this benchmark's own few probes read `own` times."""
+    rounds = [{**r, HOST_PROBE: 0.02 * own, INVOCATION_PROBE: 0.02 * host} for r in res.rounds]
+    return replace(res, rounds=rounds)
+
+
+def test_the_hosts_speed_is_the_whole_invocations_probe_not_one_benchmarks_few():
+    """Seen in the default tier (2026-12-02 07:00): bs1-bf16's own 2 probes per invocation read the host 9.5%
+    slower, the 16 of its invocations 40% slower, as did every other benchmark's. Judged by its own probes, Bark
+    read 25% slower (a false regression); by the invocation's, unchanged. The band is read from the same probe."""
+    base = with_invocation_probe(result(seed=1), host=1.0, own=1.0)
+    now = with_invocation_probe(result(machine=1.4, seed=2), host=1.4, own=1.1)
+    by_invocation = compare_result(hostspeed.adjusted(base), hostspeed.adjusted(now), TH, per_probe=True)
+    assert by_invocation.verdict == UNCHANGED and abs(by_invocation.metric("latency_s").change) < 0.01
+    assert abs(host_moved(base, now, TH) - 0.4) < 1e-9  # beyond the band: from the invocation's probe
+    own_only = [replace(r, rounds=[{k: v for k, v in x.items() if k != INVOCATION_PROBE} for x in r.rounds])
+                for r in (base, now)]  # fmt: skip
+    by_own = compare_result(*(hostspeed.adjusted(r) for r in own_only), TH, per_probe=True)
+    assert by_own.verdict == REGRESSED and by_own.metric("latency_s").change > 0.2  # what the gate said before
+    assert host_moved(*own_only, TH) is None  # +10%: inside the band, so nothing warned
+
+
+def test_an_older_record_gets_its_invocations_probe_where_invocations_match_across_benchmarks(tmp_path):
+    """Schema 4 stored each round's own probe only. Read again, a plain run's rounds get their invocation's
+    median over every benchmark; a session whose benchmarks have different invocation labels (they cannot be
+    matched) keeps its own probes, and the gate judges those by their own as before."""
+    rounds = lambda probes: [{"latency_s": 1.0, HOST_PROBE: p} for p in probes]  # noqa: E731
+    a = BenchmarkResult("fp32", 1, "ok", rounds=rounds([1, 2, 10, 20]), invocations=[0, 0, 1, 1], sessions=[0] * 4)
+    b = BenchmarkResult("fp16", 1, "ok", rounds=rounds([3, 4, 30, 40, 5, 6]), invocations=[0, 0, 1, 1, 2, 2],
+                        sessions=[0, 0, 0, 0, 1, 1])  # fmt: skip
+    c = BenchmarkResult("bf16", 1, "ok", rounds=rounds([7, 8]), invocations=[3, 3], sessions=[1, 1])
+    workload = {"n_tokens": 8, "prompts_sha256": "ab", "seed": 0, "sampling": {}}
+    checkpoint = {"key": "tiny", "kind": "tiny"}
+    old = RunRecord("hw", "cpu", checkpoint, workload, {"packages": {}}, [a, b, c], sessions=["s0", "s1"])
+    data = json.loads(json.dumps(old.to_dict()))
+    data["schema_version"] = 4
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    read = store.load(path)
+    assert "rounds carry their invocation's median host probe over every benchmark" in read.migrated
+    by_id = read.by_id()
+    assert [r[INVOCATION_PROBE] for r in by_id["bs1-fp32"].rounds] == [2.5, 2.5, 25.0, 25.0]
+    assert [r.get(INVOCATION_PROBE) for r in by_id["bs1-fp16"].rounds] == [2.5, 2.5, 25.0, 25.0, None, None]
+    assert all(INVOCATION_PROBE not in r for r in by_id["bs1-bf16"].rounds)  # session 1: labels 2 and 3 differ
+    assert hostspeed.adjusted(by_id["bs1-bf16"]).values("latency_s") == [1 / 7.5, 1 / 7.5]  # its own probes
 
 
 def test_a_run_without_the_probe_is_not_adjusted():

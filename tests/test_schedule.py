@@ -17,7 +17,7 @@ from perf_utils.measure import run as run_module
 from perf_utils.measure import worker
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan, cases, together_or_why, trials
-from perf_utils.record.metrics import HOST_PROBE
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.ratios import LATENCY_RATIO, PEAK_RATIO, add_ratios
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
 
@@ -60,6 +60,19 @@ def test_an_invocation_that_cannot_hold_every_model_goes_config_by_config(tiny_c
     assert all(len(r.rounds) == 2 for r in record.results)
     # every round carries the host's speed right after it (`measure.probe`), timed outside the call
     assert all(r[HOST_PROBE] > 0 for res in record.results for r in res.rounds)
+    for res in record.results:  # not interleaved: the host's speed is read from the configuration's own rounds
+        assert {r[INVOCATION_PROBE] for r in res.rounds} == {sum(r[HOST_PROBE] for r in res.rounds) / 2}
+
+
+def test_the_hosts_speed_of_an_invocation_is_read_from_every_benchmarks_probes(tiny_checkpoint):
+    """Two benchmarks interleaved in two trials: every round carries the median of the invocation's four probes
+    (`INVOCATION_PROBE`, what the gate divides by), not of its own two."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
+    run = run_module.Run(plan, check_fidelity=False)
+    record = run.measure_all(cases([FP32], [1, 2]))
+    probes = sorted(r[HOST_PROBE] for res in record.results for r in res.rounds)
+    assert len(probes) == 4 and record.schedule["interleaved"] is True
+    assert {r[INVOCATION_PROBE] for res in record.results for r in res.rounds} == {(probes[1] + probes[2]) / 2}
 
 
 # --- invocations ---------------------------------------------------------------------------------------------------

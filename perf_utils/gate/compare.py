@@ -19,7 +19,7 @@ from perf_utils.gate import sessions
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
 from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import HOST_PROBE, METRICS, Metric
+from perf_utils.record.metrics import METRICS, Metric, probe_of
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 REGRESSED, IMPROVED, UNCHANGED, NEW, LOST = "regressed", "improved", "unchanged", "new", "lost"
@@ -166,9 +166,13 @@ def _pairs(base: BenchmarkResult, now: BenchmarkResult, metric: str) -> list[lis
 
 
 def host_moved(base: BenchmarkResult, now: BenchmarkResult, th: Thresholds) -> float | None:
-    """How far the host's speed moved between the two (the change of their median probes) when beyond
-    `th.host_probe_band`, where dividing by the probe stops tracking Bark; None within it or without probes."""
-    old, new = base.median(HOST_PROBE), now.median(HOST_PROBE)
+    """How far the host's speed moved between the two (the change of the median probes they are judged by,
+    `metrics.probe_of`) when beyond `th.host_probe_band`, where dividing by the probe stops tracking Bark; None
+    within it or without probes."""
+    keys = probe_of(base.rounds), probe_of(now.rounds)
+    if keys[0] is None or keys[1] is None:
+        return None
+    old, new = base.median(keys[0]), now.median(keys[1])
     if not old or not new or not th.beyond_probe_band(new / old - 1):
         return None
     return new / old - 1

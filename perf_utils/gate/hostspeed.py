@@ -10,23 +10,24 @@ import statistics
 from dataclasses import replace
 
 from perf_utils.gate.compare import UNCHANGED, BenchmarkVerdict
-from perf_utils.record.metrics import HOST_PROBE
+from perf_utils.record.metrics import HOST_PROBE, probe_of
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 
 def adjusted(result: BenchmarkResult, speed: float = 1.0) -> BenchmarkResult | None:
     """`result` with latency and throughput per round divided / multiplied by the host's speed in that round's
-    invocation: the median of the invocation's probes (times `speed`, a probe time: at `speed`, latency stays in
-    seconds). Per invocation, not per round: the drift lives between invocations (minutes), and dividing by each
-    round's own probe adds that probe's noise to the round (replayed on 30 processes: 80% of unchanged runs noisy
-    at 15% per round, 61% per invocation, 68% as measured; README). Every other metric as it was; None when a
-    round has no probe (a run of an older suite)."""
-    if not result.rounds or any(not r.get(HOST_PROBE) for r in result.rounds):
+    invocation: the median of the invocation's probes (`metrics.probe_of`; times `speed`, a probe time: at `speed`,
+    latency stays in seconds). Per invocation, not per round: the drift lives between invocations (minutes), and
+    dividing by each round's own probe adds that probe's noise to the round (replayed on 30 processes: 80% of
+    unchanged runs noisy at 15% per round, 61% per invocation, 68% as measured; README). Every other metric as it
+    was; None when a round has no probe (a run of an older suite)."""
+    key = probe_of(result.rounds)
+    if key is None:
         return None
     labels = result.invocations or [0] * len(result.rounds)
     probes: dict[int, list[float]] = {}
     for inv, r in zip(labels, result.rounds, strict=True):
-        probes.setdefault(inv, []).append(r[HOST_PROBE])
+        probes.setdefault(inv, []).append(r[key])
     host = {inv: statistics.median(values) / speed for inv, values in probes.items()}
     rounds = []
     for inv, r in zip(labels, result.rounds, strict=True):

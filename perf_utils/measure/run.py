@@ -22,6 +22,7 @@ invocation), and builds the record. It never raises for a benchmark: the result 
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +47,7 @@ from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
-from perf_utils.record.metrics import HOST_PROBE, MB
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE, MB
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import (
     FAILED,
@@ -537,6 +538,7 @@ class _Group:
 
     def finish(self, with_fidelity: bool, out: Invocation) -> None:
         run = self.run
+        self._mark_host_speed()
         fid = {}
         for config, loaded in run._loaded.items():
             if with_fidelity and any(c.config == config and c.id not in self.failed for c in self.cases):
@@ -568,6 +570,17 @@ class _Group:
                 )
             )
         run.release()
+
+    def _mark_host_speed(self) -> None:
+        """Every round gets the median probe of all rounds interleaved with it (`INVOCATION_PROBE`): the host's
+        speed in this process, read from every benchmark's probes instead of each one's own few."""
+        probes = [r[HOST_PROBE] for rounds in self.rounds.values() for r in rounds if HOST_PROBE in r]
+        if not probes:
+            return
+        speed = statistics.median(probes)
+        for rounds in self.rounds.values():
+            for r in rounds:
+                r[INVOCATION_PROBE] = speed
 
 
 class InvocationError(RuntimeError):

@@ -17,8 +17,9 @@ from perf_utils.record.golden import Fingerprint
 from perf_utils.record.stats import Summary, summarize
 
 # 2: the fp32 eager configuration is named `fp32` (it was `baseline`); 3: the workload records its prompt order;
-# 4: a baseline may hold several sessions (`sessions`, per round and per record)
-SCHEMA_VERSION = 4
+# 4: a baseline may hold several sessions (`sessions`, per round and per record); 5: rounds carry their invocation's
+# median host probe (`metrics.INVOCATION_PROBE`)
+SCHEMA_VERSION = 5
 RUN_FILE = "run.json"  # a kept run is results/<run>/run.json; its report lies beside it
 # Configurations renamed over the suite's versions: old records are migrated when read, old names on the
 # command line are taken with a note. `baseline` meant both this configuration and the stored file.

@@ -10,6 +10,7 @@ replaces the old one only once complete, so a crash or Ctrl-C never leaves a dam
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from perf_utils.record import atomic
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.record import (
     REFERENCE_CONFIG,
     RENAMED_CONFIGS,
@@ -129,7 +131,41 @@ def _migrate_v3(data: dict[str, Any]) -> list[str]:
     return []
 
 
-MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}  # from version N to N+1
+def _migrate_v4(data: dict[str, Any]) -> list[str]:
+    """Version 4 rounds carried only their own host probe. Where a session's invocations can be matched across
+    benchmarks (every benchmark measured in it has the same invocation labels: a plain run, or sessions that all
+    measured the same benchmarks), each round gets its invocation's median probe over every benchmark
+    (`INVOCATION_PROBE`, what new runs record); elsewhere the gate keeps judging by the rounds' own probes."""
+    data["schema_version"] = 5
+    labelled: list[tuple[list[dict], list[tuple[int, int]]]] = []
+    for r in data.get("results", []):
+        rounds = r.get("rounds") if isinstance(r, dict) else None
+        if not isinstance(rounds, list) or not rounds:
+            continue
+        if not all(isinstance(x, dict) and isinstance(x.get(HOST_PROBE), int | float) for x in rounds):
+            continue
+        inv, ses = r.get("invocations") or [0] * len(rounds), r.get("sessions") or [0] * len(rounds)
+        if len(inv) == len(ses) == len(rounds):
+            labelled.append((rounds, list(zip(ses, inv, strict=True))))
+    label_sets: dict[int, set[frozenset[int]]] = {}
+    for _, keys in labelled:
+        for session in {s for s, _ in keys}:
+            label_sets.setdefault(session, set()).add(frozenset(i for s, i in keys if s == session))
+    matched = {session for session, sets in label_sets.items() if len(sets) == 1}
+    probes: dict[tuple[int, int], list[float]] = {}
+    for rounds, keys in labelled:
+        for x, key in zip(rounds, keys, strict=True):
+            if key[0] in matched:
+                probes.setdefault(key, []).append(x[HOST_PROBE])
+    speed = {key: statistics.median(values) for key, values in probes.items()}
+    for rounds, keys in labelled:
+        for x, key in zip(rounds, keys, strict=True):
+            if key in speed:
+                x[INVOCATION_PROBE] = speed[key]
+    return ["rounds carry their invocation's median host probe over every benchmark"] if speed else []
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3, 4: _migrate_v4}  # from version N to N+1
 
 
 def validate(data: Any, path: Path) -> RunRecord:
