@@ -22,7 +22,7 @@ from perf_utils.gate.decide import (
     judge,
     run_gate,
 )
-from perf_utils.gate.remeasure import noisy_ids, remeasure_noisy
+from perf_utils.gate.remeasure import noisy_ids, remeasure_noisy, what_decides
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.options import FinishChoices
 from perf_utils.record import golden, store
@@ -93,7 +93,8 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     if how.choices.save_baseline or how.choices.add_session:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
-    lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome) + golden_lines
+    lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome, bool(remeasured))
+    lines += golden_lines
     lines += [Line(n) for n in notes]
     if kept is not None:
         lines.append(Line(f"run saved: {kept}"))
@@ -271,7 +272,7 @@ def _report(
         return None
 
 
-def _verdict_lines(outcome: GateOutcome | None) -> list[Line]:
+def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> list[Line]:
     if outcome is None:
         return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
     lines = [Line(m) for m in outcome.messages]
@@ -283,6 +284,8 @@ def _verdict_lines(outcome: GateOutcome | None) -> list[Line]:
         if rest := not_measured_line(outcome.comparison):
             lines.append(Line(rest))
         lines.append(Line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True))
+        if hint := what_decides(outcome.comparison, remeasured):
+            lines.append(Line(hint))
     return lines
 
 

@@ -17,7 +17,7 @@ from suite import bench, out, row, without_drift
 
 from perf_utils.gate.compare import REGRESSED, UNCHANGED
 from perf_utils.gate.decide import EXIT_OK, GateOptions, judge
-from perf_utils.gate.remeasure import invocation_cost, noisy_ids, remeasure_noisy
+from perf_utils.gate.remeasure import invocation_cost, noisy_ids, remeasure_noisy, what_decides
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
 from perf_utils.record.record import FAILED, BenchmarkResult, RunRecord
@@ -137,6 +137,31 @@ def test_a_benchmark_only_the_machines_drift_keeps_noisy_is_not_remeasured_and_t
     assert drift_gate(slow).comparison.verdicts[0].metric("latency_s").remeasurable
 
 
+def test_the_verdict_says_what_would_decide_each_noisy_benchmark():
+    """Noisy for its own spread: more invocations. Noisy only for the machine's drift since the baseline: the
+    paired comparison or a baseline of sessions, never more invocations. Noisy because the host's probe moved past
+    the band: a run on a host as fast as the baseline's. A paired session: more trials. Nothing noisy: nothing."""
+    drifting = Thresholds(time=0.15, throughput=0.15, drift=0.05)
+    current = record(result([0.92, 1.25, 1.02], seed=3), result([2.16, 2.18, 2.14], seed=9, bs=8))
+    outcome = judge(BASE, current, GateOptions(Path("unused"), drifting), "baseline")
+    comparison = outcome.comparison
+    assert [v.verdict for v in comparison.verdicts] == ["noisy", "noisy"] and noisy_ids(outcome) == ["bs1-fp32"]
+    said = what_decides(comparison)
+    assert said == (
+        "to decide the noisy: bs1-fp32: more invocations (--bark-remeasure-noisy SECONDS adds them after a run, or "
+        "--bark-invocations N); bs8-fp32: only the machine's drift since the baseline keeps them noisy: measure the "
+        "baseline's stack in this session (python -m perf_utils compare-stacks --pinned baseline --candidate "
+        "current, paired at 4%), or take the baseline in several sessions (--bark-add-session) so the drift is "
+        "measured, not assumed"
+    )
+    assert "bs1-fp32: more invocations (a larger --bark-remeasure-noisy budget)" in what_decides(comparison, True)
+    comparison.verdicts[0].metric("latency_s").why = "the host ran its probe +40% against the baseline's"
+    assert "bs1-fp32: a run when the host is about as fast as at the baseline" in what_decides(comparison)
+    comparison.paired = True
+    assert what_decides(comparison).startswith("to decide bs1-fp32, bs8-fp32: more trials or invocations")
+    assert what_decides(gate(BASE.copy()).comparison) is None
+
+
 def test_the_budget_is_never_overrun_and_what_is_still_noisy_stays_noisy_and_is_said():
     """A benchmark that stays wide (each new invocation far from the last) is re-measured only while one more
     invocation (as long as the last took) fits in the budget; then it stays noisy, never a pass."""
@@ -195,6 +220,7 @@ def test_without_a_budget_or_on_a_saved_run_noisy_stays_noisy_and_says_why(tmp_p
     fake = FakeRun(WIDE.copy(), steady_level, cost_s=0.0, clock=[0.0])
     done, text = finish_with(tmp_path / "a", fake.record, fake.measure_more, 0.0)
     assert not fake.asked and "noisy" in row(text, "bs1-fp32") and "re-measure" not in text
+    assert "to decide the noisy: bs1-fp32: more invocations (--bark-remeasure-noisy SECONDS adds them" in text
     done, text = finish_with(tmp_path / "b", WIDE.copy(), None, 60.0)
     assert "noisy" in row(text, "bs1-fp32")
     assert "noisy benchmarks not re-measured: a saved run cannot be measured again here" in text

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from perf_utils.gate.compare import NOISY, BenchmarkVerdict
+from perf_utils.gate.compare import NOISY, BenchmarkVerdict, Comparison
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import RunRecord
 
@@ -49,6 +49,43 @@ def noisy_ids(outcome: GateOutcome | None) -> list[str]:
 
 def drift_bound_ids(outcome: GateOutcome | None) -> list[str]:
     return [v.id for v in _noisy(outcome) if _drift_bound(v)]
+
+
+def what_decides(comparison: Comparison, remeasured: bool = False) -> str | None:
+    """For a person reading the verdict: what would decide its `noisy` benchmarks, by why each is noisy (its own
+    spread, the machine's drift since the baseline, a host whose speed moved past the probe band, or a paired
+    session's few trials); None when none is noisy. `remeasured`: `--bark-remeasure-noisy` already ran."""
+    noisy = comparison.by_verdict(NOISY)
+    if not noisy:
+        return None
+    if comparison.paired:
+        return (f"to decide {_ids(noisy)}: more trials or invocations per session (after --: --bark-rounds N, "
+                "--bark-invocations N)")  # fmt: skip
+    host = [v for v in noisy if any(m.why for m in v.metrics if m.verdict == NOISY)]
+    drift = [v for v in noisy if v not in host and _drift_bound(v)]
+    spread = [v for v in noisy if v not in host and v not in drift]
+    more = (
+        "a larger --bark-remeasure-noisy budget"
+        if remeasured
+        else "--bark-remeasure-noisy SECONDS adds them after a run, or --bark-invocations N"
+    )
+    parts = [
+        *([f"{_ids(spread)}: more invocations ({more})"] if spread else []),
+        *(
+            [f"{_ids(drift)}: only the machine's drift since the baseline keeps them noisy: measure the baseline's "
+             "stack in this session (python -m perf_utils compare-stacks --pinned baseline --candidate current, "
+             f"paired at {comparison.thresholds.paired:.0%}), or take the baseline in several sessions "
+             "(--bark-add-session) so the drift is measured, not assumed"]
+            if drift else []
+        ),
+        *([f"{_ids(host)}: a run when the host is about as fast as at the baseline (see the probe above)"]
+          if host else []),
+    ]  # fmt: skip
+    return "to decide the noisy: " + "; ".join(parts)
+
+
+def _ids(verdicts: list[BenchmarkVerdict]) -> str:
+    return ", ".join(v.id for v in verdicts)
 
 
 def invocation_cost(record: RunRecord) -> float:
