@@ -18,6 +18,7 @@ from suite import bench, out, row, without_drift
 from perf_utils.gate.compare import REGRESSED, UNCHANGED
 from perf_utils.gate.decide import EXIT_OK, GateOptions, judge
 from perf_utils.gate.remeasure import invocation_cost, noisy_ids, remeasure_noisy, what_decides
+from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
 from perf_utils.record.record import FAILED, BenchmarkResult, RunRecord
@@ -152,8 +153,11 @@ def test_the_verdict_says_what_would_decide_each_noisy_benchmark():
         "--bark-invocations N); bs8-fp32: only the machine's drift since the baseline keeps them noisy: measure the "
         "baseline's stack in this session (python -m perf_utils compare-stacks --pinned baseline --candidate "
         "current, paired at 4%), or take the baseline in several sessions (--bark-add-session) so the drift is "
-        "measured, not assumed"
+        "measured"
     )
+    comparison.verdicts[1].drift = SessionDrift(sessions=5, measured=0.04, used=0.042)  # measured already
+    assert what_decides(comparison).endswith("(python -m perf_utils compare-stacks --pinned baseline --candidate "
+                                             "current, paired at 4%)")  # fmt: skip
     assert "bs1-fp32: more invocations (a larger --bark-remeasure-noisy budget)" in what_decides(comparison, True)
     comparison.verdicts[0].metric("latency_s").why = "the host ran its probe +40% against the baseline's"
     assert "bs1-fp32: a run when the host is about as fast as at the baseline" in what_decides(comparison)

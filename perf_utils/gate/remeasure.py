@@ -64,23 +64,19 @@ def what_decides(comparison: Comparison, remeasured: bool = False) -> str | None
     host = [v for v in noisy if any(m.why for m in v.metrics if m.verdict == NOISY)]
     drift = [v for v in noisy if v not in host and _drift_bound(v)]
     spread = [v for v in noisy if v not in host and v not in drift]
-    more = (
-        "a larger --bark-remeasure-noisy budget"
-        if remeasured
-        else "--bark-remeasure-noisy SECONDS adds them after a run, or --bark-invocations N"
-    )
-    parts = [
-        *([f"{_ids(spread)}: more invocations ({more})"] if spread else []),
-        *(
-            [f"{_ids(drift)}: only the machine's drift since the baseline keeps them noisy: measure the baseline's "
-             "stack in this session (python -m perf_utils compare-stacks --pinned baseline --candidate current, "
-             f"paired at {comparison.thresholds.paired:.0%}), or take the baseline in several sessions "
-             "(--bark-add-session) so the drift is measured, not assumed"]
-            if drift else []
-        ),
-        *([f"{_ids(host)}: a run when the host is about as fast as at the baseline (see the probe above)"]
-          if host else []),
-    ]  # fmt: skip
+    parts = []
+    if spread:
+        more = "a larger --bark-remeasure-noisy budget" if remeasured else (
+            "--bark-remeasure-noisy SECONDS adds them after a run, or --bark-invocations N")  # fmt: skip
+        parts.append(f"{_ids(spread)}: more invocations ({more})")
+    if drift:
+        remedy = (f"measure the baseline's stack in this session (python -m perf_utils compare-stacks --pinned "
+                  f"baseline --candidate current, paired at {comparison.thresholds.paired:.0%})")  # fmt: skip
+        if all(v.drift is None for v in drift):  # pyproject's drift, assumed: a baseline of sessions measures it
+            remedy += ", or take the baseline in several sessions (--bark-add-session) so the drift is measured"
+        parts.append(f"{_ids(drift)}: only the machine's drift since the baseline keeps them noisy: {remedy}")
+    if host:
+        parts.append(f"{_ids(host)}: a run when the host is about as fast as at the baseline (see the probe above)")
     return "to decide the noisy: " + "; ".join(parts)
 
 
