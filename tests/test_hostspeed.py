@@ -103,7 +103,10 @@ def test_an_older_record_gets_its_invocations_probe_where_invocations_match_acro
     """Schema 4 stored each round's own probe only. Read again, a plain run's rounds get their invocation's
     median over every benchmark; a session whose benchmarks have different invocation labels (they cannot be
     matched) keeps its own probes, and the gate judges those by their own as before."""
-    rounds = lambda probes: [{"latency_s": 1.0, HOST_PROBE: p} for p in probes]  # noqa: E731
+
+    def rounds(probes: list[float]) -> list[dict[str, float]]:
+        return [{"latency_s": 1.0, HOST_PROBE: p} for p in probes]
+
     a = BenchmarkResult("fp32", 1, "ok", rounds=rounds([1, 2, 10, 20]), invocations=[0, 0, 1, 1], sessions=[0] * 4)
     b = BenchmarkResult("fp16", 1, "ok", rounds=rounds([3, 4, 30, 40, 5, 6]), invocations=[0, 0, 1, 1, 2, 2],
                         sessions=[0, 0, 0, 0, 1, 1])  # fmt: skip
