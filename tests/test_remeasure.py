@@ -21,6 +21,7 @@ from perf_utils.gate.remeasure import invocation_cost, noisy_ids, remeasure_nois
 from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
+from perf_utils.record.metrics import HOST_PROBE
 from perf_utils.record.record import FAILED, BenchmarkResult, RunRecord
 
 TH = Thresholds(time=0.15, throughput=0.15)
@@ -31,14 +32,22 @@ def invocation(level: float, rng: random.Random, rounds: int = 2, sd: float = 0.
     return [level * (1 + rng.gauss(0, sd)) for _ in range(rounds)]
 
 
-def result(levels: list[float], seed: int, config: str = "fp32", bs: int = 1) -> BenchmarkResult:
+def result(levels: list[float], seed: int, config: str = "fp32", bs: int = 1, host: float | None = None):
+    """`host`: the host's slowdown, which multiplies Bark's latency and the host probe (20 ms of fixed work) the
+    rounds then carry; None: no probe."""
     rng = random.Random(seed)
     rounds, labels = [], []
     for i, level in enumerate(levels):
         for v in invocation(level, rng):
-            rounds.append({"latency_s": v, "throughput_sps": bs / v})
+            rounds.append(_round(v, bs, host))
             labels.append(i)
     return BenchmarkResult(config, bs, "ok", rounds=rounds, invocations=labels, load_s=1.0, warmup=2)
+
+
+def _round(latency: float, bs: int, host: float | None) -> dict[str, float]:
+    if host is None:
+        return {"latency_s": latency, "throughput_sps": bs / latency}
+    return {"latency_s": latency * host, "throughput_sps": bs / (latency * host), HOST_PROBE: 0.02 * host}
 
 
 def record(*results: BenchmarkResult) -> RunRecord:
@@ -52,8 +61,10 @@ class FakeRun:
     """`Run.measure_more` on a synthetic record: each call adds one invocation at `level` to the asked benchmarks
     and costs `cost_s` on the fake clock."""
 
-    def __init__(self, current: RunRecord, level: Callable[[str], float], cost_s: float, clock: list[float]) -> None:
-        self.record, self.level, self.cost_s, self.clock = current, level, cost_s, clock
+    def __init__(
+        self, current: RunRecord, level: Callable[[str], float], cost_s: float, clock: list[float], host=None
+    ) -> None:
+        self.record, self.level, self.cost_s, self.clock, self.host = current, level, cost_s, clock, host
         self.asked: list[list[str]] = []
         self.rng = random.Random(7)
 
@@ -64,8 +75,7 @@ class FakeRun:
         for bid in ids:
             old = self.record.by_id()[bid]
             part = BenchmarkResult(old.config, old.batch_size, "ok", rounds=[
-                {"latency_s": v, "throughput_sps": old.batch_size / v}
-                for v in invocation(self.level(bid), self.rng)])  # fmt: skip
+                _round(v, old.batch_size, self.host) for v in invocation(self.level(bid), self.rng)])  # fmt: skip
             self.record.put(old.appended(part, index))
         return self.record
 
@@ -138,6 +148,41 @@ def test_a_benchmark_only_the_machines_drift_keeps_noisy_is_not_remeasured_and_t
     assert drift_gate(slow).comparison.verdicts[0].metric("latency_s").remeasurable
 
 
+def test_on_a_host_past_the_probe_band_only_the_noisy_more_invocations_could_settle_are_remeasured():
+    """The host's probe +60% against the baseline's (band 25%): up to 30% of a change per probe may be the host's.
+    Bark +25% per probe, tightly measured, is noisy however many invocations are added (called only past 15% +
+    30%, unchanged only under 15%): no budget is spent on it, and that is said. The same host with Bark unchanged
+    but measured too widely to decide at 15%: more invocations settle it as unchanged, so it is re-measured."""
+    probed = [result([1.00, 1.01, 0.99], seed=1, host=1.0), result([2.0, 2.02, 1.98], seed=2, bs=8, host=1.0)]
+    base = record(*probed)
+
+    def host_gate(current: RunRecord):
+        return judge(base, current, GateOptions(Path("unused"), TH, per_host_probe=True), "baseline")
+
+    clock = [0.0]
+    tight = record(result([1.25, 1.26, 1.24], seed=3, host=1.6), result([2.0, 2.01, 1.99], seed=4, bs=8, host=1.6))
+    fake = FakeRun(tight, steady_level, cost_s=10.0, clock=clock, host=1.6)
+    first = host_gate(fake.record)
+    lat = first.comparison.verdicts[0].metric("latency_s")
+    assert (lat.verdict, lat.settles, noisy_ids(first)) == ("noisy", "noisy", []) and lat.why
+    done = remeasure_noisy(fake.record, first, host_gate, fake.measure_more, 120.0, clock=lambda: clock[0])
+    assert not fake.asked and done.invocations == 0
+    assert done.lines == [
+        "not re-measured: bs1-fp32: the host's probe moved past the band since the baseline, and their change lies "
+        "within what the host may have added; more invocations on this host cannot decide them"
+    ]
+    assert "bs1-fp32: a run when the host is about as fast as at the baseline" in what_decides(first.comparison)
+
+    wide = record(result([0.92, 1.25, 1.02], seed=3, host=1.6), result([2.0, 2.01, 1.99], seed=4, bs=8, host=1.6))
+    fake = FakeRun(wide, {"bs1-fp32": 1.0}.__getitem__, cost_s=10.0, clock=clock, host=1.6)
+    first = host_gate(fake.record)
+    lat = first.comparison.verdicts[0].metric("latency_s")
+    assert (lat.verdict, lat.settles, noisy_ids(first)) == ("noisy", "unchanged", ["bs1-fp32"]) and lat.why
+    assert "bs1-fp32: more invocations" in what_decides(first.comparison)
+    done = remeasure_noisy(fake.record, first, host_gate, fake.measure_more, 300.0, clock=lambda: clock[0])
+    assert fake.asked and "bs1-fp32 noisy -> unchanged" in done.lines[0]
+
+
 def test_the_verdict_says_what_would_decide_each_noisy_benchmark():
     """Noisy for its own spread: more invocations. Noisy only for the machine's drift since the baseline: the
     paired comparison or a baseline of sessions, never more invocations. Noisy because the host's probe moved past
@@ -159,7 +204,8 @@ def test_the_verdict_says_what_would_decide_each_noisy_benchmark():
     assert what_decides(comparison).endswith("(python -m perf_utils compare-stacks --pinned baseline --candidate "
                                              "current, paired at 4%)")  # fmt: skip
     assert "bs1-fp32: more invocations (a larger --bark-remeasure-noisy budget)" in what_decides(comparison, True)
-    comparison.verdicts[0].metric("latency_s").why = "the host ran its probe +40% against the baseline's"
+    for host_bound in comparison.verdicts[0].metrics:  # as `_beyond_the_probe` leaves time and throughput
+        host_bound.why, host_bound.settles = "the host ran its probe +40% against the baseline's", "noisy"
     assert "bs1-fp32: a run when the host is about as fast as at the baseline" in what_decides(comparison)
     comparison.paired = True
     assert what_decides(comparison).startswith("to decide bs1-fp32, bs8-fp32: more trials or invocations")

@@ -37,9 +37,16 @@ class MetricChange:
     high: float
     verdict: str
     why: str | None = None  # why a change the interval alone could decide was not (`_beyond_the_probe`)
-    # Whether more invocations could decide a `noisy` change: not when the machine's drift alone (`with_drift`)
-    # keeps its interval reaching both no change and the threshold (`gate.remeasure` skips it then).
-    remeasurable: bool = True
+    # The verdict this change would settle at if invocations were added without end: its interval shrunk to the
+    # point, widened only by what they cannot cancel (the machine's drift, `with_drift`; a host past the probe
+    # band, `_beyond_the_probe`). None when not known (no spread to judge). `gate.remeasure` skips the `noisy`
+    # that would settle `noisy`.
+    settles: str | None = None
+
+    @property
+    def remeasurable(self) -> bool:
+        """Whether more invocations could decide this change."""
+        return self.settles != NOISY
 
     @property
     def interval(self) -> str:
@@ -114,10 +121,11 @@ def compare_metric(
         if drifts:
             est = with_drift(est, th)
     out = MetricChange(metric.name, b_med, c_med, change, est.low - 1, est.high - 1, NOISY)
-    out.verdict = _verdict(metric, th, out)
-    if out.verdict == NOISY and drifts and th.drift:
-        alone = with_drift(RatioEstimate(est.ratio, est.ratio, est.ratio), th)  # as if invocations were endless
-        out.remeasurable = _verdict(metric, th, replace(out, low=alone.low - 1, high=alone.high - 1)) != NOISY
+    out.verdict = out.settles = _verdict(metric, th, out)
+    if out.verdict == NOISY:
+        alone = RatioEstimate(est.ratio, est.ratio, est.ratio)  # as if invocations were endless
+        alone = with_drift(alone, th) if drifts else alone
+        out.settles = _verdict(metric, th, replace(out, low=alone.low - 1, high=alone.high - 1))
     return out
 
 
@@ -183,7 +191,9 @@ def _beyond_the_probe(
 ) -> MetricChange:
     """Time per probe when the host moved `moved` (beyond the band): a neighbour's load slows Bark's memory-bound
     work more than the probe's, so up to `host_probe_slack` x |moved| of the change may be the host's. A change
-    larger than that still counts; one the plain threshold would call but the widened one does not is `noisy`."""
+    larger than that still counts; one the plain threshold would call but the widened one does not is `noisy`.
+    More invocations on such a host decide it only if they would settle it `unchanged` at the plain threshold or
+    called at the widened one."""
     wide = compare_metric(
         metric, base.groups(metric.name), now.groups(metric.name), th.widened(th.host_probe_slack * abs(moved))
     )
@@ -193,6 +203,9 @@ def _beyond_the_probe(
     if change.verdict == UNCHANGED:
         return change
     change.verdict = NOISY
+    if change.settles is not None and wide.settles is not None:
+        called = wide.settles in (REGRESSED, IMPROVED)
+        change.settles = UNCHANGED if change.settles == UNCHANGED else wide.settles if called else NOISY
     change.why = (
         f"the host ran its probe {moved:+.0%} against the baseline's: beyond {th.host_probe_band:.0%} the probe "
         f"stops tracking Bark, and up to {th.host_probe_slack * abs(moved):.0%} may be the host's"
