@@ -4,6 +4,7 @@ killed with its worker processes, and the blog's figures are set beside a run's.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,3 +82,29 @@ def test_the_blog_figures_stand_beside_the_measured_ones():
     table = claims_table(record)
     assert "| bs1-bettertransformer | latency" in table and "-27%" in table and "-25%" in table
     assert "this run (random:bark)" in table
+
+
+def _session(tmp_path: Path, wheels: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`.ci/gpu-session` as the device tool runs it, made to plan only (gpu-check --dry-run, no gate-quality)."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WHEELS": str(wheels), "TARGET": str(tmp_path / "target"),
+           "QUALITY": "0", "GPU_CHECK_ARGS": "--dry-run",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(["bash", str(root / ".ci" / "gpu-session")], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def test_the_device_session_script_plans_the_check_and_says_what_it_lacks(tmp_path):
+    """The one device call's script, tried on the CPU: without wheels it runs with the machine's own packages and
+    says so, and with no legacy stack the legacy steps are skipped; with a wheel folder missing a part it stops
+    before spending device time. What it fetches is tried by running `.ci/gpu-wheels` (network), not here."""
+    done = _session(tmp_path, tmp_path / "no-wheels")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no-wheels here: the machine's own packages only, no legacy stack" in done.stdout
+    assert "tiny-matrix (at most 60s)" in done.stdout and "offload-bare-legacy (at most 30s): skipped" in done.stdout
+    assert "gate-quality: not run" in done.stdout and (tmp_path / "out" / "gc").is_dir()
+    broken = _session(tmp_path, tmp_path / "no-wheels", PATH="/usr/bin:/bin")  # a Python without the suite's
+    assert broken.returncode != 0 and "gpu-check: exit " in broken.stdout  # packages: the call says it failed
+    (tmp_path / "partial" / "site").mkdir(parents=True)
+    done = _session(tmp_path, tmp_path / "partial")
+    assert done.returncode == 3 and "partial/site: no wheels: run bash .ci/gpu-wheels" in done.stdout
