@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from perf_utils.gate.compare import NOISY, BenchmarkVerdict, Comparison, MetricChange
+from perf_utils.gate.compare import NOISY, BenchmarkVerdict, Comparison
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import RunRecord
 
@@ -36,37 +36,34 @@ def _noisy(outcome: GateOutcome | None) -> list[BenchmarkVerdict]:
     return [] if outcome is None or outcome.comparison is None else outcome.comparison.by_verdict(NOISY)
 
 
-def _noisy_metrics(v: BenchmarkVerdict) -> list[MetricChange]:
-    return [m for m in v.metrics if m.info.gated and m.verdict == NOISY]
+SPREAD, DRIFT, HOST = "spread", "drift", "host"
+# What the run says of the noisy that more invocations cannot decide, by what keeps them noisy.
+NOT_REMEASURED = {
+    DRIFT: "the machine's drift between the baseline and this run alone keeps their intervals reaching both no "
+    "change and the threshold; more invocations cannot decide them",
+    HOST: "the host's probe moved past the band since the baseline, and their change lies within what the host "
+    "may have added; more invocations on this host cannot decide them",
+}
 
 
-def _undecidable(v: BenchmarkVerdict) -> bool:
-    """Every noisy gated metric of `v` would stay noisy however many invocations were added (`remeasurable`)."""
-    noisy = _noisy_metrics(v)
-    return bool(noisy) and not any(m.remeasurable for m in noisy)
+def _kept_noisy_by(v: BenchmarkVerdict) -> str:
+    """What keeps `v` noisy: its own spread while any noisy gated metric is `remeasurable` (more invocations could
+    decide it); otherwise the host's speed past the probe band where a metric says so (`why`), else the machine's
+    drift alone."""
+    noisy = [m for m in v.metrics if m.info.gated and m.verdict == NOISY]
+    if not noisy or any(m.remeasurable for m in noisy):
+        return SPREAD
+    return HOST if any(m.why for m in noisy) else DRIFT
 
 
-def _host_bound(v: BenchmarkVerdict) -> bool:
-    """Undecidable because the host's speed moved past the probe band (`why`), not only the machine's drift."""
-    return _undecidable(v) and any(m.why for m in _noisy_metrics(v))
-
-
-def _drift_bound(v: BenchmarkVerdict) -> bool:
-    return _undecidable(v) and not _host_bound(v)
+def _kept_by(noisy: list[BenchmarkVerdict], cause: str) -> list[BenchmarkVerdict]:
+    return [v for v in noisy if _kept_noisy_by(v) == cause]
 
 
 def noisy_ids(outcome: GateOutcome | None) -> list[str]:
     """The noisy benchmarks more invocations could decide: not those only the machine's drift, or a host past the
     probe band, keeps noisy."""
-    return [v.id for v in _noisy(outcome) if not _undecidable(v)]
-
-
-def drift_bound_ids(outcome: GateOutcome | None) -> list[str]:
-    return [v.id for v in _noisy(outcome) if _drift_bound(v)]
-
-
-def host_bound_ids(outcome: GateOutcome | None) -> list[str]:
-    return [v.id for v in _noisy(outcome) if _host_bound(v)]
+    return [v.id for v in _kept_by(_noisy(outcome), SPREAD)]
 
 
 def what_decides(comparison: Comparison, remeasured: bool = False) -> str | None:
@@ -79,9 +76,7 @@ def what_decides(comparison: Comparison, remeasured: bool = False) -> str | None
     if comparison.paired:
         return (f"to decide {_ids(noisy)}: more trials or invocations per session (after --: --bark-rounds N, "
                 "--bark-invocations N)")  # fmt: skip
-    host = [v for v in noisy if _host_bound(v)]
-    drift = [v for v in noisy if _drift_bound(v)]
-    spread = [v for v in noisy if not _undecidable(v)]
+    spread, drift, host = (_kept_by(noisy, cause) for cause in (SPREAD, DRIFT, HOST))
     parts = []
     if spread:
         more = "a larger --bark-remeasure-noisy budget" if remeasured else (
@@ -126,16 +121,9 @@ def remeasure_noisy(
     next from the last one's duration)."""
     before = noisy_ids(outcome)
     done = Remeasured(record, outcome)
-    if budget_s > 0 and (bound := drift_bound_ids(outcome)):
-        done.lines.append(
-            f"not re-measured: {', '.join(bound)}: the machine's drift between the baseline and this run alone "
-            "keeps their intervals reaching both no change and the threshold; more invocations cannot decide them"
-        )
-    if budget_s > 0 and (bound := host_bound_ids(outcome)):
-        done.lines.append(
-            f"not re-measured: {', '.join(bound)}: the host's probe moved past the band since the baseline, and "
-            "their change lies within what the host may have added; more invocations on this host cannot decide them"
-        )
+    for cause, why in NOT_REMEASURED.items():
+        if budget_s > 0 and (bound := _kept_by(_noisy(outcome), cause)):
+            done.lines.append(f"not re-measured: {_ids(bound)}: {why}")
     if not before or budget_s <= 0:
         return done
     started, last = clock(), None
