@@ -27,6 +27,7 @@ from perf_utils.options import FinishChoices, RunOptions
 from perf_utils.record.record import RunRecord
 
 EXIT_USAGE = 2  # argparse's own: a bad option, an unknown configuration, checkpoint or device
+EXIT_INTERRUPTED = 130  # the shell's for Ctrl-C: the run kept and judged what it measured before
 
 
 def _print(done: Finished) -> int:
@@ -72,7 +73,12 @@ def _run(args: argparse.Namespace) -> int:
     run = Run(plan, stderr_progress, o.fidelity)
     if not o.configs:  # everything that can run here
         selected = [c for c in selected if run.unavailable_reason(c) is None]
-    record = run.measure_all(cases(selected, o.batch_sizes))
+    try:
+        record = run.measure_all(cases(selected, o.batch_sizes))
+    except KeyboardInterrupt:
+        if not run.record.interrupted:
+            raise  # nothing measured yet: nothing to keep
+        record = run.record
     print(
         f"checkpoint {plan.checkpoint.key} on {record.hardware} ({plan.device}), "
         f"{plan.n_tokens} semantic tokens, {plan.describe()}; medians:"
@@ -84,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run record written to {args.json}")
     results_dir = args.bark_results_dir or Path("results")
     failed = ", ".join(record.failed()) or None
-    return _finish(record, args, results_dir=results_dir, run_failed=failed, measure_more=run.measure_more)
+    code = _finish(record, args, results_dir=results_dir, run_failed=failed, measure_more=run.measure_more)
+    return EXIT_INTERRUPTED if record.interrupted else code
 
 
 def _merge(args: argparse.Namespace) -> int:

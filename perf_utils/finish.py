@@ -8,7 +8,7 @@ It only reads and writes records, so it imports no torch: the nightly's verdict 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from perf_utils.gate.decide import (
@@ -70,8 +70,11 @@ class Finished:
 
 def finish(record: RunRecord, how: Finish) -> Finished:
     """Keep, gate, adopt, report, say, decide: in that order, each step's failure said and never fatal to the
-    steps that do not depend on it. A stored baseline is only ever replaced whole, after a clean run."""
+    steps that do not depend on it. A stored baseline is only ever replaced whole, after a clean run. An
+    interrupted run is kept and judged on what it measured, never re-measured or adopted."""
     notes: list[str] = []
+    if record.interrupted:
+        how = replace(how, run_failed=how.run_failed or record.interrupted)
     kept = store.keep_run(how.results_dir, record, how.keep_suffix) if how.results_dir else None
     try:
         thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(
@@ -94,6 +97,9 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         exit_code = _adopt(record, how, exit_code, notes)
     report = _report(record, how, kept, outcome, thresholds, notes)
     lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome, bool(remeasured))
+    if record.interrupted:
+        cut = f"INTERRUPTED ({record.interrupted}): the verdict covers what was measured before it; nothing is adopted"
+        lines.insert(0, Line(cut, red=True, bold=True))
     lines += golden_lines
     lines += [Line(n) for n in notes]
     if kept is not None:
@@ -125,8 +131,9 @@ def _remeasure(
     budget = how.choices.remeasure_s
     if not budget or outcome is None or not noisy_ids(outcome):
         return record, outcome, [], 0
-    if how.measure_more is None or how.against is not None:
+    if how.measure_more is None or how.against is not None or record.interrupted:
         why = "a saved run" if how.against is None else "compare-stacks (it sets its trials with --bark-rounds)"
+        why = "an interrupted run" if record.interrupted else why
         notes.append(f"noisy benchmarks not re-measured: {why} cannot be measured again here")
         return record, outcome, [], 0
     try:

@@ -5,7 +5,7 @@ finished run to the one end-of-run path (`finish`).
 (`measure.run.Run`): at the first benchmark the whole run (its rounds are interleaved across benchmarks, in
 several worker processes); each benchmark then reports its own result and replays its rounds into
 pytest-benchmark. `finish` keeps the run, gates it against the baseline for this hardware and checkpoint, writes
-the report and decides the exit status.
+the report and decides the exit status. Interrupted (Ctrl-C), the run still goes there with what it measured.
 pytest-benchmark's own `--benchmark-compare-fail` is untouched. Torch is imported only once a benchmark runs.
 """
 
@@ -80,6 +80,7 @@ class _State:
         choices = FinishChoices.read(self.config.getoption)
         compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
         status = int(session.exitstatus)
+        failed_status = f"exit status {status}" if status else None
         shard = self.run_options.shard
         how = Finish(
             choices=replace(choices, compare=compare),
@@ -88,7 +89,7 @@ class _State:
             golden_dir=choices.golden_dir or root / "golden",
             results_dir=choices.results_dir or root / "results",
             keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
-            run_failed=", ".join(record.failed()) or (f"exit status {status}" if status else None),
+            run_failed=", ".join(record.failed()) or record.interrupted or failed_status,
             header=self.warnings,
             measure_more=self.run.measure_more,
         )

@@ -208,3 +208,28 @@ def test_run_cold_with_no_warm_up(
     row = dict(zip(_table_rows(captured.out)["benchmark"], _table_rows(captured.out)["bs1-fp32"], strict=True))
     assert row["warm-up"] == "0" and row["rounds"] == "1" and row["fidelity"] == "-"
     assert "bs1-fp32: round 1/1\n" in captured.err and "warm-up" not in captured.err
+
+
+def test_run_interrupted_keeps_and_reports_what_it_measured_and_exits_130(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the second round begins (raised from the progress line, where a real one would land): the
+    table shows the first round, the run is kept with where it stopped, and the exit status is the shell's 130."""
+    from perf_utils.measure import run as run_module
+    from perf_utils.record import store
+
+    def progress(message: str) -> None:
+        if "round 2/2" in message:
+            raise KeyboardInterrupt
+
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    monkeypatch.setattr(run_module, "stderr_progress", progress)
+    argv = ["run", "--configs", "fp32", "--batch-sizes", "1", "--rounds", "2", "--warmup", "0", "--no-fidelity"]
+    code = cli.main([*argv, "--invocations", "1", "--device", "cpu", "--results-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_INTERRUPTED == 130, captured.out + captured.err
+    row = dict(zip(_table_rows(captured.out)["benchmark"], _table_rows(captured.out)["bs1-fp32"], strict=True))
+    assert row["rounds"] == "1"
+    assert "INTERRUPTED (interrupted in invocation 1 of 1: its rounds so far are kept)" in captured.out
+    [kept] = tmp_path.glob("*/run.json")
+    assert store.load(kept).interrupted == "interrupted in invocation 1 of 1: its rounds so far are kept"

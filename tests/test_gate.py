@@ -427,7 +427,9 @@ def test_a_crashing_run_never_updates_the_baseline(work):
     assert path.read_bytes() == before
 
 
-def test_an_interrupted_run_never_damages_the_baseline(work):
+def test_an_interrupted_run_never_damages_the_baseline_and_keeps_what_it_measured(work):
+    """Ctrl-C as the second trial begins: pytest stops ("interrupted"), the baseline is untouched, and the run
+    is kept and reported with the round each benchmark took (a nightly cut by its time limit loses nothing)."""
     path = baseline_file(work)
     before = path.read_bytes()
     proc = bench(work, "--bark-configs", "fp32", "--bark-save-baseline", "--bark-no-fidelity", "-v", popen=True)
@@ -435,15 +437,48 @@ def test_an_interrupted_run_never_damages_the_baseline(work):
     seen = ""
     for line in proc.stdout:  # interrupt in the middle of measuring
         seen += line
-        if ": round 1/" in line or time.monotonic() > deadline:
+        if ": round 2/" in line or time.monotonic() > deadline:
             break
-    assert ": round 1/" in seen, seen
+    assert ": round 2/" in seen, seen
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2, seen + rest  # pytest's "interrupted"
     assert "KeyboardInterrupt" in rest
+    assert "INTERRUPTED (interrupted in invocation 1 of 1: its rounds so far are kept)" in rest, rest
+    assert "baseline NOT updated: the run failed (interrupted in invocation 1 of 1" in rest
     assert path.read_bytes() == before
     assert not list(path.parent.glob("*.tmp"))
+    [kept] = (work / "results").glob("*/run.json")
+    record = store.load(kept)
+    assert record.interrupted and {r.id for r in record.measured()} == {"bs1-fp32", "bs8-fp32"}
+    assert all(len(r.rounds) == 1 for r in record.measured())
+    assert "**interrupted in invocation 1 of 1: its rounds so far are kept**" in (kept.parent / "report.md").read_text()
+
+
+def test_an_interrupted_run_is_judged_on_what_it_measured_and_never_adopted_or_remeasured(run, work):
+    """Ctrl-C after bs1 took its rounds: bs1 is judged (noisy here), bs8 reads "not run" because of the interrupt,
+    not lost or "not selected"; the baseline stays as it was and nothing spends time re-measuring."""
+    before = baseline_file(work).read_bytes()
+    cut = scaled(run, "latency_s", 1.02)
+    cut.results = [r for r in cut.results if r.id == "bs1-fp32"]
+    cut.schedule = {
+        **(cut.schedule or {}),
+        "interrupted": "interrupted in invocation 1 of 1: its rounds so far are kept",
+    }
+
+    def measure_more(ids: list[str]) -> RunRecord:
+        raise AssertionError(f"an interrupted run was re-measured: {ids}")
+
+    done, text = gate(cut, work, measure_more, save_baseline=True, remeasure_s=120.0)
+    assert done.lines[0].text.startswith("INTERRUPTED (interrupted in invocation 1 of 1: its rounds so far are kept)")
+    assert done.lines[0].red and done.exit_code == EXIT_REGRESSION, text
+    assert "NOISY" in row(text, "bs1-fp32")
+    line = row(text, "bs8-fp32")
+    assert "not run" in line and "the run was interrupted before it measured this" in line, line
+    assert "noisy benchmarks not re-measured: an interrupted run cannot be measured again here" in text
+    assert "baseline NOT updated: the run failed (interrupted in invocation 1 of 1" in text
+    assert baseline_file(work).read_bytes() == before
+    assert done.kept is not None and store.load(done.kept).interrupted == cut.interrupted  # kept, and says so
 
 
 def test_unusable_thresholds_stop_the_gate_naming_the_key(run, work):

@@ -4,6 +4,7 @@ killed with its worker processes, and the blog's figures are set beside a run's.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,17 +35,37 @@ def test_the_legacy_step_runs_with_the_legacy_stack_first_on_the_path(tmp_path):
 
 
 def test_a_step_that_overruns_is_killed_with_its_children(tmp_path):
+    """Even one deaf to the interrupt before its limit (both processes ignore SIGINT) ends at the limit."""
     pid_file = tmp_path / "child.pid"
-    code = ("import subprocess, sys, time\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    deaf = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    code = (f"{deaf}import subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {deaf + 'import time; time.sleep(60)'!r}])\n"
             f"open({str(pid_file)!r}, 'w').write(str(p.pid))\ntime.sleep(60)\n")  # fmt: skip
     started = time.monotonic()
     with (tmp_path / "log").open("w") as log:
-        assert gpu_check._run_limited([sys.executable, "-c", code], log, dict(os.environ), timeout_s=3) is None
-    assert time.monotonic() - started < 30
+        cmd = [sys.executable, "-c", code]
+        assert gpu_check._run_limited(cmd, log, dict(os.environ), timeout_s=4, grace_s=2) is None
+    assert 4 <= time.monotonic() - started < 30
     child = int(pid_file.read_text())
     time.sleep(0.5)
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+def test_a_step_at_its_limit_is_interrupted_first_so_it_keeps_what_it_measured(tmp_path):
+    """The grace before the limit: the step gets Ctrl-C's KeyboardInterrupt (a benchmark run then writes its
+    record with the rounds so far), even when this check itself was started with SIGINT ignored, as a background
+    job of a non-interactive shell (a remote runner) is."""
+    kept = tmp_path / "kept"
+    code = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+    code += f"    open({str(kept)!r}, 'w').write('rounds')\n"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with (tmp_path / "log").open("w") as log:
+            cmd = [sys.executable, "-c", code]
+            assert gpu_check._run_limited(cmd, log, dict(os.environ), timeout_s=30, grace_s=25) is None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert kept.read_text() == "rounds"
 
 
 def test_each_step_says_how_long_it_took_so_the_limits_can_be_sized(tmp_path, monkeypatch):

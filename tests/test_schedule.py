@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,6 +125,62 @@ def test_a_worker_that_dies_fails_its_benchmarks_with_its_last_words(tiny_checkp
     assert result.status == FAILED
     assert "worker process of invocation 1 exited with status 1" in result.reason
     assert "unknown configuration 'not_registered'" in result.reason
+
+
+# --- interrupted runs ------------------------------------------------------------------------------------------------
+
+
+def _ctrl_c_at(marker: str):
+    """A progress callback that raises KeyboardInterrupt, as Ctrl-C would, when the run loop says `marker`."""
+
+    def progress(message: str) -> None:
+        if marker in message:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_ctrl_c_in_an_invocation_in_this_process_keeps_the_rounds_it_took(tiny_checkpoint):
+    """Interrupted as the second trial begins: every benchmark keeps its first round, none is `failed`, the
+    record says where it stopped, and the interrupt still reaches the caller (pytest then stops)."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
+    run = run_module.Run(plan, _ctrl_c_at("round 2/2"), check_fidelity=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.measure_all(cases([FP32], [1, 2]))
+    record = run.record
+    assert sorted(r.id for r in record.results) == ["bs1-fp32", "bs2-fp32"]
+    assert all(r.status == OK and len(r.rounds) == 1 for r in record.results)
+    assert record.interrupted == "interrupted in invocation 1 of 1: its rounds so far are kept"
+    assert record.schedule["invocations"] == 1 and record.schedule["rounds"] == 2
+
+
+def test_ctrl_c_before_any_round_keeps_nothing(tiny_checkpoint):
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
+    run = run_module.Run(plan, _ctrl_c_at("round 1/2"), check_fidelity=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.measure_all(cases([FP32], [1]))
+    assert run.record.results == [] and run.record.interrupted is None
+
+
+def test_ctrl_c_in_a_worker_invocation_keeps_the_whole_invocations_before_it(tiny_checkpoint, monkeypatch):
+    """Three invocations, Ctrl-C during the third (a worker process's, whose rounds die with it): the two whole
+    invocations are the record, labelled as such, and the record says the third was lost."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=3)
+    in_process = run_module.Run(replace(plan, invocations=1), check_fidelity=False)
+
+    def invoke(plan, selected, index, check_fidelity, progress=None):
+        if index == 2:
+            raise KeyboardInterrupt
+        return in_process.invocation(selected, index)
+
+    monkeypatch.setattr(worker, "invoke", invoke)
+    run = run_module.Run(plan, check_fidelity=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.measure_all(cases([FP32], [1]))
+    [result] = run.record.results
+    assert result.status == OK and result.invocations == [0, 0, 1, 1]
+    assert run.record.interrupted == "interrupted in invocation 3 of 3: what its worker process measured is lost"
+    assert run.record.schedule["invocations"] == 2
 
 
 # --- drift-free ratios ---------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ size). Where the noise lives decides the schedule:
   `compare-stacks` can alternate two stacks' workers trial by trial (`measure.alternate`).
 The loop checks availability, loads, measures, checks fidelity against the fp32 eager reference (first
 invocation), and builds the record. It never raises for a benchmark: the result says `unavailable` or `failed`.
+Interrupted (Ctrl-C, or the SIGINT of a time limit: `tools.gpu_check`), it keeps what it measured before it
+re-raises, and the record says where it stopped (`RunRecord.interrupted`): nothing measured is lost.
 """
 
 from __future__ import annotations
@@ -260,6 +262,17 @@ class Invocation:
     header: dict[str, Any] | None = None  # the record's header as the measuring process saw it (HEADER)
     started: str = IN_PROCESS  # how its process began: IN_PROCESS, FRESH or FORKED (`measure.forks`)
 
+    def ids(self) -> set[str]:
+        return {r.id for r in self.results}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C inside an invocation measured in this process, carrying what it measured before (`Run.invocation`)."""
+
+    def __init__(self, part: Invocation) -> None:
+        super().__init__()
+        self.part = part
+
 
 # What a record says about where it was measured: taken from the process that measured (another stack's venv).
 HEADER = ("hardware", "device", "checkpoint", "workload", "environment")
@@ -317,11 +330,34 @@ class Run:
             return self.record
         n = self.plan.invocations
         parts, started = [], time.perf_counter()
-        for i in range(n):
-            after = f" (~{_duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
-            parts.append(self._invoke(runnable, i, f"{i + 1}/{n}{after}"))
+        try:
+            for i in range(n):
+                after = f" (~{_duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
+                parts.append(self._invoke(runnable, i, f"{i + 1}/{n}{after}"))
+        except KeyboardInterrupt as stop:
+            self._keep_interrupted(runnable, parts, stop)
+            if isinstance(stop, Interrupted) and isinstance(stop.__cause__, KeyboardInterrupt):
+                raise stop.__cause__ from None  # the caller sees the interrupt itself (pytest: "KeyboardInterrupt")
+            raise
         self.record_invocations(runnable, parts)
         return self.record
+
+    def _keep_interrupted(self, runnable: list[Case], parts: list[Invocation], stop: KeyboardInterrupt) -> None:
+        """Ctrl-C (or a time limit's SIGINT) in the middle of a run: the record keeps every whole invocation and,
+        measured in this process, the rounds the cut one took so far; `interrupted` says where it stopped, and
+        the end-of-run path judges it as such and never adopts it. A worker's cut invocation is lost."""
+        n, cut = self.plan.invocations, len(parts) + 1
+        if isinstance(stop, Interrupted):
+            parts.append(stop.part)
+            took = any(r.ran for r in stop.part.results)
+            kept = "its rounds so far are kept" if took else "it had measured no round yet"
+        else:
+            kept = "what its worker process measured is lost"
+        if not any(r.ran for p in parts for r in p.results):
+            return  # nothing measured: nothing to keep
+        self.record_invocations([c for c in runnable if any(c.id in p.ids() for p in parts)], parts)
+        assert self.record.schedule is not None
+        self.record.schedule["interrupted"] = f"interrupted in invocation {cut} of {n}: {kept}"
 
     def _invoke(self, runnable: list[Case], index: int, label: str) -> Invocation:
         """Invocation `index`: in this process when the plan has one, else in a worker process of its own."""
@@ -361,7 +397,8 @@ class Run:
             setattr(self.record, key, value)
         by_id = [{r.id: r for r in p.results} for p in parts]
         for case in runnable:
-            result = BenchmarkResult.of_invocations([p[case.id] for p in by_id])
+            # every part has every case, but an interrupted run's last part may lack those it never reached
+            result = BenchmarkResult.of_invocations([p[case.id] for p in by_id if case.id in p])
             if result.status == FAILED and result.error is None:
                 trace = next((p.tracebacks[case.id] for p in parts if case.id in p.tracebacks), result.reason)
                 result.error = InvocationError(f"{case.id}: {result.reason}\n{trace}")
@@ -382,6 +419,7 @@ class Run:
         """One invocation in this process: load, warm up each case, then the interleaved trials; fidelity (in
         the first invocation) once per configuration. Everything it loaded is freed before it returns."""
         rng, groups, out = self._begin(selected, index)
+        batch: _Group | None = None
         try:
             for group in groups:
                 batch = _Group(self, [c for c in selected if c.config in group], rng)
@@ -389,6 +427,11 @@ class Run:
                 for _ in range(self.plan.rounds):
                     batch.trial()
                 batch.finish(self._fidelity_now(index), out)
+                batch = None
+        except KeyboardInterrupt as stop:
+            if batch is not None:
+                batch.finish(False, out, interrupted=True)
+            raise Interrupted(out) from stop
         finally:
             self.release()
         return out
@@ -536,14 +579,19 @@ class _Group:
                 self.failed[case.id] = exc
             self.run._clock.tick()
 
-    def finish(self, with_fidelity: bool, out: Invocation) -> None:
+    def finish(self, with_fidelity: bool, out: Invocation, interrupted: bool = False) -> None:
+        """The group's results into `out`. `interrupted`: cut short, so only the cases that took a round (or
+        failed) have a result, and those not already in `out` (it may have been cut inside this very call)."""
         run = self.run
         self._mark_host_speed()
         fid = {}
         for config, loaded in run._loaded.items():
             if with_fidelity and any(c.config == config and c.id not in self.failed for c in self.cases):
                 fid[config] = run._fidelity_of(config, loaded)
+        done = out.ids()
         for case in self.cases:
+            if interrupted and (case.id in done or not (self.rounds[case.id] or case.id in self.failed)):
+                continue
             config, loaded = case.config, run._loaded.get(case.config)
             if case.id in self.failed:
                 exc = self.failed[case.id]

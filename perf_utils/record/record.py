@@ -213,6 +213,12 @@ class RunRecord:
         return sorted({r.batch_size for r in self.measured()})
 
     @property
+    def interrupted(self) -> str | None:
+        """Where the run was cut short (Ctrl-C, a time limit), if it was: it holds what it measured before, and
+        is judged but never adopted (`finish`)."""
+        return (self.schedule or {}).get("interrupted")
+
+    @property
     def device_type(self) -> str:
         """ "cuda" for "cuda:1": what per-device thresholds are keyed by."""
         return self.device.split(":")[0]

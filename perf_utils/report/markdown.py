@@ -168,6 +168,7 @@ def _context(record: RunRecord) -> str:
             if more
             else ""
         )  # fmt: skip
+        + (f"; **{record.interrupted}**: the figures are what it measured before" if record.interrupted else "")
     )
 
 

@@ -7,11 +7,13 @@ suno/bark's shapes with random weights (`random:bark`, no download) in the blog'
 then, given a legacy stack (`--legacy-path`, a folder of transformers 4.48 / optimum 1.x, and accelerate<1.10 for
 offload, to put first on PYTHONPATH), the same bare call and the BetterTransformer configurations. After each run
 the blog's relative figures are printed beside the measured ones (`report.blog`) and its record is copied beside
-its log. The limits add up to under 8 minutes; no network is needed.
+its log. The limits add up to under 8 minutes; no network is needed. A step that reaches its limit is first
+interrupted like Ctrl-C, so its record keeps the rounds it measured, then killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,15 +94,32 @@ def commands(out: Path, legacy_path: Path | None) -> list[tuple[Step, list[str] 
     return planned
 
 
-def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int) -> int | None:
-    """The step's exit status, or None when it ran out of time: then it and its worker processes are killed."""
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+GRACE_S = 20  # before its limit a step is interrupted (SIGINT), and given this long to keep what it measured
+
+
+def _default_sigint() -> None:
+    """A step must be interruptible even where this check was started with SIGINT ignored (a background job of a
+    non-interactive shell, as a remote runner starts it): Python turns SIGINT into KeyboardInterrupt only when
+    it starts with the default handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int, grace_s: int = GRACE_S) -> int | None:
+    """The step's exit status, or None when it ran out of time. `grace_s` before its limit it is interrupted
+    like Ctrl-C, so that a benchmark run keeps and reports the rounds it measured (`measure.run`); at the limit it
+    and its worker processes are killed."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
     try:
-        return proc.wait(timeout=timeout_s)
+        return proc.wait(timeout=max(timeout_s - grace_s, 1))
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):  # its workers too, even when it ended within the grace
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return None
+    proc.wait()
+    return None
 
 
 def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print) -> int:
