@@ -123,3 +123,18 @@ def test_overlapping_or_mismatched_shards_are_refused_and_fp32_is_kept_once(tmp_
     baselines.write_atomic(b, other)
     with pytest.raises(baselines.BaselineError, match="hardware differs"):
         baselines.merge_shards([a, b])
+
+
+def test_a_merged_run_says_which_shard_was_interrupted(tmp_path):
+    """A nightly shard cut by its job's time limit keeps what it measured; the merged run names it, so the gate
+    judges the whole as interrupted (never adopted), whichever shard it was."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    baselines.write_atomic(a, _record([_result("fp32", 1), _result("fp16", 1)]))
+    baselines.write_atomic(b, _record([_result("fp32", 1)]))
+    assert baselines.merge_shards([a, b]).interrupted is None
+    cut = _record([_result("fp32", 1)])
+    cut.schedule = {"invocations": 2, "interrupted": "interrupted in invocation 3 of 3: what its worker process ..."}
+    baselines.write_atomic(b, cut)
+    merged = baselines.merge_shards([a, b])
+    assert merged.interrupted == f"{b}: interrupted in invocation 3 of 3: what its worker process ..."
+    assert merged.schedule == {"interrupted": merged.interrupted}  # the first shard's schedule, and the cut

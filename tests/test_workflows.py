@@ -66,6 +66,20 @@ def test_nightly_shards_measure_and_the_verdict_job_needs_no_torch():
     assert "torch" not in verdict  # judging saved records installs no torch
 
 
+def test_every_benchmark_step_hands_the_runners_interrupt_to_pytest():
+    """At a timeout or cancel the runner sends SIGINT to the step's shell only; a shell waiting on pytest would
+    swallow it and the run's measurements be lost. `exec` makes pytest the step's process."""
+    found = 0
+    for workflow in ("ci.yml", "nightly-gpu.yml"):
+        data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
+        for job in data["jobs"]:
+            for run in steps(workflow, job):
+                if "pytest benchmarks" in run:
+                    found += 1
+                    assert "exec pytest benchmarks" in run, f"{workflow} {job}: {run}"
+    assert found == 4
+
+
 def test_the_upgrade_gate_compares_two_stacks():
     assert any("python -m perf_utils compare-stacks" in s for s in steps("upgrade-gate.yml", "compare-stacks"))
 

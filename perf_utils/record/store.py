@@ -388,7 +388,8 @@ def _newest_sessions(record: RunRecord, most: int) -> RunRecord:
 
 def merge_shards(paths: list[Path]) -> RunRecord:
     """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice, except
-    fp32, which every shard measures as its ratios' reference: the first shard's is kept."""
+    fp32, which every shard measures as its ratios' reference: the first shard's is kept. A shard that was
+    interrupted makes the merged run say so, naming it."""
     if not paths:
         raise ValueError("no shard files given")
     records = [load(p) for p in paths]
@@ -408,6 +409,10 @@ def merge_shards(paths: list[Path]) -> RunRecord:
             results.append(r)
     out = first.copy()
     out.results = results
+    cut = [f"{path}: {rec.interrupted}" for path, rec in zip(paths, records, strict=True) if rec.interrupted]
+    out.schedule = {k: v for k, v in (out.schedule or {}).items() if k != "interrupted"} or None
+    if cut:  # the merged run is as interrupted as its most interrupted shard: judged so, never adopted
+        out.schedule = {**(out.schedule or {}), "interrupted": "; ".join(cut)}
     return out
 
 
