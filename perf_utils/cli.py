@@ -145,7 +145,8 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     label = f"pinned stack ({upgrade.versions_line(old)})"
     header = [f"pinned:    {upgrade.versions_line(old)}", f"candidate: {upgrade.versions_line(new)}"]
     args.bark_compare, args.bark_results_dir = True, None
-    return _finish(new, args, against=old, against_label=label, header=header)
+    code = _finish(new, args, against=old, against_label=label, header=header)
+    return EXIT_INTERRUPTED if new.interrupted else code
 
 
 def _gate_quality(args: argparse.Namespace) -> int:

@@ -137,3 +137,50 @@ def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tin
     latency = comparison.verdicts[0].metric("latency_s")
     assert comparison.paired and latency is not None and latency.verdict == REGRESSED, comparison.verdicts[0]
     assert comparison.verdicts[0].verdict in (REGRESSED, NOISY)
+
+
+class _FakeWorker:
+    """A serving worker without a process: each trial is one round of 1 s (1.1 s for the candidate)."""
+
+    def __init__(self, python, plan, cases, index, check_fidelity, progress=None):
+        self.cases, self.latency, self.rounds = cases, 1.1 if "candidate" in python else 1.0, 0
+
+    def trial(self):
+        self.rounds += 1
+
+    def finish(self):
+        from perf_utils.measure.run import Invocation
+
+        rounds = [{"latency_s": self.latency} for _ in range(self.rounds)]
+        return Invocation([BenchmarkResult(c.config.name, c.batch_size, OK, rounds=rounds) for c in self.cases], True)
+
+    def close(self):
+        pass
+
+
+def test_ctrl_c_in_an_alternating_session_keeps_its_whole_invocations(tiny_checkpoint, monkeypatch):
+    """Interrupted in the third of three invocations: both sides keep the two whole ones, paired as before and
+    marked interrupted; interrupted in the first, there is nothing to keep and the interrupt goes on as it is."""
+    from perf_utils.measure import alternate as alternate_module
+
+    monkeypatch.setattr(alternate_module, "Worker", _FakeWorker)
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=3)
+    sides = [Side("pinned", "pinned-python", [Case(FP32, 1)]), Side("candidate", "candidate-python", [Case(FP32, 1)])]
+
+    def ctrl_c_at(marker):
+        def progress(line):
+            if marker in line:
+                raise KeyboardInterrupt
+
+        return progress
+
+    with pytest.raises(alternate_module.SessionInterrupted) as cut:
+        alternate(plan, sides, check_fidelity=False, progress=ctrl_c_at("invocation 3/3: trial 2/2"))
+    pinned, candidate = cut.value.records["pinned"], cut.value.records["candidate"]
+    assert candidate.results[0].invocations == [0, 0, 1, 1] and candidate.results[0].values("latency_s") == [1.1] * 4
+    assert pinned.interrupted == candidate.interrupted == "interrupted in invocation 3 of 3: its trials are lost"
+    assert pinned.schedule["session"] == candidate.schedule["session"]
+    assert compare(pinned, candidate, TH).paired
+    with pytest.raises(KeyboardInterrupt) as early:
+        alternate(plan, sides, check_fidelity=False, progress=ctrl_c_at("invocation 1/3: trial 2/2"))
+    assert type(early.value) is KeyboardInterrupt

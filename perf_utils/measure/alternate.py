@@ -46,29 +46,68 @@ class Side:
 def alternate(
     plan: RunPlan, sides: list[Side], check_fidelity: bool = True, progress: Callable[[str], None] | None = None
 ) -> dict[str, RunRecord]:
-    """One record per side, measured in `plan.invocations` invocations of `plan.rounds` alternating trials."""
+    """One record per side, measured in `plan.invocations` invocations of `plan.rounds` alternating trials.
+    Interrupted (Ctrl-C) after a whole invocation, it raises `SessionInterrupted` with the records of the whole
+    invocations (the cut one's trials live in its workers and are lost)."""
     session = uuid.uuid4().hex[:12]
     rng = random.Random(plan.seed)
     parts: dict[str, list[Invocation]] = {side.name: [] for side in sides}
-    for i in range(plan.invocations):
-        servers: dict[str, Worker] = {}
-        try:
-            for side in sides:  # one after the other: a warm-up is never measured beside another
-                relay = _relay(progress, side.name, i, plan)
-                servers[side.name] = Worker(side.python, plan, side.cases, i, check_fidelity, relay)
-            for t in range(plan.rounds):
-                turn = rng.sample([s.name for s in sides], len(sides))
-                if progress:
-                    progress(
-                        f"invocation {i + 1}/{plan.invocations}: trial {t + 1}/{plan.rounds}, {' then '.join(turn)}"
-                    )
-                for name in turn:
-                    servers[name].trial()
-            for side in sides:
-                parts[side.name].append(servers[side.name].finish())
-        finally:
-            for server in servers.values():
-                server.close()
+    try:
+        for i in range(plan.invocations):
+            _invocation(plan, sides, i, rng, check_fidelity, progress, parts)
+    except KeyboardInterrupt:
+        whole = min(len(p) for p in parts.values())
+        if not whole:
+            raise
+        records = _records(plan, sides, {name: p[:whole] for name, p in parts.items()}, session, check_fidelity)
+        for record in records.values():
+            assert record.schedule is not None
+            record.schedule["interrupted"] = (
+                f"interrupted in invocation {whole + 1} of {plan.invocations}: its trials are lost"
+            )
+        raise SessionInterrupted(records) from None
+    return _records(plan, sides, parts, session, check_fidelity)
+
+
+class SessionInterrupted(KeyboardInterrupt):
+    """Ctrl-C in an alternating session after at least one whole invocation: `records` holds those, per side."""
+
+    def __init__(self, records: dict[str, RunRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+
+def _invocation(
+    plan: RunPlan,
+    sides: list[Side],
+    i: int,
+    rng: random.Random,
+    check_fidelity: bool,
+    progress: Callable[[str], None] | None,
+    parts: dict[str, list[Invocation]],
+) -> None:
+    """Invocation `i`: a serving worker per side, warmed up one after the other, their trials alternating."""
+    servers: dict[str, Worker] = {}
+    try:
+        for side in sides:  # one after the other: a warm-up is never measured beside another
+            relay = _relay(progress, side.name, i, plan)
+            servers[side.name] = Worker(side.python, plan, side.cases, i, check_fidelity, relay)
+        for t in range(plan.rounds):
+            turn = rng.sample([s.name for s in sides], len(sides))
+            if progress:
+                progress(f"invocation {i + 1}/{plan.invocations}: trial {t + 1}/{plan.rounds}, {' then '.join(turn)}")
+            for name in turn:
+                servers[name].trial()
+        for side in sides:
+            parts[side.name].append(servers[side.name].finish())
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def _records(
+    plan: RunPlan, sides: list[Side], parts: dict[str, list[Invocation]], session: str, check_fidelity: bool
+) -> dict[str, RunRecord]:
     records = {}
     for side in sides:
         run = Run(plan, check_fidelity=check_fidelity)

@@ -170,9 +170,10 @@ def run_stacks(
 ) -> tuple[RunRecord, RunRecord]:
     """Both stacks in one session of alternating trials (`measure.alternate`: one serving worker per stack's venv
     per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. The two runs are
-    checked to be comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint)."""
+    checked to be comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint).
+    Interrupted after a whole invocation, it returns the whole invocations, marked interrupted."""
     from perf_utils.bark import configs
-    from perf_utils.measure.alternate import Side, alternate, plan_for_pairs
+    from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
     from perf_utils.measure.run import cases
 
     o = run_options(pytest_args)
@@ -181,7 +182,10 @@ def run_stacks(
     sides = [Side(spec.name, str(ensure_venv(spec, root, torch_requirement, progress)), selected)
              for spec in (pinned, candidate)]  # fmt: skip
     progress(f"both stacks, alternating trials: {plan.describe()}")
-    records = alternate(plan, sides, o.fidelity, progress)
+    try:
+        records = alternate(plan, sides, o.fidelity, progress)
+    except SessionInterrupted as stop:  # its whole invocations: kept and judged as interrupted (`finish`)
+        records = stop.records
     for side in sides:
         path = store.keep_run(out_dir / side.name, records[side.name])
         progress(f"[{side.name}] {versions_line(records[side.name])}: {path}")
