@@ -66,18 +66,19 @@ def test_nightly_shards_measure_and_the_verdict_job_needs_no_torch():
     assert "torch" not in verdict  # judging saved records installs no torch
 
 
-def test_every_benchmark_step_hands_the_runners_interrupt_to_pytest():
+def test_every_measuring_step_hands_the_runners_interrupt_to_the_suite():
     """At a timeout or cancel the runner sends SIGINT to the step's shell only; a shell waiting on pytest would
-    swallow it and the run's measurements be lost. `exec` makes pytest the step's process."""
+    swallow it and the run's measurements be lost. `exec` makes the suite the step's process."""
     found = 0
-    for workflow in ("ci.yml", "nightly-gpu.yml"):
+    for workflow in ("ci.yml", "nightly-gpu.yml", "upgrade-gate.yml"):
         data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
         for job in data["jobs"]:
             for run in steps(workflow, job):
-                if "pytest benchmarks" in run:
-                    found += 1
-                    assert "exec pytest benchmarks" in run, f"{workflow} {job}: {run}"
-    assert found == 4
+                for command in ("pytest benchmarks", "python -m perf_utils compare-stacks"):
+                    if command in run:
+                        found += 1
+                        assert f"exec {command}" in run, f"{workflow} {job}: {run}"
+    assert found == 6
 
 
 def test_the_upgrade_gate_compares_two_stacks():
