@@ -93,6 +93,27 @@ def _record() -> RunRecord:
     return record
 
 
+def test_a_benchmark_step_cut_at_its_limit_still_shows_and_keeps_its_record(tmp_path, monkeypatch):
+    """A stand-in for `pytest benchmarks` that, interrupted, keeps its record where a run keeps it: the check
+    copies it beside the step's log, prints the blog's table from it, and says the step was cut but kept it."""
+    from perf_utils.record import store
+
+    ready, record = tmp_path / "ready.json", _record()
+    record.workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
+    store.write_atomic(ready, record)
+    kept = tmp_path / "out" / "bark-shapes" / "results" / "run-1" / "run.json"
+    code = ("import os, shutil, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            f"    os.makedirs({str(kept.parent)!r})\n    shutil.copy({str(ready)!r}, {str(kept)!r})\n")  # fmt: skip
+    step = gpu_check.Step("bark-shapes", "cut short", (), 6)
+    monkeypatch.setattr(gpu_check, "commands", lambda out, legacy: [(step, [sys.executable, "-c", code], {})])
+    said: list[str] = []
+    assert gpu_check.run(tmp_path / "out", None, said.append) == 1
+    assert store.load(tmp_path / "out" / "bark-shapes.json").results == _record().results
+    assert any("bs1-bettertransformer" in line and "-25%" in line for line in said), said
+    assert said[-1].startswith("bark-shapes: timed out after ")
+    assert said[-1].endswith("(interrupted first: bark-shapes.json keeps the rounds it measured)"), said[-1]
+
+
 def test_the_blog_figures_stand_beside_the_measured_ones():
     record = _record()
     got = {(c.config, c.batch_size, c.what): measured(record, c) for c in CLAIMS}
