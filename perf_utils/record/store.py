@@ -411,7 +411,7 @@ def merge_shards(paths: list[Path]) -> RunRecord:
     out.results = results
     cut = [f"{path}: {rec.interrupted}" for path, rec in zip(paths, records, strict=True) if rec.interrupted]
     out.schedule = {k: v for k, v in (out.schedule or {}).items() if k != "interrupted"} or None
-    if cut:  # the merged run is as interrupted as its most interrupted shard: judged so, never adopted
+    if cut:  # one interrupted shard makes the merged run interrupted: judged so, never adopted
         out.schedule = {**(out.schedule or {}), "interrupted": "; ".join(cut)}
     return out
 
