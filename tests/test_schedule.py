@@ -4,6 +4,9 @@ when they fit, and the drift-free ratios to fp32 that interleaving makes possibl
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 
@@ -162,9 +165,9 @@ def test_ctrl_c_before_any_round_keeps_nothing(tiny_checkpoint):
     assert run.record.results == [] and run.record.interrupted is None
 
 
-def test_ctrl_c_in_a_worker_invocation_keeps_the_whole_invocations_before_it(tiny_checkpoint, monkeypatch):
-    """Three invocations, Ctrl-C during the third (a worker process's, whose rounds die with it): the two whole
-    invocations are the record, labelled as such, and the record says the third was lost."""
+def test_ctrl_c_in_a_worker_that_writes_nothing_back_keeps_the_whole_ones_before_it(tiny_checkpoint, monkeypatch):
+    """Three invocations, Ctrl-C during the third, whose worker writes nothing back (it died, or hung past the
+    wait): the two whole invocations are the record, labelled as such, and the record says the third was lost."""
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=3)
     in_process = run_module.Run(replace(plan, invocations=1), check_fidelity=False)
 
@@ -181,6 +184,46 @@ def test_ctrl_c_in_a_worker_invocation_keeps_the_whole_invocations_before_it(tin
     assert result.status == OK and result.invocations == [0, 0, 1, 1]
     assert run.record.interrupted == "interrupted in invocation 3 of 3: what its worker process measured is lost"
     assert run.record.schedule["invocations"] == 2
+
+
+def test_ctrl_c_during_a_worker_invocation_keeps_its_rounds_so_far_too(tiny_checkpoint):
+    """Two real worker invocations, Ctrl-C in this process (only here, as a CI runner sends it) as the second
+    one's second trial begins: the worker is interrupted too and writes back the round each benchmark took, so
+    the record holds invocation 1 whole and invocation 2's first round."""
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=2)
+
+    def progress(message: str) -> None:
+        if message.startswith("invocation 2/2") and "round 2/2" in message:
+            raise KeyboardInterrupt
+
+    run = run_module.Run(plan, progress, check_fidelity=False)
+    with pytest.raises(KeyboardInterrupt) as cut:
+        run.measure_all(cases([FP32], [1, 2]))
+    assert type(cut.value) is KeyboardInterrupt  # the interrupt itself goes on (pytest: "KeyboardInterrupt")
+    record = run.record
+    assert record.interrupted == "interrupted in invocation 2 of 2: its rounds so far are kept"
+    for result in record.results:
+        assert result.status == OK and result.invocations[:2] == [0, 0], result
+        assert result.invocations[2:] in ([1], [1, 1])  # the round it took (a second one if it was that quick)
+
+
+def test_a_worker_heeds_only_the_first_interrupt_so_a_second_cannot_cut_its_writing(tmp_path):
+    """A terminal's Ctrl-C reaches the worker and its parent, and the parent passes its own on: the worker's
+    handler raises once, then ignores SIGINT while it writes back its rounds."""
+    kept = tmp_path / "kept"
+    code = (
+        "import signal, sys, time\nfrom perf_utils.measure.worker import _interrupt_once\n"
+        "signal.signal(signal.SIGINT, _interrupt_once)\nprint('ready', flush=True)\n"
+        "try:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    print('writing', flush=True)\n"
+        f"    time.sleep(1.0)\n    open({str(kept)!r}, 'w').write('rounds')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGINT)  # the second, while it writes
+    assert proc.wait(timeout=30) == 0
+    assert kept.read_text() == "rounds"
 
 
 # --- drift-free ratios ---------------------------------------------------------------------------------------------

@@ -343,16 +343,16 @@ class Run:
         return self.record
 
     def _keep_interrupted(self, runnable: list[Case], parts: list[Invocation], stop: KeyboardInterrupt) -> None:
-        """Ctrl-C (or a time limit's SIGINT) in the middle of a run: the record keeps every whole invocation and,
-        measured in this process, the rounds the cut one took so far; `interrupted` says where it stopped, and
-        the end-of-run path judges it as such and never adopts it. A worker's cut invocation is lost."""
+        """Ctrl-C (or a time limit's SIGINT) in the middle of a run: the record keeps every whole invocation and
+        the rounds the cut one took so far (a worker process writes them back when it can: `Worker._cut_short`);
+        `interrupted` says where it stopped, and the end-of-run path judges it as such and never adopts it."""
         n, cut = self.plan.invocations, len(parts) + 1
         if isinstance(stop, Interrupted):
             parts.append(stop.part)
             took = any(r.ran for r in stop.part.results)
             kept = "its rounds so far are kept" if took else "it had measured no round yet"
         else:
-            kept = "what its worker process measured is lost"
+            kept = "what its worker process measured is lost"  # it wrote nothing back in time
         if not any(r.ran for p in parts for r in p.results):
             return  # nothing measured: nothing to keep
         self.record_invocations([c for c in runnable if any(c.id in p.ids() for p in parts)], parts)

@@ -14,23 +14,27 @@ each with a ready line (`Run.serve`): `compare-stacks` keeps one such worker per
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from perf_utils.measure import forks
-from perf_utils.measure.run import FORKED, FRESH, HEADER, TRIAL, Case, Invocation, Run, RunPlan
+from perf_utils.measure.run import FORKED, FRESH, HEADER, TRIAL, Case, Interrupted, Invocation, Run, RunPlan
 from perf_utils.record.golden import Fingerprint
 from perf_utils.record.record import FAILED, BenchmarkResult
 
 PROGRESS = "@@bark-progress "  # a worker's progress line; any other output is kept for an error message
 READY = "@@bark-ready"  # a serving worker has warmed up, or finished a trial
 TAIL = 3000  # characters of a dead worker's output kept in its benchmarks' reason
+CUT_WAIT_S = 5.0  # how long an interrupted plain worker is given to write back the rounds it took
 
 
 def plan_spec(plan: RunPlan) -> dict[str, Any]:
@@ -118,7 +122,7 @@ class Worker:
 
     def __init__(self, python: str, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool,
                  progress: Any = None, serve: bool = True, fork: bool = False) -> None:  # fmt: skip
-        self.selected, self.index, self.progress = selected, index, progress
+        self.selected, self.index, self.progress, self.serving = selected, index, progress, serve
         self.started = FORKED if fork else FRESH
         self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-" if serve else "bark-invocation-")
         folder = Path(self._tmp.name)
@@ -179,8 +183,31 @@ class Worker:
             done = _read(self.out_file, code, self.other, self.selected, self.index)
             done.started = self.started
             return done
+        except KeyboardInterrupt as stop:
+            part = self._cut_short()
+            if part is None:
+                raise
+            raise Interrupted(part) from stop
         finally:
             self.close()
+
+    def _cut_short(self) -> Invocation | None:
+        """Ctrl-C while a plain worker measures: it is interrupted too (a CI runner's SIGINT reaches only the
+        process it started; a terminal's reaches both, and the worker heeds only the first) and given
+        `CUT_WAIT_S` to write back the rounds it took. None when it wrote nothing, or when serving (its trials
+        are paced from here and die with it)."""
+        if self.serving:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + CUT_WAIT_S
+        while not self.out_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.out_file.exists():
+            return None
+        done = _read(self.out_file, 0, self.other, self.selected, self.index)
+        done.started = self.started
+        return done
 
     def close(self) -> None:
         """Never leave a worker measuring behind us (an interrupted session)."""
@@ -188,6 +215,13 @@ class Worker:
             self.proc.kill()
             self.proc.wait()
         self._tmp.cleanup()
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """The first SIGINT interrupts the invocation; any later one (a terminal's Ctrl-C reaches the worker, and the
+    parent passes on its own) must not cut the writing of the rounds taken so far."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> int:
@@ -203,7 +237,11 @@ def main(argv: list[str]) -> int:
     if serve:
         done = run.serve(selected, spec["index"], iter(sys.stdin.readline, ""), lambda: print(READY, flush=True))
     else:
-        done = run.invocation(selected, spec["index"])
+        signal.signal(signal.SIGINT, _interrupt_once)
+        try:
+            done = run.invocation(selected, spec["index"])
+        except Interrupted as stop:  # Ctrl-C, or the parent passing on its own: the rounds so far go back
+            done = stop.part
     reference = done.reference.to_dict() if done.reference else None
     header = {k: getattr(run.record, k) for k in HEADER}
     data = {"results": [r.to_dict() for r in done.results], "interleaved": done.interleaved, "note": done.note,
