@@ -104,7 +104,7 @@ def test_a_benchmark_step_cut_at_its_limit_still_shows_and_keeps_its_record(tmp_
     kept = tmp_path / "out" / "bark-shapes" / "results" / "run-1" / "run.json"
     code = ("import os, shutil, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             f"    os.makedirs({str(kept.parent)!r})\n    shutil.copy({str(ready)!r}, {str(kept)!r})\n")  # fmt: skip
-    step = gpu_check.Step("bark-shapes", "cut short", (), 6)
+    step = gpu_check.Step("bark-shapes", "cut short", (), gpu_check.GRACE_S + 3)  # interrupted after 3 s
     monkeypatch.setattr(gpu_check, "commands", lambda out, legacy: [(step, [sys.executable, "-c", code], {})])
     said: list[str] = []
     assert gpu_check.run(tmp_path / "out", None, said.append) == 1
@@ -143,7 +143,9 @@ def test_the_device_session_script_plans_the_check_and_says_what_it_lacks(tmp_pa
     done = _session(tmp_path, tmp_path / "no-wheels")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no-wheels here: the machine's own packages only, no legacy stack" in done.stdout
-    assert "tiny-matrix (at most 60s)" in done.stdout and "offload-bare-legacy (at most 30s): skipped" in done.stdout
+    limits = {step.name: step.timeout_s for step in gpu_check.STEPS}
+    assert f"tiny-matrix (at most {limits['tiny-matrix']}s)" in done.stdout
+    assert f"offload-bare-legacy (at most {limits['offload-bare-legacy']}s): skipped" in done.stdout
     assert "gate-quality: not run" in done.stdout and (tmp_path / "out" / "gc").is_dir()
     broken = _session(tmp_path, tmp_path / "no-wheels", PATH="/usr/bin:/bin")  # a Python without the suite's
     assert broken.returncode != 0 and "gpu-check: exit " in broken.stdout  # packages: the call says it failed

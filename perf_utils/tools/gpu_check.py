@@ -43,20 +43,22 @@ class Step:
 # took 42 s; bark-shaped fp32/fp16/cpu_offload/offload+fp16 at batch 1 and 8 and 32 tokens ran into 190 s with
 # its last 5 rounds left (loading random:bark's 1.1B parameters 4 times and the fp32 reference take about 50 s;
 # 2-4 warm-up calls of 1.3-7 s each); the legacy BetterTransformer step 101 s. torch_compile is left out of the
-# tiny matrix (compiling alone outran the step).
+# tiny matrix (compiling alone outran the step). A bare call's generate took 2 s there (6 s under the legacy
+# stack); the whole call 6.5 s on the 2-core CPU, tiny built from nothing. A benchmark step gets GRACE_S of its
+# limit to keep what it measured, so bark-shapes has 237 s to measure where it was killed at 190 s before.
 COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
     Step("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
-         (*BARE, "--config", "cpu_offload"), 30, benchmarks=False),
+         (*BARE, "--config", "cpu_offload"), 25, benchmarks=False),
     Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
          ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
           "--bark-tokens", "32", *COMMON), 60),
     Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 235),
+          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 245),
     Step("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
-         (*BARE, "--config", "offload+bettertransformer+fp16"), 30, legacy=True, benchmarks=False),
+         (*BARE, "--config", "offload+bettertransformer+fp16"), 25, legacy=True, benchmarks=False),
     Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
          ("--bark-checkpoint", "random:bark", "--bark-configs",
           "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
@@ -94,9 +96,10 @@ def commands(out: Path, legacy_path: Path | None) -> list[tuple[Step, list[str] 
     return planned
 
 
-# Before its limit a step is interrupted (SIGINT), and given this long (at most a third of its limit) to keep what
-# it measured: a benchmark run's record and report took ~5 s on the CPU.
-GRACE_S = 20
+# This long before its limit a benchmark step is interrupted (SIGINT) to keep what it measured: from the interrupt
+# to its exit, record and report written, took 3-5 s on this project's 2-core CPU (tiny, four benchmarks). A
+# bare call has nothing to keep: it is killed at its limit.
+GRACE_S = 8
 
 
 def _default_sigint() -> None:
@@ -115,9 +118,11 @@ def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int, 
     try:
         return proc.wait(timeout=max(timeout_s - grace_s, 1))
     except subprocess.TimeoutExpired:
+        pass
+    if grace_s:
         os.killpg(proc.pid, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError):  # its workers too, even when it ended within the grace
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -139,7 +144,7 @@ def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print)
         with log.open("w", encoding="utf-8") as f:
             f.write(" ".join(cmd) + "\n\n")
             f.flush()
-            code = _run_limited(cmd, f, env, step.timeout_s, min(GRACE_S, step.timeout_s // 3))
+            code = _run_limited(cmd, f, env, step.timeout_s, GRACE_S if step.benchmarks else 0)
         took = f"{time.monotonic() - started:.0f}s"
         kept = sorted((out / step.name / "results").glob("*/run.json"))
         if step.benchmarks and kept:
