@@ -74,7 +74,8 @@ class _State:
             return
         self.run.release()
         record = self.run.record
-        if not record.results:
+        cut_before_measuring = session.exitstatus == pytest.ExitCode.INTERRUPTED and not record.interrupted
+        if not record.results or cut_before_measuring:  # nothing measured: no run to keep, judge or report
             return
         root = Path(self.config.rootpath)
         choices = FinishChoices.read(self.config.getoption)

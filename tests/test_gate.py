@@ -455,6 +455,23 @@ def test_an_interrupted_run_never_damages_the_baseline_and_keeps_what_it_measure
     assert "**interrupted in invocation 1 of 1: its rounds so far are kept**" in (kept.parent / "report.md").read_text()
 
 
+def test_a_run_interrupted_before_it_measured_anything_keeps_no_run(tmp_path):
+    """Ctrl-C in the first warm-up: the unavailable configuration's reason is all the run holds, which is no run to
+    keep or judge (it would read as every benchmark "not run" in the history)."""
+    proc = bench(tmp_path, "--bark-configs", "fp32,bettertransformer", "--bark-batch-sizes", "1", "--bark-no-fidelity",
+                 "-v", popen=True)  # fmt: skip
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if ": warm-up 1" in line:
+            break
+    assert ": warm-up 1" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "KeyboardInterrupt" in rest, seen + rest
+    assert "bark performance gate" not in rest and not list((tmp_path / "results").glob("*/run.json"))
+
+
 def test_an_interrupted_run_is_judged_on_what_it_measured_and_never_adopted_or_remeasured(run, work):
     """Ctrl-C after bs1 took its rounds: bs1 is judged (noisy here), bs8 reads "not run" because of the interrupt,
     not lost or "not selected"; the baseline stays as it was and nothing spends time re-measuring."""
