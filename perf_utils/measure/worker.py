@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -201,8 +202,14 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGINT)
         deadline = time.monotonic() + CUT_WAIT_S
-        while not self.out_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while (left := deadline - time.monotonic()) > 0 and select.select([stdout], [], [], left)[0]:
+            line = stdout.readline()  # its last words are drained (a full pipe would stall it) ...
+            if not line:
+                break  # ... until it ends: its rounds are written by then, or never will be
+            if not line.startswith(PROGRESS):  # progress is stale by now
+                self.other.append(line)
         if not self.out_file.exists():
             return None
         done = _read(self.out_file, 0, self.other, self.selected, self.index)
