@@ -348,7 +348,7 @@ class Run:
         `interrupted` says where it stopped, and the end-of-run path judges it as such and never adopts it."""
         n, cut = self.plan.invocations, len(parts) + 1
         if isinstance(stop, Interrupted):
-            parts.append(stop.part)
+            parts += [stop.part] if stop.part.results else []  # rounds, or a failure before the interrupt
             took = any(r.ran for r in stop.part.results)
             kept = "its rounds so far are kept" if took else "it had measured no round yet"
         else:
