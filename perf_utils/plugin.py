@@ -74,7 +74,8 @@ class _State:
             return
         self.run.release()
         record = self.run.record
-        cut_before_measuring = session.exitstatus == pytest.ExitCode.INTERRUPTED and not record.interrupted
+        # the run loop sets the schedule once it has rounds to record, whole or interrupted
+        cut_before_measuring = session.exitstatus == pytest.ExitCode.INTERRUPTED and record.schedule is None
         if not record.results or cut_before_measuring:  # nothing measured: no run to keep, judge or report
             return
         root = Path(self.config.rootpath)
