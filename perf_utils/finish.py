@@ -141,6 +141,9 @@ def _remeasure(
     except Exception as exc:  # noqa: BLE001 - the verdict before it still stands
         notes.append(f"re-measuring the noisy benchmarks failed ({type(exc).__name__}: {exc}); verdict before it")
         return record, outcome, [], 0
+    except KeyboardInterrupt:  # Ctrl-C stops the optional extra invocations, not the verdict on the run
+        notes.append("re-measuring the noisy benchmarks was interrupted; verdict before it")
+        return record, outcome, [], 0
     return done.record, done.outcome, done.lines, done.invocations
 
 

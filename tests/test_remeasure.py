@@ -285,6 +285,16 @@ def test_a_failing_remeasure_leaves_the_verdict_before_it(tmp_path):
     assert "re-measuring the noisy benchmarks failed (OSError: disk full); verdict before it" in text
 
 
+def test_ctrl_c_during_a_remeasure_stops_it_and_still_gives_the_verdict_before_it(tmp_path):
+    def pressed(ids):
+        raise KeyboardInterrupt
+
+    done, text = finish_with(tmp_path, WIDE.copy(), pressed, 60.0)
+    assert "noisy" in row(text, "bs1-fp32") and done.exit_code == EXIT_OK
+    assert "re-measuring the noisy benchmarks was interrupted; verdict before it" in text
+    assert list((tmp_path / "results").glob("*/run.json"))  # the run was kept before it
+
+
 def test_run_measure_more_appends_an_invocation_of_the_whole_run(bark_perf_cache, torch_single_thread):
     """The real run loop, in-process: one more invocation for a noisy bs1-fp16 measures every benchmark again (a
     process that measured only some would hold another allocator history), labelled invocation 1, with the new
