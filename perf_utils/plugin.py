@@ -168,7 +168,11 @@ def bark_measure(bark_run: Any, benchmark: Any, pytestconfig: pytest.Config) -> 
     with its reason, a failed one raises its error, one that computes something else fails."""
 
     def measure(case: Any) -> Any:
-        result = bark_run.result(case)
+        try:
+            result = bark_run.result(case)
+        except KeyboardInterrupt:
+            benchmark.skipped = True  # cut short: pytest-benchmark would warn its fixture "was not used at all"
+            raise
         if result.status == "unavailable":
             pytest.skip(result.reason)
         if result.error is not None:
