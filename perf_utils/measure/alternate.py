@@ -61,10 +61,7 @@ def alternate(
             raise
         records = _records(plan, sides, {name: p[:whole] for name, p in parts.items()}, session, check_fidelity)
         for record in records.values():
-            assert record.schedule is not None
-            record.schedule["interrupted"] = (
-                f"interrupted in invocation {whole + 1} of {plan.invocations}: its trials are lost"
-            )
+            record.mark_interrupted(f"interrupted in invocation {whole + 1} of {plan.invocations}: its trials are lost")
         raise SessionInterrupted(records) from None
     return _records(plan, sides, parts, session, check_fidelity)
 

@@ -356,8 +356,7 @@ class Run:
         if not any(r.ran for p in parts for r in p.results):
             return  # nothing measured: nothing to keep
         self.record_invocations([c for c in runnable if any(c.id in p.ids() for p in parts)], parts)
-        assert self.record.schedule is not None
-        self.record.schedule["interrupted"] = f"interrupted in invocation {cut} of {n}: {kept}"
+        self.record.mark_interrupted(f"interrupted in invocation {cut} of {n}: {kept}")
 
     def _invoke(self, runnable: list[Case], index: int, label: str) -> Invocation:
         """Invocation `index`: in this process when the plan has one, else in a worker process of its own."""

@@ -172,6 +172,9 @@ class BenchmarkResult:
         )
 
 
+INTERRUPTED = "interrupted"  # the schedule's key: where a run was cut short (`RunRecord.interrupted`)
+
+
 @dataclass
 class RunRecord:
     hardware: str
@@ -216,7 +219,10 @@ class RunRecord:
     def interrupted(self) -> str | None:
         """Where the run was cut short (Ctrl-C, a time limit), if it was: it holds what it measured before, and
         is judged but never adopted (`finish`)."""
-        return (self.schedule or {}).get("interrupted")
+        return (self.schedule or {}).get(INTERRUPTED)
+
+    def mark_interrupted(self, where: str) -> None:
+        self.schedule = {**(self.schedule or {}), INTERRUPTED: where}
 
     @property
     def device_type(self) -> str:

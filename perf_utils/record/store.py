@@ -410,9 +410,8 @@ def merge_shards(paths: list[Path]) -> RunRecord:
     out = first.copy()
     out.results = results
     cut = [f"{path}: {rec.interrupted}" for path, rec in zip(paths, records, strict=True) if rec.interrupted]
-    out.schedule = {k: v for k, v in (out.schedule or {}).items() if k != "interrupted"} or None
     if cut:  # one interrupted shard makes the merged run interrupted: judged so, never adopted
-        out.schedule = {**(out.schedule or {}), "interrupted": "; ".join(cut)}
+        out.mark_interrupted("; ".join(cut))
     return out
 
 
