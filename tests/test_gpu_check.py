@@ -69,15 +69,31 @@ def test_a_step_at_its_limit_is_interrupted_first_so_it_keeps_what_it_measured(t
 
 
 def test_each_step_says_how_long_it_took_so_the_limits_can_be_sized(tmp_path, monkeypatch):
-    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 20, benchmarks=False),
+    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 2, benchmarks=False),
              gpu_check.Step("stuck", "outruns its limit", ("timeit", "-n1", "import time; time.sleep(60)"), 1,
                             benchmarks=False))  # fmt: skip
     monkeypatch.setattr(gpu_check, "STEPS", steps)
     said: list[str] = []
     assert gpu_check.run(tmp_path, None, said.append) == 1  # the step that timed out counts as failed
     assert any(line.startswith("quick: exit 0 after ") and line.endswith("s") for line in said), said
-    assert "stuck: timed out after 1s" in said, said
+    limit = next(line for line in said if line.startswith("stuck (at most "))[len("stuck (at most ") :].split("s")[0]
+    assert f"stuck: timed out after {limit}s" in said, said  # its own 1 s and what the quick step left
     assert (tmp_path / "stuck.log").read_text().startswith(sys.executable)  # its log kept what it was
+
+
+def test_the_time_a_step_leaves_unused_goes_to_the_next(tmp_path, monkeypatch):
+    """A quick step's unused limit is added to the next step's, so a step that needs more than its estimate (the
+    bark-shaped one) can still finish, and the whole check stays within the sum of the limits."""
+    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 8, benchmarks=False),
+             gpu_check.Step("slow", "needs 3 s of its 2", ("timeit", "-n1", "-r1", "import time; time.sleep(3)"), 2,
+                            benchmarks=False))  # fmt: skip
+    monkeypatch.setattr(gpu_check, "STEPS", steps)
+    said: list[str] = []
+    assert gpu_check.run(tmp_path, None, said.append) == 0, said
+    announced = next(line for line in said if line.startswith("slow (at most "))
+    limit, left = (int(part.split("s")[0]) for part in announced[len("slow (at most ") :].split(": 2s and "))
+    assert limit == 2 + left and 5 <= left <= 8, announced
+    assert any(line.startswith("slow: exit 0 after 3s") for line in said), said
 
 
 def _record() -> RunRecord:

@@ -7,8 +7,9 @@ suno/bark's shapes with random weights (`random:bark`, no download) in the blog'
 then, given a legacy stack (`--legacy-path`, a folder of transformers 4.48 / optimum 1.x, and accelerate<1.10 for
 offload, to put first on PYTHONPATH), the same bare call and the BetterTransformer configurations. After each run
 the blog's relative figures are printed beside the measured ones (`report.blog`) and its record is copied beside
-its log. The limits add up to under 8 minutes; no network is needed. A step that reaches its limit is first
-interrupted like Ctrl-C, so its record keeps the rounds it measured, then killed.
+its log. The limits add up to under 8 minutes, and the time a step leaves unused goes to the next one; no network
+is needed. A step that reaches its limit is first interrupted like Ctrl-C, so its record keeps the rounds it
+measured, then killed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Step:
 # 2-4 warm-up calls of 1.3-7 s each); the legacy BetterTransformer step 101 s. torch_compile is left out of the
 # tiny matrix (compiling alone outran the step). A bare call's generate took 2 s there (6 s under the legacy
 # stack); the whole call 6.5 s on the 2-core CPU, tiny built from nothing. A benchmark step gets GRACE_S of its
-# limit to keep what it measured, so bark-shapes has 237 s to measure where it was killed at 190 s before.
+# limit to keep what it measured, so bark-shapes has 237 s to measure where it was killed at 190 s before, plus
+# what the two steps before it leave unused (the tiny matrix took 42 s of its 60).
 COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
@@ -130,22 +132,29 @@ def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int, 
 
 
 def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print) -> int:
-    """Run every step; returns how many failed or ran out of time."""
+    """Run every step; returns how many failed or ran out of time. The time a step leaves unused is added to the
+    next step's limit: the whole check stays within the sum of the limits, and a step that needs more than its
+    estimate (random:bark's, the tight one) can still finish when the quick steps before it were quick."""
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed, unused = 0, 0
     for step, cmd, env in commands(out, legacy_path):
         log = out / f"{step.name}.log"
+        limit = step.timeout_s + unused
         if cmd is None:
             log.write_text("skipped: no legacy stack given (--legacy-path DIR with transformers 4.48, optimum 1.x)\n")
             say(f"{step.name}: skipped (no --legacy-path)")
+            unused = limit
             continue
-        say(f"{step.name} (at most {step.timeout_s}s): {step.why}; log: {log}")
+        extra = f": {step.timeout_s}s and {unused}s the steps before left" if unused else ""
+        say(f"{step.name} (at most {limit}s{extra}): {step.why}; log: {log}")
         started = time.monotonic()
         with log.open("w", encoding="utf-8") as f:
             f.write(" ".join(cmd) + "\n\n")
             f.flush()
-            code = _run_limited(cmd, f, env, step.timeout_s, GRACE_S if step.benchmarks else 0)
-        took = f"{time.monotonic() - started:.0f}s"
+            code = _run_limited(cmd, f, env, limit, GRACE_S if step.benchmarks else 0)
+        elapsed = time.monotonic() - started
+        unused = max(int(limit - elapsed), 0)
+        took = f"{elapsed:.0f}s"
         kept = sorted((out / step.name / "results").glob("*/run.json"))
         if step.benchmarks and kept:
             shutil.copy(kept[-1], out / f"{step.name}.json")  # beside the log: the record of the step's run
