@@ -9,7 +9,7 @@ from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESS
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.table import summary_line
+from perf_utils.report.table import summary_line, verdict_rows
 
 TH = Thresholds()
 
@@ -71,6 +71,20 @@ def test_a_change_too_noisy_to_decide_is_noisy_not_a_pass_and_not_a_regression()
     strict = compare(record(result(latency=SPREAD)), record(result(latency=(1.0, 3.0, 0.9, 1.1, 1.0))), TH,
                      fail_on_noisy=True)  # fmt: skip
     assert strict.failed and strict.verdicts[0].failing
+
+
+def test_the_why_column_names_each_deciding_metric_once_with_its_interval():
+    """Throughput is samples per second of latency's rounds: named only where its verdict differs from latency's.
+    A metric whose verdict is not the row's says which it is; a noisy row gives the interval, not a sentence."""
+    now = result(latency=[x * 1.5 for x in SPREAD], memory=(100, 112, 96, 109, 101))
+    slower = compare(record(result(latency=SPREAD)), record(now), TH)
+    [[*_, verdict_text, why]] = verdict_rows(slower)
+    assert [m.verdict for m in slower.verdicts[0].metrics] == [REGRESSED, REGRESSED, NOISY]
+    assert verdict_text == "REGRESSED" and "throughput" not in why
+    assert why.startswith("latency +50.0% (+4") and why.endswith("%, noisy)") and "host peak" in why
+    noisy = compare(record(result(latency=SPREAD)), record(result(latency=(0.7, 1.9, 1.8, 0.8, 1.9))), TH)
+    [[*_, verdict_text, why]] = verdict_rows(noisy)
+    assert verdict_text == "NOISY" and why.startswith("latency +80.0% (-") and why.endswith("%)"), why
 
 
 def test_drift_between_baseline_and_run_widens_time_intervals_so_an_offset_of_its_size_is_noisy():

@@ -41,18 +41,28 @@ def _pct(change: float) -> str:
 
 
 def _note(v: BenchmarkVerdict) -> str:
+    """The metrics behind the row's verdict, each with its change and interval. Throughput is samples per second
+    of the same rounds as latency: it is named only where its verdict differs from latency's."""
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
-    bad = [m for m in v.metrics if m.info.gated and m.verdict in (REGRESSED, IMPROVED, NOISY)]
-    return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m)})" for m in bad)
+    latency = v.metric("latency_s")
+    shown = [
+        m
+        for m in v.metrics
+        if m.info.gated
+        and m.verdict in (REGRESSED, IMPROVED, NOISY)
+        and not (m.metric == "throughput_sps" and latency is not None and latency.verdict == m.verdict)
+    ]
+    return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
 
 
-def _why(m: MetricChange) -> str:
+def _why(m: MetricChange, row: str) -> str:
+    """The interval; the metric's own verdict too where it is not the row's (a noisy peak in a regressed row)."""
     if m.why:
-        return m.why
-    if m.verdict == NOISY:
-        return f"could be {m.interval}: too noisy to decide" if not math.isnan(m.low) else "too few rounds to decide"
-    return m.interval
+        return m.why if m.verdict == row else f"{m.verdict}: {m.why}"
+    if m.verdict == NOISY and math.isnan(m.low):
+        return "too few rounds to decide"
+    return m.interval if m.verdict == row else f"{m.interval}, {m.verdict}"
 
 
 def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
