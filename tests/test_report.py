@@ -62,6 +62,7 @@ def test_report_leads_with_what_regressed(regressed_run):
     first_lines = regressed_run.markdown.split("## ", 1)[0]
     assert "**FAILED**" in first_lines
     assert "`bs1-fp32` (latency +" in first_lines and "`bs8-fp32` (latency +" in first_lines
+    assert "throughput" not in first_lines  # it regressed too, but it is latency's rounds: said once
     verdicts = table_rows(regressed_run.markdown, "## Verdict against the stored baseline")
     assert "REGRESSED" in verdicts["bs1-fp32"] and "new" in verdicts["bs1-bf16"]
 

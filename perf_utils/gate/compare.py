@@ -77,6 +77,18 @@ class BenchmarkVerdict:
     def metric(self, name: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.metric == name), None)
 
+    def called(self, *verdicts: str) -> list[MetricChange]:
+        """The gated metrics at one of `verdicts`, as a reader is told them: throughput is samples per second of
+        latency's own rounds, so it is left out where its verdict is latency's."""
+        latency = self.metric("latency_s")
+        return [
+            m
+            for m in self.metrics
+            if m.info.gated
+            and m.verdict in verdicts
+            and not (m.metric == "throughput_sps" and latency is not None and latency.verdict == m.verdict)
+        ]
+
 
 @dataclass
 class Comparison:

@@ -148,9 +148,9 @@ def headline(outcome: GateOutcome | None) -> str:
         return "**passed**: nothing regressed or lost against the baseline." + (noisy_text if noisy else "")
     parts = []
     for v in bad:
-        worse = [f"{m.info.label} {m.change:+.0%}" for m in v.metrics if m.info.gated and m.verdict == REGRESSED]
+        worse = [f"{m.info.label} {m.change:+.0%}" for m in v.called(REGRESSED)]
         parts.append(f"`{v.id}` ({', '.join(worse) or v.reason})")
-    text = f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts)
+    text = f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts) + "."
     return text + (noisy_text if noisy else "")
 
 

@@ -41,18 +41,10 @@ def _pct(change: float) -> str:
 
 
 def _note(v: BenchmarkVerdict) -> str:
-    """The metrics behind the row's verdict, each with its change and interval. Throughput is samples per second
-    of the same rounds as latency: it is named only where its verdict differs from latency's."""
+    """The metrics behind the row's verdict (`BenchmarkVerdict.called`), each with its change and interval."""
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
-    latency = v.metric("latency_s")
-    shown = [
-        m
-        for m in v.metrics
-        if m.info.gated
-        and m.verdict in (REGRESSED, IMPROVED, NOISY)
-        and not (m.metric == "throughput_sps" and latency is not None and latency.verdict == m.verdict)
-    ]
+    shown = v.called(REGRESSED, IMPROVED, NOISY)
     return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
 
 
