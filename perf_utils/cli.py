@@ -303,21 +303,27 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(bark_results_dir=Path("results/stacks"))
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)
     q.add_argument("--pyproject", dest="bark_pyproject", type=Path, default=None, help="thresholds from here")
-    q.add_argument("--repeats", type=int, default=10, help="unchanged runs compared with the reference")
+    q.add_argument(
+        "--repeats", type=options.positive_int, default=10, help="unchanged runs compared with the reference"
+    )
     q.add_argument("--reference-invocations", type=options.positive_int, default=None,
                    help="take the reference (the stored baseline's stand-in) in N worker processes (default: as "
                         "many as a run, --invocations)")  # fmt: skip
     q.add_argument("--reference-baseline", type=Path, default=None, metavar="DIR",
                    help="judge every run against the stored baseline in DIR for this machine and checkpoint, taken "
                         "in another session, as --benchmark-compare does (not a reference taken here)")  # fmt: skip
-    q.add_argument("--trials", type=int, default=3, help="runs per injected fault size")
+    q.add_argument("--trials", type=options.positive_int, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")
-    q.add_argument("--processes", type=int, default=0, help="also N unchanged runs as separate processes (A/A)")
-    q.add_argument("--stacks", type=int, default=0,
+    q.add_argument(
+        "--processes", type=options.whole, default=0, help="also N unchanged runs as separate processes (A/A)"
+    )
+    q.add_argument("--stacks", type=options.whole, default=0,
                    help="instead: compare-stacks' paired gate, N sessions with this stack on both sides, and "
                         "--trials sessions per --slowdowns injected into the candidate side")  # fmt: skip
-    q.add_argument("--busy", type=int, default=0, help="N busy loops run beside the measurements (a shared machine)")
+    q.add_argument(
+        "--busy", type=options.whole, default=0, help="N busy loops run beside the measurements (a shared machine)"
+    )
     q.add_argument("--remeasure-noisy", type=options.seconds, default=0.0,
                    help="SECONDS: re-measure each run while the gate (at the pyproject thresholds) calls it noisy, "
                         "within this budget per run, as --bark-remeasure-noisy does")  # fmt: skip

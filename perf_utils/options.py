@@ -78,6 +78,18 @@ def positive_int(value: str) -> int:
     return _number(value, int, lambda n: n >= 1, "a whole number of at least 1")
 
 
+def whole(value: str) -> int:
+    return _number(value, int, lambda n: n >= 0, "a whole number of at least 0")
+
+
+MIN_TOKENS = 8  # fewer semantic tokens may end the speech at once, and an empty one crashes the codec
+
+
+def semantic_tokens(value: str) -> int:
+    return _number(value, int, lambda n: n >= MIN_TOKENS, f"a whole number of at least {MIN_TOKENS} (fewer may end "
+                   "the speech at once, which crashes the codec)")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # the long name without its prefix: `configs` is --bark-configs in pytest, --configs in the CLI
@@ -109,8 +121,8 @@ RUN = (
         extend=True,
         aliases=("batch-size",),
     ),  # fmt: skip
-    Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", int),
-    Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", int),
+    Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", semantic_tokens),
+    Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", positive_int),
     Option(
         "invocations",
         "separate worker processes each benchmark is measured in, one after the other (default: 3, and 10 with "
@@ -120,10 +132,12 @@ RUN = (
     Option(
         "warmup",
         "the least warm-up calls; more until the rounds stop improving, at most 10 (default: 1 cpu, 2 accelerator)",
-        int,
+        whole,
     ),  # fmt: skip
     Option(
-        "threads", "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared", int
+        "threads",
+        "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared",
+        positive_int,
     ),
     Option("shard", "K/N: run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)"),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
@@ -223,7 +237,10 @@ class RunOptions:
     def read(cls, get: Get) -> RunOptions:
         tokens = get("bark_tokens")
         if tokens is None and os.environ.get(ENV_TOKENS):
-            tokens = int(os.environ[ENV_TOKENS])
+            try:
+                tokens = semantic_tokens(os.environ[ENV_TOKENS])
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{ENV_TOKENS}={exc}") from None
         return cls(
             checkpoint=get("bark_checkpoint"),
             device=get("bark_device") or "auto",

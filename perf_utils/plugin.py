@@ -36,7 +36,10 @@ class _State:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.run_options = RunOptions.read(config.getoption)
+        try:
+            self.run_options = RunOptions.read(config.getoption)
+        except ValueError as exc:  # an environment variable's value, named by the message
+            raise pytest.UsageError(str(exc)) from None
         self.planned: list[Any] = []
         self.run: Any = None
         self.warnings: list[str] = []

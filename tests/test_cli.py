@@ -184,6 +184,35 @@ def test_an_option_value_of_the_wrong_kind_is_a_usage_error_naming_the_option(
 
 
 @pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        ("tokens", "5", "a whole number of at least 8 (fewer may end the speech at once"),
+        ("rounds", "0", "a whole number of at least 1"),
+        ("threads", "0", "a whole number of at least 1"),
+        ("warmup", "-1", "a whole number of at least 0"),
+    ],
+)
+def test_a_run_option_out_of_range_is_refused_before_measuring(
+    option: str, value: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero rounds used to measure every benchmark and fail each with "no measured rounds"; zero threads was taken
+    as torch's default; too few tokens stopped only once the run began, naming a field, not the option."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", f"--{option}={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--{option}" in err and f"'{value}': {why}" in err
+
+
+def test_a_tokens_environment_variable_out_of_range_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BARK_PERF_TOKENS", "many")
+    assert cli.main(["run", "--configs", "fp32"]) == 2
+    assert "BARK_PERF_TOKENS='many': a whole number of at least 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("given", "saving", "expected"), [(None, False, 3), (None, True, 10), (4, True, 4), (1, False, 1)]
 )
 def test_a_baseline_takes_more_invocations_than_a_run_unless_told(given, saving, expected) -> None:

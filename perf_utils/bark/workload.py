@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from perf_utils.options import MIN_TOKENS
+
 PROMPTS: tuple[str, ...] = (
     "Hello, my dog is cute and I need him in my life.",
     "The quick brown fox jumps over the lazy dog.",
@@ -53,8 +55,9 @@ class Workload:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1; got {self.batch_size}")
-        if self.n_tokens < 8:
-            raise ValueError(f"n_tokens must be at least 8 (an immediate EOS crashes the codec); got {self.n_tokens}")
+        if self.n_tokens < MIN_TOKENS:
+            raise ValueError(f"n_tokens must be at least {MIN_TOKENS} (an immediate EOS crashes the codec); got "
+                             f"{self.n_tokens}")  # fmt: skip
 
     def prompts(self) -> list[str]:
         """The first `batch_size` of the prompts repeated in their order (past 8 they cycle: batch 16 is every
