@@ -312,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--reference-baseline", type=Path, default=None, metavar="DIR",
                    help="judge every run against the stored baseline in DIR for this machine and checkpoint, taken "
                         "in another session, as --benchmark-compare does (not a reference taken here)")  # fmt: skip
-    q.add_argument("--trials", type=options.positive_int, default=3, help="runs per injected fault size")
+    q.add_argument("--trials", type=options.whole, default=3, help="runs per injected fault size")
     q.add_argument("--slowdowns", default="0.05,0.1,0.2,0.3,0.5", help="comma-separated fractions")
     q.add_argument("--buffers-mb", default="2,8,32", help="comma-separated extra buffers in MB")
     q.add_argument(

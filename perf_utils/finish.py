@@ -80,16 +80,16 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(
             how.choices.time_threshold
         )
+        unusable = None
     except ThresholdsError as exc:
-        thresholds = None
-        notes.append(str(exc))
-    outcome = _gate(record, how, thresholds)
+        thresholds, unusable = None, str(exc)
+    outcome = _gate(record, how, thresholds, unusable)
+    if unusable and outcome is None:
+        notes.append(unusable)  # no gate asked for, but the report's trends read them too
     record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
     if kept is not None and added:
         kept = store.keep_run(how.results_dir, record, how.keep_suffix)  # the same folder, now with them
     exit_code = outcome.exit_code if outcome else EXIT_OK
-    if thresholds is None and (how.choices.compare or how.choices.baseline or how.against):
-        exit_code = EXIT_BAD_THRESHOLDS
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     exit_code, golden_lines = _golden(record, how, exit_code, notes)
@@ -110,10 +110,15 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     return Finished(exit_code, lines, outcome, kept, report)
 
 
-def _gate(record: RunRecord, how: Finish, thresholds: Thresholds | None) -> GateOutcome | None:
+def _gate(
+    record: RunRecord, how: Finish, thresholds: Thresholds | None, unusable: str | None = None
+) -> GateOutcome | None:
+    """None when no gate was asked for; `unusable`: why the thresholds could not be read."""
     c = how.choices
-    if thresholds is None or not (c.compare or c.baseline or how.against):
+    if not (c.compare or c.baseline or how.against):
         return None
+    if thresholds is None:
+        return GateOutcome("bad-thresholds", EXIT_BAD_THRESHOLDS, messages=[f"gate not run: {unusable}"])
     opts = GateOptions(
         how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost, c.fail_on_noisy, c.per_host_probe
     )

@@ -506,4 +506,6 @@ def test_unusable_thresholds_stop_the_gate_naming_the_key(run, work):
     how = Finish(choices=CHOICES, baselines_dir=work / "baselines", pyproject=bad)
     done = finish(run, how)
     assert done.exit_code == EXIT_BAD_THRESHOLDS
-    assert any("unknown key 'tiem'" in line.text for line in done.lines)
+    said = [line.text for line in done.lines]
+    assert any(t.startswith("gate not run: ") and "unknown key 'tiem'" in t for t in said), said
+    assert not any("gate not run (to compare" in t for t in said), said  # it was asked for: not a missing flag

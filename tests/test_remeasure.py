@@ -269,10 +269,10 @@ def test_finish_remeasures_before_the_verdict_and_keeps_the_run_with_the_added_i
 def test_without_a_budget_or_on_a_saved_run_noisy_stays_noisy_and_says_why(tmp_path):
     fake = FakeRun(WIDE.copy(), steady_level, cost_s=0.0, clock=[0.0])
     done, text = finish_with(tmp_path / "a", fake.record, fake.measure_more, 0.0)
-    assert not fake.asked and "noisy" in row(text, "bs1-fp32") and "re-measure" not in text
+    assert not fake.asked and "NOISY" in row(text, "bs1-fp32") and "re-measure" not in text
     assert "to decide the noisy: bs1-fp32: more invocations (--bark-remeasure-noisy SECONDS adds them" in text
     done, text = finish_with(tmp_path / "b", WIDE.copy(), None, 60.0)
-    assert "noisy" in row(text, "bs1-fp32")
+    assert "NOISY" in row(text, "bs1-fp32")
     assert "noisy benchmarks not re-measured: a saved run cannot be measured again here" in text
 
 
@@ -281,7 +281,7 @@ def test_a_failing_remeasure_leaves_the_verdict_before_it(tmp_path):
         raise OSError("disk full")
 
     done, text = finish_with(tmp_path, WIDE.copy(), broken, 60.0)
-    assert "noisy" in row(text, "bs1-fp32") and done.exit_code == EXIT_OK
+    assert "NOISY" in row(text, "bs1-fp32") and done.exit_code == EXIT_OK
     assert "re-measuring the noisy benchmarks failed (OSError: disk full); verdict before it" in text
 
 
@@ -290,7 +290,7 @@ def test_ctrl_c_during_a_remeasure_stops_it_and_still_gives_the_verdict_before_i
         raise KeyboardInterrupt
 
     done, text = finish_with(tmp_path, WIDE.copy(), pressed, 60.0)
-    assert "noisy" in row(text, "bs1-fp32") and done.exit_code == EXIT_OK
+    assert "NOISY" in row(text, "bs1-fp32") and done.exit_code == EXIT_OK
     assert "re-measuring the noisy benchmarks was interrupted; verdict before it" in text
     assert list((tmp_path / "results").glob("*/run.json"))  # the run was kept before it
 

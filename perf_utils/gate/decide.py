@@ -23,7 +23,7 @@ EXIT_BAD_THRESHOLDS = 4  # pytest's usage error: the thresholds in pyproject.tom
 
 @dataclass
 class GateOutcome:
-    status: str  # "compared" | "no-baseline" | "incomparable" | "bad-baseline"
+    status: str  # "compared" | "no-baseline" | "incomparable" | "bad-baseline" | "bad-thresholds"
     exit_code: int
     baseline_path: Path | str | None = None  # the file compared with (or what the baseline record was)
     comparison: Comparison | None = None
