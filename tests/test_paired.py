@@ -140,12 +140,17 @@ def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tin
 
 
 class _FakeWorker:
-    """A serving worker without a process: each trial is one round of 1 s (1.1 s for the candidate)."""
+    """A serving worker without a process: each trial is one round of 1 s (1.1 s for the candidate). `cut_in`:
+    (invocation, trial) in which the candidate's trial is interrupted, as Ctrl-C would cut it."""
+
+    cut_in: tuple[int, int] | None = None
 
     def __init__(self, python, plan, cases, index, check_fidelity, progress=None):
-        self.cases, self.latency, self.rounds = cases, 1.1 if "candidate" in python else 1.0, 0
+        self.cases, self.latency, self.rounds, self.index = cases, 1.1 if "candidate" in python else 1.0, 0, index
 
     def trial(self):
+        if self.latency > 1 and (self.index, self.rounds + 1) == self.cut_in:
+            raise KeyboardInterrupt
         self.rounds += 1
 
     def finish(self):
@@ -154,13 +159,17 @@ class _FakeWorker:
         rounds = [{"latency_s": self.latency} for _ in range(self.rounds)]
         return Invocation([BenchmarkResult(c.config.name, c.batch_size, OK, rounds=rounds) for c in self.cases], True)
 
+    cut_short = finish  # interrupted, it gives back the rounds it took
+
     def close(self):
         pass
 
 
-def test_ctrl_c_in_an_alternating_session_keeps_its_whole_invocations(tiny_checkpoint, monkeypatch):
-    """Interrupted in the third of three invocations: both sides keep the two whole ones, paired as before and
-    marked interrupted; interrupted in the first, there is nothing to keep and the interrupt goes on as it is."""
+def test_ctrl_c_in_an_alternating_session_keeps_every_trial_both_sides_finished(tiny_checkpoint, monkeypatch):
+    """Interrupted in the third of three invocations, as its second trial begins: both sides keep the two whole
+    invocations and the cut one's first trial, paired as before and marked interrupted. Cut inside a trial, after
+    one side took it, that trial is left out on both sides. Cut before any trial, there is nothing to keep and the
+    interrupt goes on as it is."""
     from perf_utils.measure import alternate as alternate_module
 
     monkeypatch.setattr(alternate_module, "Worker", _FakeWorker)
@@ -177,10 +186,43 @@ def test_ctrl_c_in_an_alternating_session_keeps_its_whole_invocations(tiny_check
     with pytest.raises(alternate_module.SessionInterrupted) as cut:
         alternate(plan, sides, check_fidelity=False, progress=ctrl_c_at("invocation 3/3: trial 2/2"))
     pinned, candidate = cut.value.records["pinned"], cut.value.records["candidate"]
-    assert candidate.results[0].invocations == [0, 0, 1, 1] and candidate.results[0].values("latency_s") == [1.1] * 4
-    assert pinned.interrupted == candidate.interrupted == "interrupted in invocation 3 of 3: its trials are lost"
+    assert candidate.results[0].invocations == [0, 0, 1, 1, 2] and candidate.results[0].values("latency_s") == [1.1] * 5
+    assert pinned.results[0].invocations == [0, 0, 1, 1, 2]
+    kept = "interrupted in invocation 3 of 3: the trials both stacks finished in it are kept"
+    assert pinned.interrupted == candidate.interrupted == kept
     assert pinned.schedule["session"] == candidate.schedule["session"]
     assert compare(pinned, candidate, TH).paired
+    monkeypatch.setattr(_FakeWorker, "cut_in", (1, 2))  # the candidate's second trial of invocation 2
+    with pytest.raises(alternate_module.SessionInterrupted) as inside:
+        alternate(plan, sides, check_fidelity=False, progress=None)
+    for record in inside.value.records.values():  # whichever side went first took trial 2: left out
+        assert record.results[0].invocations == [0, 0, 1]
+    monkeypatch.setattr(_FakeWorker, "cut_in", None)
     with pytest.raises(KeyboardInterrupt) as early:
-        alternate(plan, sides, check_fidelity=False, progress=ctrl_c_at("invocation 1/3: trial 2/2"))
+        alternate(plan, sides, check_fidelity=False, progress=ctrl_c_at("invocation 1/3: trial 1/2"))
     assert type(early.value) is KeyboardInterrupt
+
+
+def test_real_serving_workers_interrupted_between_trials_give_back_the_trials_they_took(tiny_checkpoint):
+    """Two real serving workers, the session cut as its third trial begins: each worker is interrupted while it
+    waits for its next trial, writes back its two rounds, and both records keep them, paired."""
+    from perf_utils.measure import alternate as alternate_module
+
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=3, warmup=0, invocations=1)
+    sides = [Side("pinned", sys.executable, [Case(FP32, 1)]), Side("candidate", sys.executable, [Case(FP32, 1)])]
+
+    def progress(line):
+        if "trial 3/3" in line:
+            raise KeyboardInterrupt
+
+    try:
+        alternate(plan, sides, check_fidelity=False, progress=progress)
+        pytest.fail("not interrupted")
+    except alternate_module.SessionInterrupted as cut:
+        records = cut.records
+    except KeyboardInterrupt:  # a plain one would end this test run: fail this test instead
+        pytest.fail("nothing kept: the workers gave back no trials")
+    for record in records.values():
+        assert len(record.results[0].values("latency_s")) == 2
+        assert record.interrupted == "interrupted in invocation 1 of 1: the trials both stacks finished in it are kept"
+    assert compare(records["pinned"], records["candidate"], TH).paired

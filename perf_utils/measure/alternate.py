@@ -47,21 +47,23 @@ def alternate(
     plan: RunPlan, sides: list[Side], check_fidelity: bool = True, progress: Callable[[str], None] | None = None
 ) -> dict[str, RunRecord]:
     """One record per side, measured in `plan.invocations` invocations of `plan.rounds` alternating trials.
-    Interrupted (Ctrl-C) after a whole invocation, it raises `SessionInterrupted` with the records of the whole
-    invocations (the cut one's trials live in its workers and are lost)."""
+    Interrupted (Ctrl-C) after at least one trial both sides finished, it raises `SessionInterrupted` with the
+    records of the whole invocations and the trials both sides finished in the cut one (`_invocation`)."""
     session = uuid.uuid4().hex[:12]
     rng = random.Random(plan.seed)
     parts: dict[str, list[Invocation]] = {side.name: [] for side in sides}
+    i = 0
     try:
         for i in range(plan.invocations):
             _invocation(plan, sides, i, rng, check_fidelity, progress, parts)
     except KeyboardInterrupt:
-        whole = min(len(p) for p in parts.values())
-        if not whole:
+        kept = min(len(p) for p in parts.values())
+        if not kept:
             raise
-        records = _records(plan, sides, {name: p[:whole] for name, p in parts.items()}, session, check_fidelity)
+        records = _records(plan, sides, {name: p[:kept] for name, p in parts.items()}, session, check_fidelity)
+        cut = "the trials both stacks finished in it are kept" if kept > i else "its trials are lost"
         for record in records.values():
-            record.mark_interrupted(f"interrupted in invocation {whole + 1} of {plan.invocations}: its trials are lost")
+            record.mark_interrupted(f"interrupted in invocation {i + 1} of {plan.invocations}: {cut}")
         raise SessionInterrupted(records) from None
     return _records(plan, sides, parts, session, check_fidelity)
 
@@ -83,8 +85,11 @@ def _invocation(
     progress: Callable[[str], None] | None,
     parts: dict[str, list[Invocation]],
 ) -> None:
-    """Invocation `i`: a serving worker per side, warmed up one after the other, their trials alternating."""
+    """Invocation `i`: a serving worker per side, warmed up one after the other, their trials alternating.
+    Interrupted during the trials, each worker is interrupted too and gives back what it measured; the trials both
+    sides finished are added to `parts` (a trial only one side took has nothing to pair with)."""
     servers: dict[str, Worker] = {}
+    finished = 0  # trials both sides took
     try:
         for side in sides:  # one after the other: a warm-up is never measured beside another
             relay = _relay(progress, side.name, i, plan)
@@ -95,11 +100,31 @@ def _invocation(
                 progress(f"invocation {i + 1}/{plan.invocations}: trial {t + 1}/{plan.rounds}, {' then '.join(turn)}")
             for name in turn:
                 servers[name].trial()
+            finished = t + 1
         for side in sides:
             parts[side.name].append(servers[side.name].finish())
+    except KeyboardInterrupt:
+        if finished and len(servers) == len(sides) and all(len(parts[s.name]) == i for s in sides):
+            cut = {name: server.cut_short() for name, server in servers.items()}
+            if all(part is not None for part in cut.values()):
+                for name, part in cut.items():
+                    assert part is not None
+                    parts[name].append(_first_trials(part, finished))
+        raise
     finally:
         for server in servers.values():
             server.close()
+
+
+def _first_trials(part: Invocation, n: int) -> Invocation:
+    """The invocation with each benchmark's first `n` rounds; benchmarks left with none are left out."""
+    results = []
+    for r in part.results:
+        if r.rounds:
+            r.rounds = r.rounds[:n]
+        if r.rounds or not r.ran:
+            results.append(r)
+    return replace(part, results=results)
 
 
 def _records(

@@ -344,7 +344,7 @@ class Run:
 
     def _keep_interrupted(self, runnable: list[Case], parts: list[Invocation], stop: KeyboardInterrupt) -> None:
         """Ctrl-C (or a time limit's SIGINT) in the middle of a run: the record keeps every whole invocation and
-        the rounds the cut one took so far (a worker process writes them back when it can: `Worker._cut_short`);
+        the rounds the cut one took so far (a worker process writes them back when it can: `Worker.cut_short`);
         `interrupted` says where it stopped, and the end-of-run path judges it as such and never adopts it."""
         n, cut = self.plan.invocations, len(parts) + 1
         if isinstance(stop, Interrupted):
@@ -438,14 +438,15 @@ class Run:
     def serve(self, selected: list[Case], index: int, commands: Iterator[str], ready: Callable[[], None]) -> Invocation:
         """One invocation whose trials someone else paces (`compare-stacks` alternates two stacks' workers): load
         and warm up every case, call `ready`, then one trial per `TRIAL` command, `ready` after each; any other
-        command (or the end) finishes it. Unavailable cases say why; every model must be resident at once."""
+        command (or the end) finishes it. Unavailable cases say why; every model must be resident at once.
+        Interrupted, it raises `Interrupted` with the trials so far, as `invocation` does."""
         runnable, unavailable = self._available(selected)
         rng, groups, out = self._begin(runnable, index)
         out.results += unavailable
         if len(groups) > 1:
             raise MemoryError(f"alternating trials need every model resident at once: {out.note}")
+        batch = _Group(self, runnable, rng)
         try:
-            batch = _Group(self, runnable, rng)
             batch.prepare()
             ready()
             for command in commands:
@@ -454,6 +455,9 @@ class Run:
                 batch.trial()
                 ready()
             batch.finish(self._fidelity_now(index), out)
+        except KeyboardInterrupt as stop:
+            batch.finish(False, out, interrupted=True)
+            raise Interrupted(out) from stop
         finally:
             self.release()
         return out

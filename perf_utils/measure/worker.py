@@ -123,7 +123,7 @@ class Worker:
 
     def __init__(self, python: str, plan: RunPlan, selected: list[Case], index: int, check_fidelity: bool,
                  progress: Any = None, serve: bool = True, fork: bool = False) -> None:  # fmt: skip
-        self.selected, self.index, self.progress, self.serving = selected, index, progress, serve
+        self.selected, self.index, self.progress = selected, index, progress
         self.started = FORKED if fork else FRESH
         self._tmp = tempfile.TemporaryDirectory(prefix="bark-serve-" if serve else "bark-invocation-")
         folder = Path(self._tmp.name)
@@ -185,20 +185,17 @@ class Worker:
             done.started = self.started
             return done
         except KeyboardInterrupt as stop:
-            part = self._cut_short()
+            part = self.cut_short()
             if part is None:
                 raise
             raise Interrupted(part) from stop
         finally:
             self.close()
 
-    def _cut_short(self) -> Invocation | None:
-        """Ctrl-C while a plain worker measures: it is interrupted too (a CI runner's SIGINT reaches only the
-        process it started; a terminal's reaches both, and the worker heeds only the first) and given
-        `CUT_WAIT_S` to write back the rounds it took. None when it wrote nothing, or when serving (its trials
-        are paced from here and die with it)."""
-        if self.serving:
-            return None
+    def cut_short(self) -> Invocation | None:
+        """Ctrl-C while the worker measures (or, serving, waits for its next trial): it is interrupted too (a CI
+        runner's SIGINT reaches only the process it started; a terminal's reaches both, and the worker heeds only
+        the first) and given `CUT_WAIT_S` to write back the rounds it took. None when it wrote nothing."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGINT)
         deadline = time.monotonic() + CUT_WAIT_S
@@ -241,14 +238,14 @@ def main(argv: list[str]) -> int:
 
     run = Run(read_plan(spec["plan"]), progress, check_fidelity=bool(spec["fidelity"]))
     selected = [read_case(c) for c in spec["cases"]]
-    if serve:
-        done = run.serve(selected, spec["index"], iter(sys.stdin.readline, ""), lambda: print(READY, flush=True))
-    else:
-        signal.signal(signal.SIGINT, _interrupt_once)
-        try:
+    signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        if serve:
+            done = run.serve(selected, spec["index"], iter(sys.stdin.readline, ""), lambda: print(READY, flush=True))
+        else:
             done = run.invocation(selected, spec["index"])
-        except Interrupted as stop:  # Ctrl-C, or the parent passing on its own: the rounds so far go back
-            done = stop.part
+    except Interrupted as stop:  # Ctrl-C, or the parent passing on its own: the rounds so far go back
+        done = stop.part
     reference = done.reference.to_dict() if done.reference else None
     header = {k: getattr(run.record, k) for k in HEADER}
     data = {"results": [r.to_dict() for r in done.results], "interleaved": done.interleaved, "note": done.note,
