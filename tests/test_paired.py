@@ -19,6 +19,7 @@ from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan
 from perf_utils.measure.worker import Worker
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
+from perf_utils.report.table import verdict_table
 from perf_utils.tools.upgrade import StackError, run_options
 
 TH = Thresholds()  # paired: 4%
@@ -88,9 +89,11 @@ def test_only_runs_of_one_session_are_compared_paired():
     paired = compare(record("s1", 1.0), record("s1", 1.05), TH)
     assert paired.paired and paired.verdicts[0].verdict == REGRESSED  # every trial's ratio is 1.05
     assert paired.thresholds.time == TH.paired
+    assert verdict_table(paired).splitlines()[0].count("paired change") == 2  # not the ratio of the medians
     for base, now in ((record("s1", 1.0), record("s2", 1.05)), (record(None, 1.0), record(None, 1.05))):
         unpaired = compare(base, now, TH)
         assert not unpaired.paired and unpaired.verdicts[0].verdict in (UNCHANGED, NOISY)
+        assert "paired" not in verdict_table(unpaired).splitlines()[0]
 
 
 def test_the_run_options_after_the_double_dash_are_the_suites_own():

@@ -103,8 +103,11 @@ HEADERS = [
 
 
 def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_only: bool = False) -> str:
+    """Paired (compare-stacks), a change is the median of the per-trial ratios, not the ratio of the two medians
+    beside it: its header says so."""
     rows = verdict_rows(comparison, measured_only)
-    return tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
+    headers = [("paired change" if h == "change" and comparison.paired else h) for h in HEADERS]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
 def not_measured_line(comparison: Comparison) -> str:
