@@ -82,7 +82,7 @@ def whole(value: str) -> int:
     return _number(value, int, lambda n: n >= 0, "a whole number of at least 0")
 
 
-MIN_TOKENS = 8  # fewer semantic tokens may end the speech at once, and an empty one crashes the codec
+MIN_TOKENS = 8  # bark.workload.MIN_TOKENS, said before anything is loaded (options may not import bark: torch)
 
 
 def semantic_tokens(value: str) -> int:

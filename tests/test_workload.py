@@ -108,6 +108,17 @@ def test_measurer_refuses_a_call_that_did_not_do_the_fixed_work(loaded_fp32: Loa
     assert measurer.last_counts is None
 
 
+def test_the_token_floor_the_options_check_is_the_workloads() -> None:
+    """--bark-tokens is refused below `options.MIN_TOKENS` before anything loads; the workload refuses the same."""
+    from perf_utils import options
+    from perf_utils.bark import workload
+
+    assert options.MIN_TOKENS == workload.MIN_TOKENS
+    Workload(n_tokens=workload.MIN_TOKENS, batch_size=1)
+    with pytest.raises(ValueError, match=f"n_tokens must be at least {workload.MIN_TOKENS}"):
+        Workload(n_tokens=workload.MIN_TOKENS - 1, batch_size=1)
+
+
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_workload_rejects_batch_size(batch_size: int) -> None:
     with pytest.raises(ValueError, match=f"batch size must be at least 1; got {batch_size}"):

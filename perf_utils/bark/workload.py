@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 
-from perf_utils.options import MIN_TOKENS
-
 PROMPTS: tuple[str, ...] = (
     "Hello, my dog is cute and I need him in my life.",
     "The quick brown fox jumps over the lazy dog.",
@@ -43,6 +41,9 @@ def default_tokens(device_type: str) -> int:
 
 def prompts_hash(prompts: tuple[str, ...] = PROMPTS) -> str:
     return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:16]
+
+
+MIN_TOKENS = 8  # fewer semantic tokens may end the speech at once, and an empty one crashes the codec
 
 
 @dataclass(frozen=True)
