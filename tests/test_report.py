@@ -186,6 +186,18 @@ def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path
     ]
 
 
+def test_what_did_not_run_is_a_row_per_reason_naming_every_configuration_it_stopped(tmp_path):
+    run = synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0})
+    offload = "cpu_offload needs an accelerator; none found"
+    run.results += [BenchmarkResult("offload+fp16", bs, "unavailable", offload) for bs in (1, 8)]
+    run.results += [BenchmarkResult("bf16", 8, "failed", "RuntimeError: boom")]
+    written = report.write(tmp_path, run, None, [])
+    assert table_rows(written.text, "## Not measured") == {
+        "bf16": ["failed: RuntimeError: boom"],
+        "cpu_offload, offload+fp16": [f"unavailable: {offload}"],
+    }
+
+
 def test_cli_gate_writes_the_report_and_grows_the_history(tmp_path, capsys):
     base = synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0})
     store.write_atomic(store.path_for(tmp_path / "baselines", "hw", "tiny"), base)

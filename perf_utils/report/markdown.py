@@ -112,11 +112,14 @@ def stages_table(record: RunRecord) -> str:
 
 
 def unavailable_table(record: RunRecord) -> str:
-    seen: dict[str, str] = {}
+    """One row per reason, with every configuration it stopped: combinations share their parts' reasons (on a CPU
+    four reasons stop eight configurations), and a long reason is read once."""
+    stopped: dict[str, list[str]] = {}
     for r in record.results:
-        if not r.ran:
-            seen.setdefault(r.config, f"{r.status}: {r.reason}")
-    return tabulate(sorted(seen.items()), headers=["configuration", "why"], tablefmt="github")
+        if not r.ran and r.config not in (names := stopped.setdefault(f"{r.status}: {r.reason}", [])):
+            names.append(r.config)
+    rows = sorted((", ".join(names), why) for why, names in stopped.items())
+    return tabulate(rows, headers=["configurations", "why"], tablefmt="github")
 
 
 def history_section(called_trends: list[Trend], runs: int, skipped: list[str]) -> str:
