@@ -58,14 +58,14 @@ def _why(m: MetricChange, row: str) -> str:
 
 
 def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
-    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline (`not_measured_line`)."""
+    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline (`not_measured_line`).
+    No throughput column: at a fixed batch size it is latency's inverse; *why* names it where its verdict differs."""
     rows = []
     for v in comparison.verdicts:
         if measured_only and v.verdict == UNAVAILABLE:
             continue
         lat = v.metric("latency_s")
         mem = v.metric(memory_metric({m.metric for m in v.metrics}))
-        thr = v.metric("throughput_sps")
         verdict = VERDICT_TEXT.get(v.verdict, v.verdict)
         if v.verdict == LOST and v.allowed:
             verdict = "lost (allowed)"
@@ -78,7 +78,6 @@ def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[li
                 num(mem.baseline, ".1f") if mem else "-",
                 num(mem.current, ".1f") if mem else "-",
                 _pct(mem.change) if mem else "-",
-                _pct(thr.change) if thr else "-",
                 v.fidelity,
                 verdict,
                 _note(v),
@@ -95,7 +94,6 @@ HEADERS = [
     "peak MB (base)",
     "peak MB (now)",
     "change",
-    "throughput",
     "fidelity",
     "verdict",
     "why",
