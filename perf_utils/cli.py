@@ -251,16 +251,17 @@ def _measured_scenarios(
 def _gpu_check(args: argparse.Namespace) -> int:
     from perf_utils.tools import gpu_check
 
+    steps = gpu_check.EXTRA if args.extra else gpu_check.STEPS
     if args.dry_run:
         total = 0
-        for step, cmd, _env in gpu_check.commands(args.out, args.legacy_path):
+        for step, cmd, _env in gpu_check.commands(args.out, args.legacy_path, steps):
             total += step.timeout_s if cmd else 0
             print(
                 f"{step.name} (at most {step.timeout_s}s): " + (" ".join(cmd) if cmd else "skipped: no --legacy-path")
             )
         print(f"at most {total}s in all")
         return 0
-    return 1 if gpu_check.run(args.out, args.legacy_path) else 0
+    return 1 if gpu_check.run(args.out, args.legacy_path, steps=steps, within_s=args.within) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -349,6 +350,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--legacy-path", type=Path, default=None,
                    help="a folder with transformers 4.48 / optimum 1.x (and accelerate<1.10 for offload)")  # fmt: skip
     v.add_argument("--dry-run", action="store_true", help="print the steps and their limits; run nothing")
+    v.add_argument("--extra", action="store_true",
+                   help="instead of the check, what a lent GPU's time after it can hold: the batching sweep on "
+                        "suno/bark's shapes")  # fmt: skip
+    v.add_argument(
+        "--within",
+        type=options.seconds,
+        default=None,
+        metavar="SECONDS",
+        help="no step's limit reaches past this many seconds from now (the time a lent machine has left)",
+    )
     return p
 
 

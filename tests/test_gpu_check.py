@@ -96,6 +96,28 @@ def test_the_time_a_step_leaves_unused_goes_to_the_next(tmp_path, monkeypatch):
     assert any(line.startswith("slow: exit 0 after 3s") for line in said), said
 
 
+def test_no_step_reaches_past_the_time_the_machine_has_left(tmp_path, monkeypatch):
+    """`--within`: what a lent machine has left caps every step's limit; a step with no time left is skipped."""
+    steps = (gpu_check.Step("stuck", "outruns the time left", ("timeit", "-n1", "-r1", "import time; time.sleep(60)"),
+                            30, benchmarks=False),
+             gpu_check.Step("after", "no time left for it", ("json.tool", "--help"), 30, benchmarks=False))  # fmt: skip
+    monkeypatch.setattr(gpu_check, "STEPS", steps)
+    said: list[str] = []
+    started = time.monotonic()
+    assert gpu_check.run(tmp_path, None, said.append, within_s=2) == 2
+    assert time.monotonic() - started < 15
+    limit = int(said[0][len("stuck (at most ") :].split("s")[0])
+    assert limit in (1, 2) and f"stuck: timed out after {limit}s" in said, said
+    assert "after: skipped (no time left)" in said, said
+
+
+def test_the_extra_after_the_check_is_the_batching_sweep_on_bark_shapes(tmp_path, capsys):
+    assert cli.main(["gpu-check", "--extra", "--dry-run", "--out", str(tmp_path)]) == 0
+    [plan, total] = capsys.readouterr().out.splitlines()
+    assert plan.startswith("batching (at most ") and "--bark-checkpoint random:bark" in plan
+    assert "--bark-batch-sizes 1,8,16,32,64" in plan and total.startswith("at most ")
+
+
 def _record() -> RunRecord:
     def result(config: str, bs: int, latency: float, peak: float) -> BenchmarkResult:
         rounds = [{"latency_s": latency * f, "throughput_sps": bs / (latency * f), "accel_peak_mb": peak}
@@ -121,7 +143,7 @@ def test_a_benchmark_step_cut_at_its_limit_still_shows_and_keeps_its_record(tmp_
     code = ("import os, shutil, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             f"    os.makedirs({str(kept.parent)!r})\n    shutil.copy({str(ready)!r}, {str(kept)!r})\n")  # fmt: skip
     step = gpu_check.Step("bark-shapes", "cut short", (), gpu_check.GRACE_S + 3)  # interrupted after 3 s
-    monkeypatch.setattr(gpu_check, "commands", lambda out, legacy: [(step, [sys.executable, "-c", code], {})])
+    monkeypatch.setattr(gpu_check, "commands", lambda out, legacy, steps: [(step, [sys.executable, "-c", code], {})])
     said: list[str] = []
     assert gpu_check.run(tmp_path / "out", None, said.append) == 1
     assert store.load(tmp_path / "out" / "bark-shapes.json").results == _record().results
@@ -163,6 +185,7 @@ def test_the_device_session_script_plans_the_check_and_says_what_it_lacks(tmp_pa
     assert f"tiny-matrix (at most {limits['tiny-matrix']}s)" in done.stdout
     assert f"offload-bare-legacy (at most {limits['offload-bare-legacy']}s): skipped" in done.stdout
     assert "gate-quality: not run" in done.stdout and (tmp_path / "out" / "gc").is_dir()
+    assert "gpu-check --extra: " in done.stdout and "batching (at most " in done.stdout  # the time left: the sweep
     broken = _session(tmp_path, tmp_path / "no-wheels", PATH="/usr/bin:/bin")  # a Python without the suite's
     assert broken.returncode != 0 and "gpu-check: exit " in broken.stdout  # packages: the call says it failed
     (tmp_path / "partial" / "site").mkdir(parents=True)

@@ -66,6 +66,13 @@ STEPS = (
           "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
           "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
 )  # fmt: skip
+# What a lent GPU's time after the check can hold (`--extra`): the blog's batching question, where throughput stops
+# growing, on suno/bark's shapes in fp16 (the blog's batching configuration), without the fidelity check.
+EXTRA = (
+    Step("batching", "the blog's batching question on suno/bark's shapes: fp16 throughput at batch 1 to 64",
+         ("--bark-checkpoint", "random:bark", "--bark-configs", "fp16", "--bark-batch-sizes", "1,8,16,32,64",
+          "--bark-tokens", "32", "--bark-no-fidelity", *COMMON), 150),
+)  # fmt: skip
 
 
 def _plugin_args() -> list[str]:
@@ -77,10 +84,13 @@ def _plugin_args() -> list[str]:
     return [] if installed else ["-p", "perf_utils.plugin"]
 
 
-def commands(out: Path, legacy_path: Path | None) -> list[tuple[Step, list[str] | None, dict[str, str]]]:
-    """Each step's command and environment; None for a step that cannot run here (it says why in the log)."""
+def commands(
+    out: Path, legacy_path: Path | None, steps: tuple[Step, ...] | None = None
+) -> list[tuple[Step, list[str] | None, dict[str, str]]]:
+    """Each step's command and environment (of `STEPS` unless told); None for a step that cannot run here (it
+    says why in the log)."""
     planned = []
-    for step in STEPS:
+    for step in STEPS if steps is None else steps:
         env = dict(os.environ)
         if step.legacy:
             if legacy_path is None:
@@ -131,21 +141,36 @@ def _run_limited(cmd: list[str], log: Any, env: dict[str, str], timeout_s: int, 
     return None
 
 
-def run(out: Path, legacy_path: Path | None, say: Callable[[str], None] = print) -> int:
-    """Run every step; returns how many failed or ran out of time. The time a step leaves unused is added to the
-    next step's limit: the whole check stays within the sum of the limits, and a step that needs more than its
-    estimate (random:bark's, the tight one) can still finish when the quick steps before it were quick."""
+def run(
+    out: Path,
+    legacy_path: Path | None,
+    say: Callable[[str], None] = print,
+    steps: tuple[Step, ...] | None = None,
+    within_s: float | None = None,
+) -> int:
+    """Run every step (of `STEPS` unless told); returns how many failed or ran out of time. The time a step leaves
+    unused is added to the next step's limit: the whole check stays within the sum of the limits, and a step that
+    needs more than its estimate (random:bark's, the tight one) can still finish when the quick steps before it
+    were quick. `within_s`: no step's limit reaches past this many seconds from now (what a lent machine has left)."""
     out.mkdir(parents=True, exist_ok=True)
     failed, unused = 0, 0
-    for step, cmd, env in commands(out, legacy_path):
+    ends = None if within_s is None else time.monotonic() + within_s
+    for step, cmd, env in commands(out, legacy_path, steps):
         log = out / f"{step.name}.log"
         limit = step.timeout_s + unused
+        if ends is not None:
+            limit = min(limit, int(ends - time.monotonic()))
         if cmd is None:
             log.write_text("skipped: no legacy stack given (--legacy-path DIR with transformers 4.48, optimum 1.x)\n")
             say(f"{step.name}: skipped (no --legacy-path)")
             unused = limit
             continue
-        extra = f": {step.timeout_s}s and {unused}s the steps before left" if unused else ""
+        if limit < 1:
+            log.write_text(f"skipped: no time left (--within {within_s:g})\n")
+            say(f"{step.name}: skipped (no time left)")
+            failed += 1
+            continue
+        extra = f": {step.timeout_s}s and {unused}s the steps before left" if unused and limit > step.timeout_s else ""
         say(f"{step.name} (at most {limit}s{extra}): {step.why}; log: {log}")
         started = time.monotonic()
         with log.open("w", encoding="utf-8") as f:
