@@ -29,7 +29,7 @@ from perf_utils.record import golden, store
 from perf_utils.record.record import RUN_FILE, RunRecord
 from perf_utils.report import markdown
 from perf_utils.report.markdown import WrittenReport
-from perf_utils.report.table import markdown_section, not_measured_line, summary_line, verdict_table
+from perf_utils.report.table import markdown_section, not_measured_line, rule_line, summary_line, verdict_table
 
 
 @dataclass(frozen=True)
@@ -299,6 +299,7 @@ def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> lis
         if rest := not_measured_line(outcome.comparison):
             lines.append(Line(rest))
         lines.append(Line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True))
+        lines.append(Line(rule_line(outcome.comparison)))
         if hint := what_decides(outcome.comparison, remeasured):
             lines.append(Line(hint))
     return lines

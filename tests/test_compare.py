@@ -9,7 +9,7 @@ from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESS
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.table import summary_line, verdict_rows
+from perf_utils.report.table import rule_line, verdict_rows
 
 TH = Thresholds()
 
@@ -103,7 +103,7 @@ def test_drift_between_baseline_and_run_widens_time_intervals_so_an_offset_of_it
     assert v.metric("throughput_sps").verdict == NOISY
     big = compare(record(result(latency=tight)), record(result(latency=[x * 1.4 for x in tight])), drifting)
     assert big.verdicts[0].verdict == REGRESSED
-    assert "time intervals include the machine's drift between the two runs (5% SD, pyproject)" in summary_line(big)
+    assert "time intervals include the machine's drift between the two runs (5% SD, pyproject)" in rule_line(big)
     more = result(latency=tight, memory=(120.0,) * 5)
     mem = compare(record(result(latency=tight)), record(more), drifting).verdicts[0].metric("host_peak_mb")
     assert mem.verdict == REGRESSED and mem.low == pytest.approx(0.2)  # not widened

@@ -403,6 +403,9 @@ def test_pytest_benchmarks_gates_reports_and_sets_the_exit_status(regressed):
         assert "REGRESSED" in line and "latency" in line
     assert " new " in row(output, "bs1-bf16") + " "
     assert "bark gate FAILED" in output and "Performance has regressed" in output
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("bark gate FAILED"))
+    assert "interval" not in lines[at] and lines[at + 1].startswith("A change is called when its 98% interval")
 
 
 def test_a_fidelity_fault_fails_its_benchmark_and_the_gate(healthy, work):

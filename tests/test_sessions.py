@@ -13,7 +13,7 @@ from perf_utils.gate.compare import NOISY, REGRESSED, UNCHANGED, compare
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.table import summary_line
+from perf_utils.report.table import rule_line
 from perf_utils.tools.quality import Scenario, judged
 
 TH = Thresholds(time=0.07, throughput=0.07, drift=0.05)
@@ -133,8 +133,8 @@ def test_a_steady_machine_measured_over_sessions_lets_the_gate_call_ten_percent(
     called = compare(steady, slower, TH)
     assert called.verdicts[0].verdict == REGRESSED and called.failed
     assert called.verdicts[0].drift.sessions == 8
-    assert "measured over the baseline's 8 sessions" in summary_line(called)
-    assert "pyproject)" in summary_line(compare(one, slower, TH))
+    assert "measured over the baseline's 8 sessions" in rule_line(called)
+    assert "pyproject)" in rule_line(compare(one, slower, TH))
     assert compare(steady, same, TH).verdicts[0].verdict == UNCHANGED
     wide = baseline_of([math.exp(3 * o) for o in offsets])
     assert compare(wide, slower, TH).verdicts[0].verdict == NOISY

@@ -117,10 +117,16 @@ def not_measured_line(comparison: Comparison) -> str:
 
 
 def summary_line(comparison: Comparison) -> str:
+    """The verdict in one short line (`rule_line` says by what rule)."""
     counts: dict[str, int] = {}
     for v in comparison.verdicts:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    return f"bark gate {'FAILED' if comparison.failed else 'passed'}: {parts}"
+
+
+def rule_line(comparison: Comparison) -> str:
+    """How the verdicts were called: the interval, the thresholds and the drift the time intervals include."""
     th = comparison.thresholds
     over = "paired per-trial ratios of alternating trials" if comparison.paired else "rounds"
     rule = (
@@ -139,14 +145,14 @@ def summary_line(comparison: Comparison) -> str:
         )
     elif th.drift and not comparison.paired:
         rule += f"; time intervals include the machine's drift between the two runs ({th.drift:.0%} SD, pyproject)"
-    status = "FAILED" if comparison.failed else "passed"
-    return f"bark gate {status}: {parts}; {rule}"
+    return rule[0].upper() + rule[1:]
 
 
 def markdown_verdict(comparison: Comparison, baseline: object, measured_only: bool = False) -> str:
     table = verdict_table(comparison, "github", measured_only)
     rest = not_measured_line(comparison) if measured_only else ""
-    return f"{summary_line(comparison)}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
+    head = f"**{summary_line(comparison)}**. {rule_line(comparison)}."
+    return f"{head}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
 
 
 def markdown_section(comparison: Comparison, baseline: object) -> str:
