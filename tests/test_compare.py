@@ -49,6 +49,17 @@ def test_large_significant_slowdown_regresses_and_names_latency():
     assert v.metric("throughput_sps").verdict == REGRESSED  # lower throughput is worse
 
 
+def test_a_threshold_is_a_factor_alike_both_ways_so_latency_and_throughput_agree():
+    """asv's factor: at 15%, x1.15 and /1.15 (-13.0%). Latency +17% is throughput -14.5%, the same rounds: both
+    regressed (a throughput judged at -15% read noisy beside it); latency -14% is improved."""
+    assert TH.time == TH.throughput == 0.15
+    slower = verdict(result(latency=SPREAD), result(latency=[x * 1.17 for x in SPREAD]))
+    assert slower.metric("latency_s").verdict == slower.metric("throughput_sps").verdict == REGRESSED
+    faster = verdict(result(latency=SPREAD), result(latency=[x * 0.86 for x in SPREAD]))
+    assert faster.metric("latency_s").verdict == faster.metric("throughput_sps").verdict == IMPROVED
+    assert TH.large("time", 1.0, 1 / 1.15) and not TH.large("time", 1.0, 0.88) and not TH.large("time", 1.0, 1.14)
+
+
 def test_small_significant_change_is_not_called():
     """Significant but below the minimum effect (asv's rule: both are needed), and the interval rules out a
     change of the threshold's size: unchanged."""

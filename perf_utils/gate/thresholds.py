@@ -6,7 +6,6 @@ a project overrides them in `pyproject.toml` under `[tool.bark-perf.thresholds]`
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -73,12 +72,17 @@ class Thresholds:
 
     def large(self, kind: str, old: float, new: float) -> bool:
         """Whether a move from `old` to `new` passes this kind's minimum effect (and, for memory, the floor in MB).
-        The gate also wants it significant; history trends are judged by this alone."""
+        The gate also wants it significant; history trends are judged by this alone. The effect is a ratio, alike
+        both ways (asv's factor): at 15%, x1.15 and /1.15 (-13.0%). So a latency +15% and the throughput -13.0% it
+        is (samples per second of the same rounds) are called alike; a decrease is called from -13.0%, not -15%."""
         min_effect = self.min_effect(kind)
         if min_effect is None:
             return False
-        change = (new - old) / old if old else (0.0 if new == old else math.inf)
-        return abs(change) >= min_effect and (kind != "memory" or abs(new - old) >= self.memory_floor_mb)
+        if old > 0 and new >= 0:
+            past = new >= old * (1 + min_effect) or new <= old / (1 + min_effect)
+        else:
+            past = abs((new - old) / old) >= min_effect if old else new != old
+        return past and (kind != "memory" or abs(new - old) >= self.memory_floor_mb)
 
     @classmethod
     def from_pyproject(cls, path: Path, device_type: str | None = None) -> Thresholds:
