@@ -182,7 +182,7 @@ def _gate_quality(args: argparse.Namespace) -> int:
         plan = plan_for_pairs(o) if args.stacks else RunPlan.of(o)
         thresholds = Thresholds.from_pyproject(pyproject, plan.device.type)
         with busy_loops(args.busy):
-            header, scenarios = _quality_scenarios(args, o, plan, thresholds)
+            header, scenarios, cut = _quality_scenarios(args, o, plan, thresholds)
         measured = QualityRuns(header, plan.device.type, scenarios)
         if args.json:
             measured.save(args.json)
@@ -191,11 +191,16 @@ def _gate_quality(args: argparse.Namespace) -> int:
     for t in times:  # the same runs, judged at each time threshold asked for
         th = replace(thresholds.with_time(t), paired=t) if t is not None else thresholds
         print(quality_table(judged(measured.scenarios, th), th))
-    return 0
+    return EXIT_INTERRUPTED if not args.from_json and cut else 0
 
 
-def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thresholds: Any) -> tuple[str, list[Any]]:
-    """The scenarios gate-quality measures, and the line that says how."""
+def _quality_scenarios(
+    args: argparse.Namespace, o: RunOptions, plan: Any, thresholds: Any
+) -> tuple[str, list[Any], bool]:
+    """The scenarios gate-quality measures, the line that says how, and whether it was interrupted (Ctrl-C, a time
+    limit's SIGINT): then the scenarios are the runs it finished, and the line says so."""
+    from perf_utils.tools.quality import QualityInterrupted
+
     config, sizes = (o.configs or ["fp32"])[0], args.bark_batch_sizes or [1]
     alongside = (o.configs or [])[1:]  # measured beside `config` in every run, unchanged
     setting = f", with {args.busy} busy loop(s) beside it" if args.busy else ""
@@ -211,7 +216,10 @@ def _quality_scenarios(args: argparse.Namespace, o: RunOptions, plan: Any, thres
             judged_how = f"each run compared with the stored baseline in {args.reference_baseline} for this machine"
     where = f"{plan.checkpoint.key}, {plan.device}{setting}"
     header = f"gate quality for {config} on {where}: {plan.describe()}, {judged_how}"
-    return header, _measured_scenarios(args, o, plan, config, alongside, sizes, thresholds)
+    try:
+        return header, _measured_scenarios(args, o, plan, config, alongside, sizes, thresholds), False
+    except QualityInterrupted as stop:
+        return f"INTERRUPTED: the runs finished before it, judged; {header}", stop.scenarios, True
 
 
 def _measured_scenarios(
@@ -219,10 +227,10 @@ def _measured_scenarios(
     thresholds: Any,
 ) -> list[Any]:  # fmt: skip
     from perf_utils.measure.run import stderr_progress
-    from perf_utils.tools.quality import Remeasure, alternating, cross_process, measure_quality
+    from perf_utils.tools.quality import QualityInterrupted, Remeasure, alternating, cross_process, measure_quality
 
     slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
-    if args.stacks:
+    if args.stacks:  # interrupted, its sessions are lost
         return alternating(plan, config, sizes, args.stacks, args.trials, slowdowns, stderr_progress)
     scenarios = measure_quality(
         plan,
@@ -244,7 +252,11 @@ def _measured_scenarios(
                   "--warmup", str(plan.warmup), "--invocations", str(plan.invocations),
                   *(["--threads", str(o.threads)] if o.threads else [])]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="gate-quality-") as tmp:
-            scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress, alongside)
+            try:
+                scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress,
+                                           alongside)  # fmt: skip
+            except KeyboardInterrupt:  # the separate processes' runs are lost; those before them are kept
+                raise QualityInterrupted(scenarios) from None
     return scenarios
 
 

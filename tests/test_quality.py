@@ -31,6 +31,57 @@ def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Chec
     assert "| bs1     | slowdown +300%" in table and "1/1" in table
 
 
+def test_interrupted_gate_quality_keeps_the_runs_it_finished(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
+    """Ctrl-C (or a time limit's SIGINT) as the second unchanged run begins: the first is kept and judged; cut while
+    the reference is measured, there is nothing to judge and the interrupt goes on as it is."""
+    from perf_utils.tools.quality import QualityInterrupted
+
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=1)
+
+    def ctrl_c_at(marker: str):
+        def progress(line: str) -> None:
+            if marker in line:
+                raise KeyboardInterrupt
+
+        return progress
+
+    try:
+        measure_quality(plan, "fp32", [1], repeats=3, trials=1, slowdowns=[3.0], buffers_mb=[],
+                        progress=ctrl_c_at("unchanged (false alarms): run 2/3"))  # fmt: skip
+        raise AssertionError("not interrupted")
+    except QualityInterrupted as cut:
+        rows = {r.label: r for r in judged(cut.scenarios, TH)}
+    assert rows["unchanged (false alarms)"].trials == 1 and not any("slowdown" in label for label in rows), rows
+    try:
+        measure_quality(plan, "fp32", [1], repeats=1, trials=0, slowdowns=[], buffers_mb=[],
+                        progress=ctrl_c_at("run 1/1"))  # fmt: skip
+    except QualityInterrupted:
+        raise AssertionError("nothing was finished, yet something was kept") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def test_gate_quality_interrupted_prints_what_it_finished_and_exits_130(
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch
+) -> None:
+    from perf_utils import cli
+    from perf_utils.measure import run as run_module
+
+    def progress(line: str) -> None:
+        if "run 2/2" in line:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "stderr_progress", progress)
+    monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--repeats", "2", "--trials", "0",
+            "--slowdowns", "", "--buffers-mb", "", "--invocations", "1", "--rounds", "2", "--tokens", "8",
+            "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == cli.EXIT_INTERRUPTED
+    out = capsys.readouterr().out
+    assert out.startswith("INTERRUPTED: the runs finished before it, judged; gate quality for fp32")
+    assert re.search(r"\| bs1 +\| unchanged \(false alarms\) +\| +0/1 ", out), out
+
+
 def test_unchanged_runs_in_separate_processes_are_judged_against_the_first(
     tiny_checkpoint: Checkpoint, tmp_path
 ) -> None:

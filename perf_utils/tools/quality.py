@@ -179,19 +179,34 @@ def measure_quality(
             ]
             for label, metric, scenario_config, n in plans:
                 scenario = Scenario(label, bs, metric, reference)
-                for i in range(n):
-                    if progress:
-                        progress(f"bs{bs} {label}: run {i + 1}/{n}")
-                    case = Case(scenario_config, bs)
-                    result, added = _measured(run, case, others), 0
-                    if remeasure is not None:
-                        result, added = _remeasured(run, case, reference, remeasure)
-                    scenario.runs.append(result)
-                    scenario.added.append(added)
-                out.append(scenario)
+                try:
+                    for i in range(n):
+                        if progress:
+                            progress(f"bs{bs} {label}: run {i + 1}/{n}")
+                        case = Case(scenario_config, bs)
+                        result, added = _measured(run, case, others), 0
+                        if remeasure is not None:
+                            result, added = _remeasured(run, case, reference, remeasure)
+                        scenario.runs.append(result)
+                        scenario.added.append(added)
+                finally:  # cut short, a scenario keeps the runs it finished
+                    if scenario.runs:
+                        out.append(scenario)
+    except KeyboardInterrupt:
+        if not out:
+            raise
+        raise QualityInterrupted(out) from None
     finally:
         run.release()
     return out
+
+
+class QualityInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a time limit's SIGINT) in gate-quality: `scenarios` holds the runs it finished, to judge."""
+
+    def __init__(self, scenarios: list[Scenario]) -> None:
+        super().__init__()
+        self.scenarios = scenarios
 
 
 def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> BenchmarkResult:
