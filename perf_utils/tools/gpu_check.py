@@ -170,7 +170,8 @@ def run(
             say(f"{step.name}: skipped (no time left)")
             failed += 1
             continue
-        extra = f": {step.timeout_s}s and {unused}s the steps before left" if unused and limit > step.timeout_s else ""
+        added = limit - step.timeout_s
+        extra = f": {step.timeout_s}s and {added}s the steps before left" if added > 0 else ""
         say(f"{step.name} (at most {limit}s{extra}): {step.why}; log: {log}")
         started = time.monotonic()
         with log.open("w", encoding="utf-8") as f:
