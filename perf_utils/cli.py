@@ -316,9 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(bark_results_dir=Path("results/stacks"))
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)
     q.add_argument("--pyproject", dest="bark_pyproject", type=Path, default=None, help="thresholds from here")
-    q.add_argument(
-        "--repeats", type=options.positive_int, default=10, help="unchanged runs compared with the reference"
-    )
+    q.add_argument("--repeats", type=options.whole, default=10, help="unchanged runs compared with the reference")
     q.add_argument("--reference-invocations", type=options.positive_int, default=None,
                    help="take the reference (the stored baseline's stand-in) in N worker processes (default: as "
                         "many as a run, --invocations)")  # fmt: skip

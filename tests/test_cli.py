@@ -204,6 +204,19 @@ def test_a_run_option_out_of_range_is_refused_before_measuring(
     assert f"--{option}" in err and f"'{value}': {why}" in err
 
 
+def test_the_readmes_gate_quality_commands_still_parse() -> None:
+    """The option checks refuse what cannot run, never a documented use (`--repeats 0 --processes 20`: only the
+    cross-process A/A)."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = [ln.split("#")[0] for ln in readme.splitlines()
+                if ln.startswith("python -m perf_utils gate-quality") and not ln.rstrip().endswith("\\")]  # fmt: skip
+    assert any("--repeats 0" in c for c in commands), commands
+    for command in commands:
+        cli._parser().parse_args(shlex.split(command)[3:])
+
+
 def test_a_tokens_environment_variable_out_of_range_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

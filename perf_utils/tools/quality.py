@@ -189,9 +189,11 @@ def measure_quality(
                             result, added = _remeasured(run, case, reference, remeasure)
                         scenario.runs.append(result)
                         scenario.added.append(added)
-                finally:  # cut short, a scenario keeps the runs it finished
+                except KeyboardInterrupt:  # cut short, a scenario keeps the runs it finished
                     if scenario.runs:
                         out.append(scenario)
+                    raise
+                out.append(scenario)
     except KeyboardInterrupt:
         if not out:
             raise
