@@ -29,7 +29,7 @@ from perf_utils.record import golden, store
 from perf_utils.record.record import RUN_FILE, RunRecord
 from perf_utils.report import markdown
 from perf_utils.report.markdown import WrittenReport
-from perf_utils.report.table import markdown_section, not_measured_line, rule_line, summary_line, verdict_table
+from perf_utils.report.table import markdown_section, not_measured_lines, rule_line, summary_line, verdict_table
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ class Finished:
     outcome: GateOutcome | None = None
     kept: Path | None = None
     report: WrittenReport | None = None
+
+    @property
+    def headline(self) -> list[Line]:
+        """The lines in bold: the verdict, an interrupt, changed numerics, the report's path; what one who reads
+        nothing else needs, said again after other output (pytest-benchmark's table)."""
+        return [line for line in self.lines if line.bold]
 
 
 def finish(record: RunRecord, how: Finish) -> Finished:
@@ -296,8 +302,7 @@ def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> lis
         taken = f" ({store.sessions_said(outcome.baseline)})" if several and outcome.baseline else ""
         lines.append(Line(f"baseline: {outcome.baseline_path}{taken}"))
         lines.append(Line(verdict_table(outcome.comparison, measured_only=True)))
-        if rest := not_measured_line(outcome.comparison):
-            lines.append(Line(rest))
+        lines += [Line(text) for text in not_measured_lines(outcome.comparison)]
         lines.append(Line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True))
         lines.append(Line(rule_line(outcome.comparison)))
         if hint := what_decides(outcome.comparison, remeasured):

@@ -232,11 +232,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[_STATE].finish(session)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """First: pytest-benchmark's --benchmark-compare-fail raises from its own summary, which ends the others."""
-    state: _State = config.stash[_STATE]
-    if state.finished is not None:
+@pytest.hookimpl(wrapper=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Any:
+    """The verdict table before the other plugins' summaries (pytest-benchmark's --benchmark-compare-fail raises
+    from its own, which ends the rest), and its headline again after pytest-benchmark's table of the replayed
+    rounds, so that the last lines on screen are the verdict and not a table of raw timings."""
+    finished = config.stash[_STATE].finished
+    if finished is not None:
         terminalreporter.section("bark performance gate")
-        for line in state.finished.lines:
+        for line in finished.lines:
             terminalreporter.write_line(line.text, red=line.red, bold=line.bold)
+    try:
+        return (yield)
+    finally:
+        if finished is not None and _benchmark_table_shown(config):
+            terminalreporter.ensure_newline()
+            terminalreporter.write_line("bark performance gate (its table is above):")
+            for line in finished.headline:
+                terminalreporter.write_line("  " + line.text, red=line.red, bold=line.bold)
+
+
+def _benchmark_table_shown(config: pytest.Config) -> bool:
+    """Whether pytest-benchmark printed its table (it does when it holds results and is not --benchmark-quiet)."""
+    session = getattr(config, "_benchmarksession", None)
+    return bool(getattr(session, "groups", None)) and not getattr(session, "quiet", False)

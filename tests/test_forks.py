@@ -10,8 +10,8 @@ import torch
 
 from perf_utils.bark import configs
 from perf_utils.measure import forks, worker
-from perf_utils.measure.run import FORKED, FRESH, Case, Run, RunPlan
-from perf_utils.record.record import OK
+from perf_utils.measure.run import Case, Run, RunPlan
+from perf_utils.record.record import FORKED, FRESH, OK
 
 pytestmark = pytest.mark.skipif(not forks.available(), reason="no fork and descriptor passing on this platform")
 

@@ -19,11 +19,13 @@ from perf_utils.gate import sessions
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
 from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import METRICS, Metric, probe_of
+from perf_utils.record.metrics import METRICS, Metric, memory_metric, probe_of
+from perf_utils.record.ratios import PEAK_RATIO
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 REGRESSED, IMPROVED, UNCHANGED, NEW, LOST = "regressed", "improved", "unchanged", "new", "lost"
 UNAVAILABLE, NOT_RUN, NOISY = "unavailable", "not run", "noisy"
+NOT_JUDGED = "not judged"  # a metric's: shown, but the two runs' figures differ by how they were measured
 FAILING = {REGRESSED, LOST}
 
 
@@ -225,16 +227,23 @@ def _beyond_the_probe(
     return change
 
 
+def _moved_by_the_process(metric: Metric, base: BenchmarkResult) -> bool:
+    """A host peak, or the peak ratio to fp32 taken from host peaks (no accelerator peak)."""
+    return metric.per_process or (metric.name == PEAK_RATIO and memory_metric(base.metrics()) == "host_peak_mb")
+
+
 def compare_result(
     base: BenchmarkResult | None,
     now: BenchmarkResult | None,
     th: Thresholds,
     paired: bool = False,
     per_probe: bool = False,
+    unlike_processes: str | None = None,
 ) -> BenchmarkVerdict:
     """`paired`: the two were measured in alternating trials (`measure.alternate`); each trial's ratio counts.
     `per_probe`: their latency and throughput are in units of the host's speed (`gate.hostspeed.adjusted`), which
-    holds only while the host's speed stays near the baseline's (`host_moved`, `_beyond_the_probe`)."""
+    holds only while the host's speed stays near the baseline's (`host_moved`, `_beyond_the_probe`).
+    `unlike_processes`: where each side was measured when the two are unlike: their host peaks are not judged."""
     ref = now or base
     assert ref is not None
     v = BenchmarkVerdict(ref.id, ref.config, ref.batch_size, UNCHANGED)
@@ -275,6 +284,8 @@ def compare_result(
         change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs)
         if change is not None and moved is not None and metric.kind in ("time", "throughput"):
             change = _beyond_the_probe(change, metric, base, now, th, moved)
+        if change is not None and unlike_processes and _moved_by_the_process(metric, base):
+            change.verdict, change.settles, change.why = NOT_JUDGED, None, unlike_processes
         if change is not None:
             v.metrics.append(change)
     gated = [m for m in v.metrics if m.info.gated]
@@ -302,9 +313,10 @@ def compare(
     allow_lost = allow_lost or set()
     base, now = baseline.by_id(), current.by_id()
     paired = paired_session(baseline, current)
+    unlike = unlike_processes(baseline, current)
     verdicts = []
     for bid in [*now, *(b for b in base if b not in now)]:
-        v = compare_result(base.get(bid), now.get(bid), thresholds, paired is not None, per_probe)
+        v = compare_result(base.get(bid), now.get(bid), thresholds, paired is not None, per_probe, unlike)
         if v.verdict == NOT_RUN and current.interrupted:
             v.reason = "the run was interrupted before it measured this"
         if v.verdict == LOST and ("all" in allow_lost or v.config in allow_lost):
@@ -312,6 +324,15 @@ def compare(
         v.noisy_fails = fail_on_noisy
         verdicts.append(v)
     return Comparison(verdicts, thresholds.for_pairs() if paired else thresholds, paired=paired is not None)
+
+
+def unlike_processes(baseline: RunRecord, current: RunRecord) -> str | None:
+    """Why host peaks cannot be judged when one side was measured in the calling process and the other in worker
+    processes (`RunRecord.in_caller`); None when both were measured alike."""
+    if baseline.in_caller == current.in_caller:
+        return None
+    where = {True: "the calling process", False: "worker processes"}
+    return f"{where[baseline.in_caller]} in the baseline, {where[current.in_caller]} now"
 
 
 def paired_session(baseline: RunRecord, current: RunRecord) -> str | None:

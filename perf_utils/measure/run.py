@@ -53,6 +53,7 @@ from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE, MB
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import (
     FAILED,
+    IN_PROCESS,
     OK,
     REFERENCE_CONFIG,
     UNAVAILABLE,
@@ -244,10 +245,6 @@ def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = 
         environment={"suite": perf_utils.__version__, **stack.to_dict()},
         suite_version=perf_utils.__version__,
     )
-
-
-# How an invocation's process began, recorded in the schedule ("workers").
-IN_PROCESS, FRESH, FORKED = "this process", "fresh interpreter", "forked from the zygote"
 
 
 @dataclass

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from perf_utils.measure import forks
-from perf_utils.measure.run import FORKED, FRESH, HEADER, TRIAL, Case, Interrupted, Invocation, Run, RunPlan
+from perf_utils.measure.run import HEADER, TRIAL, Case, Interrupted, Invocation, Run, RunPlan
 from perf_utils.record.golden import Fingerprint
-from perf_utils.record.record import FAILED, BenchmarkResult
+from perf_utils.record.record import FAILED, FORKED, FRESH, BenchmarkResult
 
 PROGRESS = "@@bark-progress "  # a worker's progress line; any other output is kept for an error message
 READY = "@@bark-ready"  # a serving worker has warmed up, or finished a trial

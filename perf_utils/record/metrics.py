@@ -45,6 +45,9 @@ class Metric:
     better: str  # "lower" | "higher"
     kind: str  # threshold family: "time" | "memory" | "throughput" | "energy" | "ratio" | "info"
     gated: bool = True
+    # Moved by what else the measuring process holds: compared only between runs measured in the same kind of
+    # process (`RunRecord.in_caller`).
+    per_process: bool = False
 
 
 METRICS: dict[str, Metric] = {
@@ -52,7 +55,7 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("latency_s", "latency", "s", "lower", "time"),
         Metric("throughput_sps", "throughput", "samples/s", "higher", "throughput"),
-        Metric("host_peak_mb", "host peak (over pre-call)", "MB", "lower", "memory"),
+        Metric("host_peak_mb", "host peak (over pre-call)", "MB", "lower", "memory", per_process=True),
         Metric("accel_peak_mb", "accelerator peak (allocator)", "MB", "lower", "memory"),
         Metric("nvml_device_peak_mb", "GPU peak (NVML, device)", "MB", "lower", "memory"),
         Metric("nvml_process_peak_mb", "GPU peak (NVML, process)", "MB", "lower", "memory"),
@@ -69,7 +72,7 @@ METRICS: dict[str, Metric] = {
         Metric("coarse_tok_per_s", "coarse tokens/s", "tok/s", "higher", "info", gated=False),
         Metric("fine_tok_per_s", "fine tokens/s", "tok/s", "higher", "info", gated=False),
         Metric("codec_samples_per_s", "codec samples/s", "samples/s", "higher", "info", gated=False),
-        Metric("host_rss_peak_mb", "host RSS peak", "MB", "lower", "info", gated=False),
+        Metric("host_rss_peak_mb", "host RSS peak", "MB", "lower", "info", gated=False, per_process=True),
         Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False),
         Metric(HOST_PROBE, "host speed probe", "s", "lower", "info", gated=False),
         Metric(INVOCATION_PROBE, "host speed probe, invocation's median", "s", "lower", "info", gated=False),

@@ -173,6 +173,9 @@ class BenchmarkResult:
 
 
 INTERRUPTED = "interrupted"  # the schedule's key: where a run was cut short (`RunRecord.interrupted`)
+# How an invocation's process began, the schedule's "workers": the caller itself (`--bark-invocations 1`), or a
+# worker process, a fresh interpreter or forked from the zygote (`measure.forks`).
+IN_PROCESS, FRESH, FORKED = "this process", "fresh interpreter", "forked from the zygote"
 
 
 @dataclass
@@ -220,6 +223,14 @@ class RunRecord:
         """Where the run was cut short (Ctrl-C, a time limit), if it was: it holds what it measured before, and
         is judged but never adopted (`finish`)."""
         return (self.schedule or {}).get(INTERRUPTED)
+
+    @property
+    def in_caller(self) -> bool:
+        """Whether the rounds were measured in the calling process rather than in worker processes. What else a
+        process holds moves its host peak (by +66% for tiny's bs1 here), so the two kinds' host peaks differ by
+        where they were measured, not by what Bark did (`gate.compare`)."""
+        s = self.schedule or {}
+        return s.get("workers", IN_PROCESS if s.get("invocations", 1) == 1 else FRESH) == IN_PROCESS
 
     def mark_interrupted(self, where: str) -> None:
         self.schedule = {**(self.schedule or {}), INTERRUPTED: where}

@@ -245,26 +245,32 @@ def _schedule(record: RunRecord) -> str:
     s = record.schedule or {}
     n = s.get("invocations", 1)
     how = "interleaved" if s.get("interleaved") else "configuration by configuration"
-    return f"{how}, in {n} process{'es' if n > 1 else ''}"
+    return (
+        f"{how}, in the calling process" if record.in_caller else f"{how}, in {n} worker process{'es' if n > 1 else ''}"
+    )
 
 
 def _kind_of_schedule(record: RunRecord) -> tuple[bool, bool]:
-    """What a comparison depends on: interleaved or not, in one process or several (how many does not matter: a
-    baseline takes more invocations than a run on purpose, `measure.run.BASELINE_INVOCATIONS`)."""
+    """What a comparison depends on: interleaved or not, in the calling process or in workers (how many does not
+    matter: a baseline takes more invocations than a run on purpose, `measure.run.BASELINE_INVOCATIONS`)."""
     s = record.schedule or {}
-    return bool(s.get("interleaved")), s.get("invocations", 1) > 1
+    return bool(s.get("interleaved")), record.in_caller
 
 
 def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     """Schedules that differ do not forbid a comparison, but change what it can say: said, never silent."""
-    notes = []
-    if _kind_of_schedule(baseline) != _kind_of_schedule(current):
-        notes.append(
-            f"note: the baseline's rounds were taken {_schedule(baseline)}, this run's {_schedule(current)}; host "
-            "peaks of small calls depend on what else the process holds, and an interval with one invocation on a "
-            "side cannot see the spread between processes: retake the baseline to compare like with like"
-        )
-    return notes
+    if _kind_of_schedule(baseline) == _kind_of_schedule(current):
+        return []
+    what = (
+        "so host peaks are not judged (what else a process holds moves them), and an interval with one side in "
+        "the calling process cannot see the spread between processes"
+        if baseline.in_caller != current.in_caller
+        else "host peaks of small calls depend on what else the process holds"
+    )
+    return [
+        f"note: the baseline's rounds were taken {_schedule(baseline)}, this run's {_schedule(current)}; {what}: "
+        "retake the baseline to compare like with like"
+    ]
 
 
 def stack_changes(baseline: RunRecord, current: RunRecord) -> list[tuple[str, str | None, str | None]]:

@@ -12,6 +12,8 @@ from perf_utils.gate.compare import (
     LOST,
     NEW,
     NOISY,
+    NOT_JUDGED,
+    NOT_RUN,
     REGRESSED,
     UNAVAILABLE,
     BenchmarkVerdict,
@@ -45,6 +47,9 @@ def _note(v: BenchmarkVerdict) -> str:
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
     shown = v.called(REGRESSED, IMPROVED, NOISY)
+    peak = v.metric(memory_metric({m.metric for m in v.metrics}))
+    if peak is not None and peak.verdict == NOT_JUDGED:  # its change is in the row: say why it does not count
+        shown.append(peak)
     return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
 
 
@@ -58,11 +63,12 @@ def _why(m: MetricChange, row: str) -> str:
 
 
 def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
-    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline (`not_measured_line`).
-    No throughput column: at a fixed batch size it is latency's inverse; *why* names it where its verdict differs."""
+    """`measured_only` leaves out benchmarks that could run neither now nor in the baseline, and those this run did
+    not measure (`not_measured_lines` says them in a line per reason). No throughput column: at a fixed batch size
+    it is latency's inverse; *why* names it where its verdict differs."""
     rows = []
     for v in comparison.verdicts:
-        if measured_only and v.verdict == UNAVAILABLE:
+        if measured_only and v.verdict in FOLDED:
             continue
         lat = v.metric("latency_s")
         mem = v.metric(memory_metric({m.metric for m in v.metrics}))
@@ -108,12 +114,39 @@ def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_onl
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
-def not_measured_line(comparison: Comparison) -> str:
-    """One line for what could run neither now nor in the baseline, instead of a row each."""
-    names = list(dict.fromkeys(v.config for v in comparison.verdicts if v.verdict == UNAVAILABLE))
-    if not names:
-        return ""
-    return f"unavailable now and in the baseline: {', '.join(names)} (why: python -m perf_utils configs)"
+# Verdicts said in a line per reason under the table instead of a row each (`not_measured_lines`): they hold no
+# measurement, and a run of two configurations would otherwise print twenty rows of the others.
+FOLDED = (UNAVAILABLE, NOT_RUN)
+
+
+def not_measured_lines(comparison: Comparison) -> list[str]:
+    """What could run neither now nor in the baseline, and what this run did not measure (not selected, or not
+    reached before an interrupt): a line per reason, naming a configuration whole where none of its batch sizes
+    ran, else its benchmarks."""
+    lines = []
+    unavailable = [v for v in comparison.verdicts if v.verdict == UNAVAILABLE]
+    if unavailable:
+        names = ", ".join(dict.fromkeys(v.config for v in unavailable))
+        lines.append(f"unavailable now and in the baseline: {names} (why: python -m perf_utils configs)")
+    by_reason: dict[str, list[BenchmarkVerdict]] = {}
+    for v in comparison.verdicts:
+        if v.verdict == NOT_RUN:
+            by_reason.setdefault(v.reason or "", []).append(v)
+    for reason, verdicts in by_reason.items():
+        lines.append(f"not run, {reason}: {_benchmarks(verdicts, comparison.verdicts)}")
+    return lines
+
+
+def _benchmarks(some: list[BenchmarkVerdict], every: list[BenchmarkVerdict]) -> str:
+    """`some` by configuration name where they hold all of its benchmarks in `every`, else by benchmark id."""
+    ids = {v.id for v in some}
+    names: list[str] = []
+    for v in some:
+        whole = all(w.id in ids for w in every if w.config == v.config)
+        name = v.config if whole else v.id
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
 
 
 def summary_line(comparison: Comparison) -> str:
@@ -150,7 +183,7 @@ def rule_line(comparison: Comparison) -> str:
 
 def markdown_verdict(comparison: Comparison, baseline: object, measured_only: bool = False) -> str:
     table = verdict_table(comparison, "github", measured_only)
-    rest = not_measured_line(comparison) if measured_only else ""
+    rest = "\n\n".join(not_measured_lines(comparison)) if measured_only else ""
     head = f"**{summary_line(comparison)}**. {rule_line(comparison)}."
     return f"{head}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
 
