@@ -230,7 +230,7 @@ def _measured_scenarios(
     from perf_utils.tools.quality import QualityInterrupted, Remeasure, alternating, cross_process, measure_quality
 
     slowdowns = [float(s) for s in options.comma_list(args.slowdowns)]
-    if args.stacks:  # interrupted, its sessions are lost
+    if args.stacks:
         return alternating(plan, config, sizes, args.stacks, args.trials, slowdowns, stderr_progress)
     scenarios = measure_quality(
         plan,
@@ -255,7 +255,9 @@ def _measured_scenarios(
             try:
                 scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress,
                                            alongside)  # fmt: skip
-            except KeyboardInterrupt:  # the separate processes' runs are lost; those before them are kept
+            except QualityInterrupted as cut:  # the separate processes that finished, after the runs before them
+                raise QualityInterrupted(scenarios + cut.scenarios) from None
+            except KeyboardInterrupt:  # not one separate run finished: the runs before them are kept
                 raise QualityInterrupted(scenarios) from None
     return scenarios
 

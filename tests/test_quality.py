@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,7 +15,15 @@ from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import Run, RunPlan
 from perf_utils.record import store
-from perf_utils.tools.quality import cross_process, judged, measure_quality, quality_table
+from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.tools.quality import (
+    QualityInterrupted,
+    alternating,
+    cross_process,
+    judged,
+    measure_quality,
+    quality_table,
+)
 
 # Wiring tests: only gross changes are called (a doubling), so this machine's noise never decides them; what the
 # gate does at the project's thresholds is measured with gate-quality itself (README).
@@ -234,3 +245,105 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     assert "--stacks measures one configuration" in capsys.readouterr().err
     assert cli.main([*quality[:-4], "--reference-baseline", str(tmp_path / "none"), "--tokens", "8"]) == 2
     assert f"no baseline {tmp_path / 'none'}" in capsys.readouterr().err
+
+
+def _record(latency: float) -> RunRecord:
+    rounds = [{"latency_s": latency * f, "throughput_sps": 1 / (latency * f)} for f in (1.0, 1.01, 0.99)]
+    return RunRecord("hw", "cpu", {"key": "tiny"}, {}, {}, [BenchmarkResult("fp32", 1, "ok", rounds=rounds)])
+
+
+def _cut_at(call: int, one: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in for a measuring call: what `one(k, *args)` gives for calls k = 1, 2, ..., Ctrl-C at call `call`."""
+    calls = [0]
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return one(calls[0], *args)
+
+    return fake
+
+
+def test_an_interrupted_cross_process_a_a_judges_the_processes_that_finished(monkeypatch, tmp_path) -> None:
+    """`--processes`: Ctrl-C in the fourth `run` process keeps the first (the reference) and two judged against it;
+    cut in the second, no unchanged run finished and the interrupt goes on as it is."""
+    import subprocess
+
+    from perf_utils.tools import quality
+
+    def one(k: int, *_: Any) -> subprocess.CompletedProcess[str]:
+        (tmp_path / f"process-{k - 1}.json").write_text(json.dumps(_record(1.0 + k / 100).to_dict()))
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    monkeypatch.setattr(quality.subprocess, "run", _cut_at(4, one))
+    try:
+        cross_process([], "fp32", [1], 5, tmp_path)
+        raise AssertionError("not interrupted")
+    except QualityInterrupted as cut:
+        [scenario] = cut.scenarios
+    assert len(scenario.runs) == 2 and scenario.reference.median("latency_s") == 1.01
+    [row] = judged([scenario], TH)[:1]
+    assert row.trials == 2 and row.flagged == 0
+    monkeypatch.setattr(quality.subprocess, "run", _cut_at(2, one))
+    try:
+        cross_process([], "fp32", [1], 5, tmp_path)
+    except QualityInterrupted:
+        raise AssertionError("no unchanged run finished, yet one was kept") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def test_an_interrupted_stacks_session_run_judges_the_sessions_that_finished(
+    tiny_checkpoint: Checkpoint, monkeypatch
+) -> None:
+    """`--stacks 3 --trials 1 --slowdowns 0.5`: Ctrl-C in the third session keeps the two unchanged sessions
+    (no slowdown scenario: none of its sessions finished); cut in the first, the interrupt goes on as it is."""
+    from perf_utils.measure import alternate
+
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=1)
+
+    def one(k: int, *_: Any) -> dict[str, RunRecord]:
+        return {"pinned": _record(1.0), "candidate": _record(1.0 + k / 100)}
+
+    monkeypatch.setattr(alternate, "alternate", _cut_at(3, one))
+    try:
+        alternating(plan, "fp32", [1], sessions=3, trials=1, slowdowns=[0.5])
+        raise AssertionError("not interrupted")
+    except QualityInterrupted as cut:
+        [scenario] = cut.scenarios
+    assert scenario.label == "compare-stacks: same stack on both sides (false alarms)"
+    assert len(scenario.runs) == len(scenario.references) == 2
+    monkeypatch.setattr(alternate, "alternate", _cut_at(1, one))
+    try:
+        alternating(plan, "fp32", [1], sessions=3, trials=1, slowdowns=[0.5])
+    except QualityInterrupted:
+        raise AssertionError("no session finished, yet one was kept") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def test_gate_quality_cut_in_its_separate_processes_prints_them_beside_the_runs_before(
+    tiny_checkpoint: Checkpoint, capsys, monkeypatch
+) -> None:
+    """`--processes 3`, Ctrl-C in the third `run` process: the in-process runs and the two processes that finished
+    are judged and printed, and the exit status is 130."""
+    import subprocess
+
+    from perf_utils import cli
+    from perf_utils.tools import quality
+
+    def one(_: int, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps(_record(1.0).to_dict()))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(quality.subprocess, "run", _cut_at(3, one))
+    monkeypatch.setenv("BARK_PERF_CHECKPOINT", str(tiny_checkpoint.path))
+    argv = ["gate-quality", "--configs", "fp32", "--batch-sizes", "1", "--repeats", "1", "--trials", "0",
+            "--slowdowns", "", "--buffers-mb", "", "--processes", "3", "--invocations", "1", "--rounds", "2",
+            "--tokens", "8", "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == cli.EXIT_INTERRUPTED
+    out = capsys.readouterr().out
+    assert out.startswith("INTERRUPTED: the runs finished before it, judged; gate quality for fp32")
+    assert re.search(r"\| bs1 +\| unchanged \(false alarms\) +\| +0/1 ", out), out
+    assert re.search(r"\| bs1 +\| unchanged, separate `run` processes \(false alarms\) +\| +0/1 ", out), out

@@ -350,28 +350,35 @@ def cross_process(
 ) -> list[Scenario]:  # fmt: skip
     """Unchanged code as a user sees it: `processes` separate `python -m perf_utils run` invocations, each judged
     against the first (the stored baseline) by the gate, `config_name` measured beside `alongside` as in
-    `measure_quality`. Between-process variance is what the in-process scenarios cannot show."""
+    `measure_quality`. Between-process variance is what the in-process scenarios cannot show. Interrupted, the
+    processes that finished are judged (`QualityInterrupted`); the cut one is left out."""
     sizes = list(batch_sizes)
-    records = []
-    for i in range(processes + 1):
-        if progress:
-            progress(f"separate process {i + 1}/{processes + 1}")
-        out = workdir / f"process-{i}.json"
-        cmd = [sys.executable, "-m", "perf_utils", "run", "--configs", ",".join([config_name, *alongside]),
-               "--batch-sizes", ",".join(map(str, sizes)), "--no-fidelity", "--json", str(out),
-               "--results-dir", str(workdir / "results"), *run_args]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-            )
-        records.append(RunRecord.from_dict(json.loads(out.read_text())).by_id())
-    out = []
-    for bs in sizes:
-        bid = benchmark_id(config_name, bs)
+    records: list[dict[str, BenchmarkResult]] = []
+
+    def scenarios() -> list[Scenario]:
         label = "unchanged, separate `run` processes (false alarms)"
-        out.append(Scenario(label, bs, "any", records[0][bid], [now[bid] for now in records[1:]]))
-    return out
+        ids = [(bs, benchmark_id(config_name, bs)) for bs in sizes]
+        return [Scenario(label, bs, "any", records[0][bid], [now[bid] for now in records[1:]]) for bs, bid in ids]
+
+    try:
+        for i in range(processes + 1):
+            if progress:
+                progress(f"separate process {i + 1}/{processes + 1}")
+            out = workdir / f"process-{i}.json"
+            cmd = [sys.executable, "-m", "perf_utils", "run", "--configs", ",".join([config_name, *alongside]),
+                   "--batch-sizes", ",".join(map(str, sizes)), "--no-fidelity", "--json", str(out),
+                   "--results-dir", str(workdir / "results"), *run_args]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+                )
+            records.append(RunRecord.from_dict(json.loads(out.read_text())).by_id())
+    except KeyboardInterrupt:
+        if len(records) < 2:  # no unchanged run finished beside the first
+            raise
+        raise QualityInterrupted(scenarios()) from None
+    return scenarios()
 
 
 def alternating(
@@ -385,7 +392,8 @@ def alternating(
 ) -> list[Scenario]:
     """compare-stacks as it runs (`measure.alternate`: two serving workers per invocation, alternating trials)
     with this stack on both sides: `sessions` unchanged sessions (paired A/A), then `trials` sessions per
-    slowdown injected into the candidate side only; each judged paired, against its own pinned side."""
+    slowdown injected into the candidate side only; each judged paired, against its own pinned side. Interrupted,
+    the sessions that finished are judged (`QualityInterrupted`); the cut one is left out."""
     from perf_utils.measure.alternate import Side, alternate
     from perf_utils.measure.run import cases
 
@@ -393,26 +401,40 @@ def alternating(
     plans = [("same stack on both sides (false alarms)", "any", config, sessions),
              *((f"candidate +{s:.0%} slower", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
                for s in slowdowns)]  # fmt: skip
-    out = []
+    out: list[Scenario] = []
     for label, metric, candidate, n in plans:
         sessions: dict[int, tuple[list[BenchmarkResult], list[BenchmarkResult]]] = {bs: ([], []) for bs in sizes}
-        for i in range(n):
-            if progress:
-                progress(f"compare-stacks, {label}: session {i + 1}/{n}")
-            sides = [Side("pinned", sys.executable, cases([config], sizes)),
-                     Side("candidate", sys.executable, cases([candidate], sizes))]  # fmt: skip
-            records = alternate(plan, sides, check_fidelity=False)
-            for bs, (pinned_sides, candidates) in sessions.items():
-                bid = benchmark_id(config_name, bs)
-                pinned, now = records["pinned"].by_id()[bid], records["candidate"].by_id()[bid]
-                for result in (pinned, now):
-                    if not result.ran:
-                        raise RuntimeError(f"{bid} did not run: {result.reason}")
-                pinned_sides.append(pinned)
-                candidates.append(now)
-        out += [Scenario(f"compare-stacks: {label}", bs, metric, refs[0], runs, refs)
-                for bs, (refs, runs) in sessions.items()]  # fmt: skip
+
+        try:
+            for i in range(n):
+                if progress:
+                    progress(f"compare-stacks, {label}: session {i + 1}/{n}")
+                sides = [Side("pinned", sys.executable, cases([config], sizes)),
+                         Side("candidate", sys.executable, cases([candidate], sizes))]  # fmt: skip
+                records = alternate(plan, sides, check_fidelity=False)
+                for bs, (pinned_sides, candidates) in sessions.items():
+                    bid = benchmark_id(config_name, bs)
+                    pinned, now = records["pinned"].by_id()[bid], records["candidate"].by_id()[bid]
+                    for result in (pinned, now):
+                        if not result.ran:
+                            raise RuntimeError(f"{bid} did not run: {result.reason}")
+                    pinned_sides.append(pinned)
+                    candidates.append(now)
+        except KeyboardInterrupt:  # a cut session (`SessionInterrupted`) took fewer trials than a session does
+            finished = out + _paired(label, metric, sessions)
+            if not finished:
+                raise
+            raise QualityInterrupted(finished) from None
+        out += _paired(label, metric, sessions)
     return out
+
+
+def _paired(
+    label: str, metric: str, sessions: dict[int, tuple[list[BenchmarkResult], list[BenchmarkResult]]]
+) -> list[Scenario]:
+    """A scenario per batch size of the sessions taken: (pinned sides, candidates) of each."""
+    return [Scenario(f"compare-stacks: {label}", bs, metric, refs[0], runs, refs)
+            for bs, (refs, runs) in sessions.items() if runs]  # fmt: skip
 
 
 def quality_table(rows: list[QualityRow], thresholds: Thresholds) -> str:
