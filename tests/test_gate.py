@@ -376,6 +376,8 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
         "host peak (over pre-call) +70.0% (not judged: the calling process in the baseline, worker processes now)"
         in row(text, "bs1-fp32")
     )
+    assert done.report is not None  # the note is a list item of its own, not the summary's first words
+    assert "retake the baseline to compare like with like\n\n**bark gate passed" in done.report.markdown.read_text()
     alike, same = gate(scaled(run, "host_peak_mb", 1.7), work)
     assert "rounds were taken" not in same
     assert alike.exit_code == EXIT_REGRESSION and "host peak" in row(same, "bs1-fp32"), same

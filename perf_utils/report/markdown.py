@@ -180,8 +180,9 @@ def verdict_section(outcome: GateOutcome | None) -> str:
         return "Gate not run (add `--benchmark-compare` or `--bark-compare`)."
     if outcome.comparison is None:
         return "\n\n".join(f"- {line}" for line in outcome.messages)
-    forced = "".join(f"- {line}\n" for line in outcome.messages)
-    return forced + markdown_verdict(outcome.comparison, outcome.baseline_path, measured_only=True)
+    # a blank line after the notes: a line right under a list item would be read as part of it
+    notes = "".join(f"- {line}\n" for line in outcome.messages) + ("\n" if outcome.messages else "")
+    return notes + markdown_verdict(outcome.comparison, outcome.baseline_path, measured_only=True)
 
 
 def markdown(
