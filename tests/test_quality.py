@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from perf_utils.bark.checkpoints import Checkpoint
@@ -45,7 +46,6 @@ def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Chec
 def test_interrupted_gate_quality_keeps_the_runs_it_finished(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
     """Ctrl-C (or a time limit's SIGINT) as the second unchanged run begins: the first is kept and judged; cut while
     the reference is measured, there is nothing to judge and the interrupt goes on as it is."""
-    from perf_utils.tools.quality import QualityInterrupted
 
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=1)
 
@@ -56,20 +56,15 @@ def test_interrupted_gate_quality_keeps_the_runs_it_finished(tiny_checkpoint: Ch
 
         return progress
 
-    try:
+    with pytest.raises(QualityInterrupted) as cut:
         measure_quality(plan, "fp32", [1], repeats=3, trials=1, slowdowns=[3.0], buffers_mb=[],
                         progress=ctrl_c_at("unchanged (false alarms): run 2/3"))  # fmt: skip
-        raise AssertionError("not interrupted")
-    except QualityInterrupted as cut:
-        rows = {r.label: r for r in judged(cut.scenarios, TH)}
+    rows = {r.label: r for r in judged(cut.value.scenarios, TH)}
     assert rows["unchanged (false alarms)"].trials == 1 and not any("slowdown" in label for label in rows), rows
-    try:
+    with pytest.raises(KeyboardInterrupt) as plain:
         measure_quality(plan, "fp32", [1], repeats=1, trials=0, slowdowns=[], buffers_mb=[],
                         progress=ctrl_c_at("run 1/1"))  # fmt: skip
-    except QualityInterrupted:
-        raise AssertionError("nothing was finished, yet something was kept") from None
-    except KeyboardInterrupt:
-        pass
+    assert type(plain.value) is KeyboardInterrupt  # nothing was finished, so nothing is kept
 
 
 def test_gate_quality_interrupted_prints_what_it_finished_and_exits_130(
@@ -277,21 +272,16 @@ def test_an_interrupted_cross_process_a_a_judges_the_processes_that_finished(mon
         return subprocess.CompletedProcess([], 0, "", "")
 
     monkeypatch.setattr(quality.subprocess, "run", _cut_at(4, one))
-    try:
+    with pytest.raises(QualityInterrupted) as cut:
         cross_process([], "fp32", [1], 5, tmp_path)
-        raise AssertionError("not interrupted")
-    except QualityInterrupted as cut:
-        [scenario] = cut.scenarios
+    [scenario] = cut.value.scenarios
     assert len(scenario.runs) == 2 and scenario.reference.median("latency_s") == 1.01
     [row] = judged([scenario], TH)[:1]
     assert row.trials == 2 and row.flagged == 0
     monkeypatch.setattr(quality.subprocess, "run", _cut_at(2, one))
-    try:
+    with pytest.raises(KeyboardInterrupt) as plain:
         cross_process([], "fp32", [1], 5, tmp_path)
-    except QualityInterrupted:
-        raise AssertionError("no unchanged run finished, yet one was kept") from None
-    except KeyboardInterrupt:
-        pass
+    assert type(plain.value) is KeyboardInterrupt
 
 
 def test_an_interrupted_stacks_session_run_judges_the_sessions_that_finished(
@@ -307,20 +297,15 @@ def test_an_interrupted_stacks_session_run_judges_the_sessions_that_finished(
         return {"pinned": _record(1.0), "candidate": _record(1.0 + k / 100)}
 
     monkeypatch.setattr(alternate, "alternate", _cut_at(3, one))
-    try:
+    with pytest.raises(QualityInterrupted) as cut:
         alternating(plan, "fp32", [1], sessions=3, trials=1, slowdowns=[0.5])
-        raise AssertionError("not interrupted")
-    except QualityInterrupted as cut:
-        [scenario] = cut.scenarios
+    [scenario] = cut.value.scenarios
     assert scenario.label == "compare-stacks: same stack on both sides (false alarms)"
     assert len(scenario.runs) == len(scenario.references) == 2
     monkeypatch.setattr(alternate, "alternate", _cut_at(1, one))
-    try:
+    with pytest.raises(KeyboardInterrupt) as plain:
         alternating(plan, "fp32", [1], sessions=3, trials=1, slowdowns=[0.5])
-    except QualityInterrupted:
-        raise AssertionError("no session finished, yet one was kept") from None
-    except KeyboardInterrupt:
-        pass
+    assert type(plain.value) is KeyboardInterrupt
 
 
 def test_gate_quality_cut_in_its_separate_processes_prints_them_beside_the_runs_before(
