@@ -46,7 +46,6 @@ def test_scenarios_catch_a_4x_slowdown_and_a_256_mb_buffer(tiny_checkpoint: Chec
 def test_interrupted_gate_quality_keeps_the_runs_it_finished(tiny_checkpoint: Checkpoint, torch_single_thread) -> None:
     """Ctrl-C (or a time limit's SIGINT) as the second unchanged run begins: the first is kept and judged; cut while
     the reference is measured, there is nothing to judge and the interrupt goes on as it is."""
-
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=1)
 
     def ctrl_c_at(marker: str):
