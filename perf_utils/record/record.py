@@ -227,7 +227,7 @@ class RunRecord:
     @property
     def in_caller(self) -> bool:
         """Whether the rounds were measured in the calling process rather than in worker processes. What else a
-        process holds moves its host peak (by +66% for tiny's bs1 here), so the two kinds' host peaks differ by
+        process holds moves its host peak (+45% to +90% for tiny at bs1 here), so the two kinds' host peaks differ by
         where they were measured, not by what Bark did (`gate.compare`)."""
         s = self.schedule or {}
         return s.get("workers", IN_PROCESS if s.get("invocations", 1) == 1 else FRESH) == IN_PROCESS
