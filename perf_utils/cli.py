@@ -255,10 +255,8 @@ def _measured_scenarios(
             try:
                 scenarios += cross_process(passed, config, sizes, args.processes, Path(tmp), stderr_progress,
                                            alongside)  # fmt: skip
-            except QualityInterrupted as cut:  # the separate processes that finished, after the runs before them
-                raise QualityInterrupted(scenarios + cut.scenarios) from None
-            except KeyboardInterrupt:  # not one separate run finished: the runs before them are kept
-                raise QualityInterrupted(scenarios) from None
+            except KeyboardInterrupt as cut:  # the runs before them, then the separate processes that finished
+                raise QualityInterrupted(scenarios + getattr(cut, "scenarios", [])) from None
     return scenarios
 
 

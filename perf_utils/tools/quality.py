@@ -159,45 +159,38 @@ def measure_quality(
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
     try:
-        for bs in batch_sizes:
-            case, others = Case(config, bs), [Case(configs.get(name), bs) for name in alongside]
-            if baselines_dir is not None:
-                reference = stored_reference(baselines_dir, run.record, case.id)
-            else:
-                reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
-            memory = memory_metric(set(reference.metrics()))
-            plans: list[tuple[str, str, Any, int]] = [
-                ("unchanged (false alarms)", "any", config, repeats),
-                *(
-                    (f"slowdown +{s:.0%}", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
-                    for s in slowdowns
-                ),
-                *(
-                    (f"extra buffer {mb} MB", memory, faults.inject(config, f"extra_buffer:{mb}"), trials)
-                    for mb in buffers_mb
-                ),
-            ]
-            for label, metric, scenario_config, n in plans:
-                scenario = Scenario(label, bs, metric, reference)
-                try:
-                    for i in range(n):
-                        if progress:
-                            progress(f"bs{bs} {label}: run {i + 1}/{n}")
-                        case = Case(scenario_config, bs)
-                        result, added = _measured(run, case, others), 0
-                        if remeasure is not None:
-                            result, added = _remeasured(run, case, reference, remeasure)
-                        scenario.runs.append(result)
-                        scenario.added.append(added)
-                except KeyboardInterrupt:  # cut short, a scenario keeps the runs it finished
-                    if scenario.runs:
-                        out.append(scenario)
-                    raise
-                out.append(scenario)
-    except KeyboardInterrupt:
-        if not out:
-            raise
-        raise QualityInterrupted(out) from None
+        with keeping(lambda: out):
+            for bs in batch_sizes:
+                case, others = Case(config, bs), [Case(configs.get(name), bs) for name in alongside]
+                if baselines_dir is not None:
+                    reference = stored_reference(baselines_dir, run.record, case.id)
+                else:
+                    reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
+                memory = memory_metric(set(reference.metrics()))
+                plans: list[tuple[str, str, Any, int]] = [
+                    ("unchanged (false alarms)", "any", config, repeats),
+                    *(
+                        (f"slowdown +{s:.0%}", "latency_s", faults.inject(config, f"slowdown:{s}"), trials)
+                        for s in slowdowns
+                    ),
+                    *(
+                        (f"extra buffer {mb} MB", memory, faults.inject(config, f"extra_buffer:{mb}"), trials)
+                        for mb in buffers_mb
+                    ),
+                ]
+                for label, metric, scenario_config, n in plans:
+                    scenario = Scenario(label, bs, metric, reference)
+                    with keeping(lambda: [scenario] if scenario.runs else []):  # noqa: B023 - read at once, if at all
+                        for i in range(n):
+                            if progress:
+                                progress(f"bs{bs} {label}: run {i + 1}/{n}")
+                            case = Case(scenario_config, bs)
+                            result, added = _measured(run, case, others), 0
+                            if remeasure is not None:
+                                result, added = _remeasured(run, case, reference, remeasure)
+                            scenario.runs.append(result)
+                            scenario.added.append(added)
+                    out.append(scenario)
     finally:
         run.release()
     return out
@@ -209,6 +202,20 @@ class QualityInterrupted(KeyboardInterrupt):
     def __init__(self, scenarios: list[Scenario]) -> None:
         super().__init__()
         self.scenarios = scenarios
+
+
+@contextlib.contextmanager
+def keeping(finished: Callable[[], list[Scenario]]) -> Iterator[None]:
+    """Ctrl-C in the block raises `QualityInterrupted` with `finished()`, what the block had finished by then,
+    followed by what a `QualityInterrupted` from inside it holds; with nothing finished, the interrupt goes on as it
+    is. The one rule by which every gate-quality mode keeps its finished runs and leaves out the one it cut."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        done = finished() + (stop.scenarios if isinstance(stop, QualityInterrupted) else [])
+        if not done:
+            raise
+        raise QualityInterrupted(done) from None
 
 
 def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> BenchmarkResult:
@@ -360,7 +367,7 @@ def cross_process(
         ids = [(bs, benchmark_id(config_name, bs)) for bs in sizes]
         return [Scenario(label, bs, "any", records[0][bid], [now[bid] for now in records[1:]]) for bs, bid in ids]
 
-    try:
+    with keeping(lambda: scenarios() if len(records) > 1 else []):  # the first alone is no run judged
         for i in range(processes + 1):
             if progress:
                 progress(f"separate process {i + 1}/{processes + 1}")
@@ -374,10 +381,6 @@ def cross_process(
                     f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
                 )
             records.append(RunRecord.from_dict(json.loads(out.read_text())).by_id())
-    except KeyboardInterrupt:
-        if len(records) < 2:  # no unchanged run finished beside the first
-            raise
-        raise QualityInterrupted(scenarios()) from None
     return scenarios()
 
 
@@ -404,8 +407,8 @@ def alternating(
     out: list[Scenario] = []
     for label, metric, candidate, n in plans:
         sessions: dict[int, tuple[list[BenchmarkResult], list[BenchmarkResult]]] = {bs: ([], []) for bs in sizes}
-
-        try:
+        # a cut session (`SessionInterrupted`) took fewer trials than a session does: left out
+        with keeping(lambda: out + _paired(label, metric, sessions)):  # noqa: B023 - read at once, if at all
             for i in range(n):
                 if progress:
                     progress(f"compare-stacks, {label}: session {i + 1}/{n}")
@@ -420,11 +423,6 @@ def alternating(
                             raise RuntimeError(f"{bid} did not run: {result.reason}")
                     pinned_sides.append(pinned)
                     candidates.append(now)
-        except KeyboardInterrupt:  # a cut session (`SessionInterrupted`) took fewer trials than a session does
-            finished = out + _paired(label, metric, sessions)
-            if not finished:
-                raise
-            raise QualityInterrupted(finished) from None
         out += _paired(label, metric, sessions)
     return out
 
