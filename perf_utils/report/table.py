@@ -42,12 +42,12 @@ def _pct(change: float) -> str:
     return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
 
 
-def _note(v: BenchmarkVerdict) -> str:
-    """The metrics behind the row's verdict (`BenchmarkVerdict.called`), each with its change and interval."""
+def _note(v: BenchmarkVerdict, peak: MetricChange | None) -> str:
+    """The metrics behind the row's verdict (`BenchmarkVerdict.called`), each with its change and interval; and
+    the row's `peak` column where it is not judged."""
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
     shown = v.called(REGRESSED, IMPROVED, NOISY)
-    peak = v.metric(memory_metric({m.metric for m in v.metrics}))
     if peak is not None and peak.verdict == NOT_JUDGED:  # its change is in the row: say why it does not count
         shown.append(peak)
     return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
@@ -86,7 +86,7 @@ def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[li
                 _pct(mem.change) if mem else "-",
                 v.fidelity,
                 verdict,
-                _note(v),
+                _note(v, mem),
             ]
         )
     return rows
@@ -140,13 +140,8 @@ def not_measured_lines(comparison: Comparison) -> list[str]:
 def _benchmarks(some: list[BenchmarkVerdict], every: list[BenchmarkVerdict]) -> str:
     """`some` by configuration name where they hold all of its benchmarks in `every`, else by benchmark id."""
     ids = {v.id for v in some}
-    names: list[str] = []
-    for v in some:
-        whole = all(w.id in ids for w in every if w.config == v.config)
-        name = v.config if whole else v.id
-        if name not in names:
-            names.append(name)
-    return ", ".join(names)
+    whole = {v.config for v in some if all(w.id in ids for w in every if w.config == v.config)}
+    return ", ".join(dict.fromkeys(v.config if v.config in whole else v.id for v in some))
 
 
 def summary_line(comparison: Comparison) -> str:
