@@ -175,9 +175,9 @@ def test_asked_to_judge_per_host_probe_the_gate_calls_the_machine_unchanged_and_
 
 
 def test_beyond_the_band_a_change_the_host_could_explain_is_noisy_and_a_larger_one_still_called(tmp_path):
-    """Measured here (README, "When the host itself moved"): with the probe +44-158% slower, Bark per probe read
-    -1% to +29% slower; a neighbour's load slows Bark more than the probe. Beyond the band (25%) up to half the
-    probe's move may be the host's: smaller changes are noisy, with why; larger ones are still called."""
+    """Measured here (docs/gate-quality.md, "When the host itself moved"): with the probe +44-158% slower, Bark per
+    probe read -1% to +29% slower; a neighbour's load slows Bark more than the probe. Beyond the band (25%) up to half
+    the probe's move may be the host's: smaller changes are noisy, with why; larger ones are still called."""
     base = record(result(seed=1))
     busy = record(result(machine=2.0, code=1.2, seed=2))  # unchanged Bark, a host the probe no longer tracks
     opts = GateOptions(tmp_path, TH, per_host_probe=True)

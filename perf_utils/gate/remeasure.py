@@ -5,7 +5,7 @@ from invocations first (`gate.bootstrap`), so it narrows as invocations are adde
 more of them, one invocation of the run at a time (`Run.measure_more` says why the whole run), judging again
 after each, while the budget still holds one more. What is still noisy when the budget is spent stays `noisy`
 and is said; it never becomes a pass. More invocations cannot cancel drift between the baseline's day and today
-(README, "Where the noise lives"): they decide a wide interval, not an offset.
+(docs/gate-quality.md, "Where the noise lives"): they decide a wide interval, not an offset.
 
 Torch-free: the measuring is a callback from whoever ran the run (`measure.run.Run.measure_more`).
 """

@@ -37,14 +37,16 @@ class Thresholds:
     time_per_host_probe: bool = False
     # Judged per host probe, the probe tracks the host's speed while the benchmark's median probe is within
     # `host_probe_band` of the baseline's. Beyond it a loaded host slowed Bark more than the probe (measured: probe
-    # +44% to +158%, Bark per probe -1% to +29%; README, "When the host itself moved"), so time and throughput
-    # are called only past `host_probe_slack` x the probe's change on top of their threshold, `noisy` short of it.
+    # +44% to +158%, Bark per probe -1% to +29%; docs/gate-quality.md, "When the host itself moved"), so time and
+    # throughput are called only past `host_probe_slack` x the probe's change on top of their threshold, `noisy` short
+    # of it.
     host_probe_band: float = 0.25
     host_probe_slack: float = 0.5
     # How far the machine's level of time moves between a baseline and a run taken at another time (SD of the log
-    # level), beyond what the run's own invocations show: minutes apart it moved 4-6% here, days apart 8% (README,
-    # "A stored baseline from another day"). Added to time and throughput intervals (`gate.compare.with_drift`) so
-    # an offset of that size is `noisy`, not a regression. Not to paired sessions or ratios to fp32: drift-free.
+    # level), beyond what the run's own invocations show: minutes apart it moved 4-6% here, days apart 8%
+    # (docs/gate-quality.md, "A stored baseline from another day"). Added to time and throughput intervals
+    # (`gate.compare.with_drift`) so an offset of that size is `noisy`, not a regression. Not to paired sessions or
+    # ratios to fp32: drift-free.
     drift: float = 0.0
     # A baseline taken in several sessions (`--bark-add-session`) measures the drift itself (`gate.sessions`);
     # pyproject's `drift` then counts as this many sessions' worth of evidence, so a few lucky sessions cannot

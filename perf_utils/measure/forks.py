@@ -1,12 +1,12 @@
 """Worker processes forked from a zygote that has imported torch and transformers already.
 
-An invocation must be a process of its own (`measure.worker`), but a fresh interpreter spends about half of a
-short invocation importing torch, dynamo and transformers and tearing them down at exit (~9 s and ~3 s on this
-project's 2-core VM). Forked from a zygote that imported them once (`PRELOAD`; one zygote per process that runs
-the suite), a one-thread invocation of tiny fp32 at batch 1 took 9.4 s against 17.7 s, at the same level and with
-no less spread between invocations (README, "Where the noise lives": 18 of each, alternating). Each fork is still
-a new process: its own heap, model load, threads, warm-up and rounds; what it shares is the imported code and the
-address layout.
+An invocation must be a process of its own (`measure.worker`), but a fresh interpreter spends about half of a short
+invocation importing torch, dynamo and transformers and tearing them down at exit (~9 s and ~3 s on this project's
+2-core VM). Forked from a zygote that imported them once (`PRELOAD`; one zygote per process that runs the suite), a
+one-thread invocation of tiny fp32 at batch 1 took 9.4 s against 17.7 s, at the same level and with no less spread
+between invocations (docs/gate-quality.md, "Where the noise lives": 18 of each, alternating). Each fork is still a new
+process: its own heap, model load, threads, warm-up and rounds; what it shares is the imported code and the address
+layout.
 
 Only plain invocations on the CPU are forked: CUDA cannot be used in a child forked after the parent initialized
 it, which importing transformers may do, and `compare-stacks`' serving workers run another venv's Python, so

@@ -139,8 +139,9 @@ class RunPlan:
         )
 
 
-# Why: README, "Where the noise lives". Separate processes spread more than the rounds within one, so invocations
-# buy more certainty than rounds; a CPU round of the tier costs ~8 s and an invocation ~35 s (start, load, warm-up).
+# Why: docs/gate-quality.md, "Where the noise lives". Separate processes spread more than the rounds within one, so
+# invocations buy more certainty than rounds; a CPU round of the tier costs ~8 s and an invocation ~35 s (start, load,
+# warm-up).
 DEFAULT_INVOCATIONS = 3
 # A stored baseline's level is shared by every run judged against it for weeks: a baseline of 3 invocations that
 # happened to run 4% fast moved every comparison by 4%. Ten pin it, and narrow the interval on its side (README,

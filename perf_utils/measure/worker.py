@@ -2,7 +2,7 @@
 
 Why a process: the medians of separate processes spread several times wider than the rounds of one (memory
 layout, allocator and cache state, what the machine does in those seconds), and reloading the model inside one
-process does not reproduce that spread (README, "Where the noise lives"). The parent (`measure.run.Run`,
+process does not reproduce that spread (docs/gate-quality.md, "Where the noise lives"). The parent (`measure.run.Run`,
 through `Worker`) writes the plan and the cases as JSON, the worker measures them through the same
 `Run.invocation` an in-process run uses and writes back its results; progress lines are relayed as they come. A
 worker that dies makes every one of its benchmarks `failed` with the end of its output, never a lost run.

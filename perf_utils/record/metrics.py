@@ -18,7 +18,8 @@ HOST_PROBE = "host_probe_s"
 # The median of HOST_PROBE over every round of every benchmark interleaved in the same invocation: the host's speed
 # for that process, which all its benchmarks share. The gate divides by this (`gate.hostspeed`), not by a benchmark's
 # own 2 probes per invocation: over 75 benchmarks of 8 default-tier runs and both baselines here, the spread of their
-# invocations' latency / probe fell from 10.6% to 8.8% (README, "The invocation's probe, not the benchmark's own").
+# invocations' latency / probe fell from 10.6% to 8.8%
+# (docs/gate-quality.md, "The invocation's probe, not the benchmark's own").
 INVOCATION_PROBE = "invocation_probe_s"
 
 
