@@ -170,7 +170,7 @@ def test_remeasure_adds_invocations_to_a_run_the_gate_calls_noisy_and_the_table_
     measured = run.measure_all([case]).by_id()[case.id]
     wide = [measured.median("latency_s") * f for f in (0.1, 10.0, 0.2, 8.0)]
     reference = BenchmarkResult("fp32", 1, "ok", rounds=[{"latency_s": v, "throughput_sps": 1 / v} for v in wide])
-    result, added = _remeasured(run, case, reference, Remeasure(6.0, Thresholds()))
+    result, added = _remeasured(run, case, reference, plan.invocations == 1, Remeasure(6.0, Thresholds()))
     run.release()
     assert added >= 1 and result.invocations is not None and max(result.invocations) == added
     assert len(result.rounds) == 2 * (1 + added)
@@ -196,6 +196,55 @@ def test_runs_that_were_remeasured_are_also_judged_as_first_measured() -> None:
     before, after = judged([sc], Thresholds())[:2]
     assert before.label == "unchanged (false alarms), before re-measuring" and before.noisy == 1
     assert after.noisy == 0 and after.flagged == 0 and after.added == [6]
+
+
+def test_host_peaks_measured_in_unlike_processes_are_not_judged_and_the_table_says_so(tmp_path) -> None:
+    """A stored baseline from worker processes against runs in the calling process (`--invocations 1`): what else a
+    process holds moves a host peak, so gate-quality judges such pairs as the gate does, peaks not judged, and says
+    so; the reason is kept with the runs for `--from`. Alike, a +70% host peak is still a false alarm."""
+    from perf_utils.tools.quality import QualityRuns, Scenario
+
+    def result(peak: float) -> BenchmarkResult:
+        rounds = [{"latency_s": v, "throughput_sps": 1 / v, "host_peak_mb": peak} for v in (1.0, 1.01, 0.99, 1.0)]
+        return BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=[0, 0, 1, 1])
+
+    why = "worker processes in the baseline, the calling process now"
+    unlike = Scenario("unchanged (false alarms)", 1, "any", result(20.0), [result(34.0)], unlike=why)
+    alike = Scenario("unchanged (false alarms)", 1, "any", result(20.0), [result(34.0)])
+    rows = judged([unlike], TH)
+    assert (rows[0].flagged, rows[0].trials) == (0, 1)
+    assert f"(host peaks not judged: {why})" in [r.label for r in rows]
+    assert judged([alike], TH)[0].flagged == 1
+    QualityRuns("h", "cpu", [unlike]).save(tmp_path / "runs.json")
+    [again] = QualityRuns.load(tmp_path / "runs.json").scenarios
+    assert again.unlike == why and judged([again], TH)[0].flagged == 0
+
+
+def test_re_measuring_sees_where_the_reference_was_measured(monkeypatch) -> None:
+    """`--remeasure-noisy` judges each run as the table will: against a reference from worker processes, a run in
+    the calling process has its host peak not judged, so a peak moved by the process cannot end the re-measuring."""
+    from types import SimpleNamespace
+
+    from perf_utils.gate.compare import NOT_JUDGED, REGRESSED
+    from perf_utils.tools import quality
+
+    def result(peak: float) -> BenchmarkResult:
+        rounds = [{"latency_s": 1.0, "throughput_sps": 1.0, "host_peak_mb": peak}] * 4
+        return BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=[0, 0, 1, 1])
+
+    seen: list[Any] = []
+
+    def remeasure(record, outcome, gate, measure_more, budget_s):
+        seen.append(outcome.comparison.verdicts[0].metric("host_peak_mb").verdict)
+        return SimpleNamespace(record=record, invocations=0)
+
+    monkeypatch.setattr(quality, "remeasure_noisy", remeasure)
+    now = RunRecord("hw", "cpu", {"key": "tiny"}, {}, {}, [result(34.0)], schedule={"invocations": 1})
+    run, case = SimpleNamespace(record=now, measure_more=None), SimpleNamespace(id="bs1-fp32")
+    how = quality.Remeasure(60, TH)
+    quality._remeasured(run, case, result(20.0), False, how)  # the reference from worker processes
+    quality._remeasured(run, case, result(20.0), True, how)  # the reference from the calling process, as the runs
+    assert seen == [NOT_JUDGED, REGRESSED]
 
 
 def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session(
@@ -230,6 +279,14 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     rounds = [r["latency_s"] for r in store.load(path).by_id()["bs1-fp32"].rounds]
     [reference] = {json.dumps(sc["reference"]["rounds"]) for sc in json.loads(kept.read_text())["scenarios"]}
     assert [r["latency_s"] for r in json.loads(reference)] == rounds  # the stored rounds, not new ones
+    assert "host peaks not judged" not in out  # the baseline was measured in this process too, as the runs are
+    # a baseline measured in worker processes (as `--bark-save-baseline` takes one), runs in the calling process
+    data = json.loads(path.read_text())
+    data["schedule"]["workers"] = "forked from the zygote"
+    path.write_text(json.dumps(data))
+    assert cli.main([*quality[:-4], "--trials", "0", "--reference-baseline", str(stored), "--tokens", "8"]) == 0
+    why = "worker processes in the baseline, the calling process now"
+    assert f"(host peaks not judged: {why})" in capsys.readouterr().out
     # another workload than the baseline's (16 tokens): refused, naming the file and the difference
     assert cli.main([*quality, "--tokens", "16"]) == 2
     err = capsys.readouterr().err

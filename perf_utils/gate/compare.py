@@ -313,7 +313,7 @@ def compare(
     allow_lost = allow_lost or set()
     base, now = baseline.by_id(), current.by_id()
     paired = paired_session(baseline, current)
-    unlike = unlike_processes(baseline, current)
+    unlike = unlike_processes(baseline.in_caller, current.in_caller)
     verdicts = []
     for bid in [*now, *(b for b in base if b not in now)]:
         v = compare_result(base.get(bid), now.get(bid), thresholds, paired is not None, per_probe, unlike)
@@ -326,13 +326,13 @@ def compare(
     return Comparison(verdicts, thresholds.for_pairs() if paired else thresholds, paired=paired is not None)
 
 
-def unlike_processes(baseline: RunRecord, current: RunRecord) -> str | None:
+def unlike_processes(baseline_in_caller: bool, current_in_caller: bool) -> str | None:
     """Why host peaks cannot be judged when one side was measured in the calling process and the other in worker
-    processes (`RunRecord.in_caller`); None when both were measured alike."""
-    if baseline.in_caller == current.in_caller:
+    processes (`RunRecord.in_caller` of each); None when both were measured alike."""
+    if baseline_in_caller == current_in_caller:
         return None
     where = {True: "the calling process", False: "worker processes"}
-    return f"{where[baseline.in_caller]} in the baseline, {where[current.in_caller]} now"
+    return f"{where[baseline_in_caller]} in the baseline, {where[current_in_caller]} now"
 
 
 def paired_session(baseline: RunRecord, current: RunRecord) -> str | None:

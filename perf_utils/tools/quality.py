@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from perf_utils.bark import configs
 from perf_utils.gate import hostspeed, sessions
-from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result, unlike_processes
 from perf_utils.gate.decide import GateOptions, GateOutcome, judge
 from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
@@ -29,7 +29,7 @@ from perf_utils.measure.run import Case, Run, RunPlan
 from perf_utils.record import store
 from perf_utils.record.atomic import write_json
 from perf_utils.record.metrics import memory_metric
-from perf_utils.record.record import BenchmarkResult, RunRecord, benchmark_id
+from perf_utils.record.record import FRESH, IN_PROCESS, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.stats import summarize
 
 
@@ -60,6 +60,9 @@ class Scenario:
     # Paired scenarios (compare-stacks' alternating trials): each run's own pinned side, judged paired.
     references: list[BenchmarkResult] = field(default_factory=list)
     added: list[int] = field(default_factory=list)  # invocations re-measuring added to each run
+    # Where the reference and the runs were measured, when unlike (`gate.compare.unlike_processes`): a stored
+    # baseline's worker processes against runs in the calling process. Their host peaks are then not judged.
+    unlike: str | None = None
 
     def judged_pairs(self) -> list[tuple[BenchmarkResult, BenchmarkResult]]:
         return list(zip(self.references or [self.reference] * len(self.runs), self.runs, strict=True))
@@ -68,14 +71,14 @@ class Scenario:
         results = {"reference": self.reference.to_dict(), "runs": [r.to_dict() for r in self.runs],
                    "references": [r.to_dict() for r in self.references]}  # fmt: skip
         return {"label": self.label, "batch_size": self.batch_size, "metric": self.metric, "added": self.added,
-                **results}  # fmt: skip
+                "unlike": self.unlike, **results}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
         res = BenchmarkResult.from_dict
         runs, refs = [res(r) for r in data["runs"]], [res(r) for r in data["references"]]
         return cls(data["label"], data["batch_size"], data["metric"], res(data["reference"]), runs, refs,
-                   list(data["added"]))  # fmt: skip
+                   list(data["added"]), data.get("unlike"))  # fmt: skip
 
 
 @dataclass
@@ -119,10 +122,14 @@ class Remeasure:
     thresholds: Thresholds
 
 
-def _remeasured(run: Run, case: Case, reference: BenchmarkResult, how: Remeasure) -> tuple[BenchmarkResult, int]:
-    """The run just measured, after `gate.remeasure` on it; and how many invocations that added."""
+def _remeasured(
+    run: Run, case: Case, reference: BenchmarkResult, in_caller: bool, how: Remeasure
+) -> tuple[BenchmarkResult, int]:
+    """The run just measured, after `gate.remeasure` on it; and how many invocations that added. `in_caller`:
+    whether the reference was measured in the calling process, so the gate sees where each side was."""
     base = run.record.copy()
     base.results = [reference]
+    base.schedule = {**(base.schedule or {}), "workers": IN_PROCESS if in_caller else FRESH}
     opts = GateOptions(Path("reference"), how.thresholds)
 
     def gate(record: RunRecord) -> GateOutcome:
@@ -152,7 +159,7 @@ def measure_quality(
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
     accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be. The reference
     stands for the stored baseline, taken in `reference_invocations` (default: as many as a run); with
-    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_reference`). The
+    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_baseline`). The
     configurations `alongside` are measured unchanged in every run, interleaved, as in a run of all of them: what
     else an invocation holds and runs changes the judged configuration's host peak and its speed."""
     config = configs.get(config_name)
@@ -163,9 +170,12 @@ def measure_quality(
             for bs in batch_sizes:
                 case, others = Case(config, bs), [Case(configs.get(name), bs) for name in alongside]
                 if baselines_dir is not None:
-                    reference = stored_reference(baselines_dir, run.record, case.id)
+                    baseline = stored_baseline(baselines_dir, run.record, case.id)
+                    reference, ref_in_caller = baseline.by_id()[case.id], baseline.in_caller
                 else:
                     reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
+                    ref_in_caller = (reference_invocations or plan.invocations) == 1
+                in_caller = plan.invocations == 1  # the runs' (`measure.run`: one invocation is this process)
                 memory = memory_metric(set(reference.metrics()))
                 plans: list[tuple[str, str, Any, int]] = [
                     ("unchanged (false alarms)", "any", config, repeats),
@@ -179,7 +189,7 @@ def measure_quality(
                     ),
                 ]
                 for label, metric, scenario_config, n in plans:
-                    scenario = Scenario(label, bs, metric, reference)
+                    scenario = Scenario(label, bs, metric, reference, unlike=unlike_processes(ref_in_caller, in_caller))
                     with keeping(lambda: [scenario] if scenario.runs else []):  # noqa: B023 - read at once, if at all
                         for i in range(n):
                             if progress:
@@ -187,7 +197,7 @@ def measure_quality(
                             case = Case(scenario_config, bs)
                             result, added = _measured(run, case, others), 0
                             if remeasure is not None:
-                                result, added = _remeasured(run, case, reference, remeasure)
+                                result, added = _remeasured(run, case, reference, ref_in_caller, remeasure)
                             scenario.runs.append(result)
                             scenario.added.append(added)
                     out.append(scenario)
@@ -218,10 +228,11 @@ def keeping(finished: Callable[[], list[Scenario]]) -> Iterator[None]:
         raise QualityInterrupted(done) from None
 
 
-def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> BenchmarkResult:
-    """`benchmark` in the baseline `--benchmark-compare` would judge `record` against: what a user's run meets,
-    measured hours or days before, in another session (its offset from today's level is part of the gate's noise).
-    A baseline the gate would refuse, or one without the benchmark, is a ValueError naming the file."""
+def stored_baseline(baselines_dir: Path, record: RunRecord, benchmark: str) -> RunRecord:
+    """The baseline `--benchmark-compare` would judge `record` against, holding `benchmark` measured: what a user's
+    run meets, measured hours or days before, in another session (its offset from today's level is part of the
+    gate's noise). A baseline the gate would refuse, or one without the benchmark, is a ValueError naming the
+    file."""
     path = store.baseline_for(baselines_dir, record)
     if not path.exists():
         raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
@@ -231,7 +242,7 @@ def stored_reference(baselines_dir: Path, record: RunRecord, benchmark: str) -> 
     result = baseline.by_id().get(benchmark)
     if result is None or not result.ran:
         raise ValueError(f"--reference-baseline: {path} holds no measured {benchmark}")
-    return result
+    return baseline
 
 
 def _reference(plan: RunPlan, invocations: int | None, case: Case, others: list[Case]) -> BenchmarkResult | None:
@@ -275,6 +286,8 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
             cv = summarize(sc.reference.values("latency_s")).cv
             inv = f", {len(groups)} invocations" if len(groups) > 1 else ""
             rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%}{inv})", sc.batch_size))
+            if sc.unlike:
+                rows.append(QualityRow(f"(host peaks not judged: {sc.unlike})", sc.batch_size))
             if (drift := _sessions_row(sc, thresholds)) is not None:
                 rows.append(drift)
     return rows
@@ -320,7 +333,8 @@ def _row(
     """How the gate calls each (reference, run) pair of scenario `sc` (paired where `sc` is compare-stacks')."""
     row = QualityRow(label, sc.batch_size)
     for reference, result in pairs:
-        _count(row, compare_result(reference, result, thresholds, bool(sc.references), per_probe), sc.metric)
+        verdict = compare_result(reference, result, thresholds, bool(sc.references), per_probe, sc.unlike)
+        _count(row, verdict, sc.metric)
     return row
 
 
