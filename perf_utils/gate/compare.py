@@ -21,7 +21,7 @@ from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import METRICS, Metric, memory_metric, probe_of
 from perf_utils.record.ratios import PEAK_RATIO
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, measured_in
 
 REGRESSED, IMPROVED, UNCHANGED, NEW, LOST = "regressed", "improved", "unchanged", "new", "lost"
 UNAVAILABLE, NOT_RUN, NOISY = "unavailable", "not run", "noisy"
@@ -331,8 +331,7 @@ def unlike_processes(baseline_in_caller: bool, current_in_caller: bool) -> str |
     processes (`RunRecord.in_caller` of each); None when both were measured alike."""
     if baseline_in_caller == current_in_caller:
         return None
-    where = {True: "the calling process", False: "worker processes"}
-    return f"{where[baseline_in_caller]} in the baseline, {where[current_in_caller]} now"
+    return f"{measured_in(baseline_in_caller)} in the baseline, {measured_in(current_in_caller)} now"
 
 
 def paired_session(baseline: RunRecord, current: RunRecord) -> str | None:

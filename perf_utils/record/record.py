@@ -178,6 +178,14 @@ INTERRUPTED = "interrupted"  # the schedule's key: where a run was cut short (`R
 IN_PROCESS, FRESH, FORKED = "this process", "fresh interpreter", "forked from the zygote"
 
 
+def measured_in(in_caller: bool, processes: int | None = None) -> str:
+    """Where rounds were measured, in words (`RunRecord.in_caller`; `processes`: how many workers, when known):
+    the one phrase the store's schedule note and the gate's not-judged peaks both use."""
+    if in_caller:
+        return "the calling process"
+    return f"{processes} worker process{'es' if processes > 1 else ''}" if processes else "worker processes"
+
+
 @dataclass
 class RunRecord:
     hardware: str

@@ -27,6 +27,7 @@ from perf_utils.record.record import (
     STACK_PACKAGES,
     BenchmarkResult,
     RunRecord,
+    measured_in,
 )
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
@@ -245,9 +246,7 @@ def _schedule(record: RunRecord) -> str:
     s = record.schedule or {}
     n = s.get("invocations", 1)
     how = "interleaved" if s.get("interleaved") else "configuration by configuration"
-    return (
-        f"{how}, in the calling process" if record.in_caller else f"{how}, in {n} worker process{'es' if n > 1 else ''}"
-    )
+    return f"{how}, in {measured_in(record.in_caller, n)}"
 
 
 def _kind_of_schedule(record: RunRecord) -> tuple[bool, bool]:
