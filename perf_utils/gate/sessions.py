@@ -1,14 +1,14 @@
 """How far the machine's level moves between sessions, measured from a baseline taken in several
 (`--bark-add-session`, `record.store.with_session`) rather than assumed (pyproject's `drift`).
 
-A run is one session; its interval from the bootstrap sees only the spread between its own invocations. The level
-of a whole session moves too (measured here: 4-8% between runs minutes to days apart, README "A stored baseline
-from another day"), and a baseline of one session cannot show by how much on this machine. A baseline of K
-sessions can: the spread of their levels, less what their own invocations explain, is the session-to-session SD.
-With few sessions that estimate is itself noisy, so it is shrunk toward pyproject's drift, which counts as
-`Thresholds.drift_prior_sessions` sessions' worth of evidence (a scaled-inverse-chi-square prior). The drift
-added to the run's interval is then that SD times sqrt(1 + 1/K): today's session moves by it, the baseline's level
-(the mean of K sessions) by 1/sqrt(K) of it. With one session this is pyproject's drift exactly. torch-free.
+A run is one session; its interval from the bootstrap sees only the spread between its own invocations. The level of a
+whole session moves too (measured here: 4-8% between runs minutes to days apart, docs/gate-quality.md, "A stored
+baseline from another day"), and a baseline of one session cannot show by how much on this machine. A baseline of K
+sessions can: the spread of their levels, less what their own invocations explain, is the session-to-session SD. With
+few sessions that estimate is itself noisy, so it is shrunk toward pyproject's drift, which counts as
+`Thresholds.drift_prior_sessions` sessions' worth of evidence (a scaled-inverse-chi-square prior). The drift added to
+the run's interval is then that SD times sqrt(1 + 1/K): today's session moves by it, the baseline's level (the mean of
+K sessions) by 1/sqrt(K) of it. With one session this is pyproject's drift exactly. torch-free.
 """
 
 from __future__ import annotations
