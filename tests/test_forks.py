@@ -53,7 +53,7 @@ def test_a_plain_cpu_invocation_is_forked_and_says_so(tiny_checkpoint):
     record = run.measure_all([Case(configs.get("fp32"), 1)])
     [result] = record.results
     assert result.status == OK and result.invocations == [0, 1]
-    assert record.schedule is not None and record.schedule["workers"] == FORKED
+    assert record.schedule is not None and record.schedule.workers == FORKED
 
 
 def test_without_a_zygote_the_invocation_starts_a_fresh_interpreter(tiny_checkpoint, monkeypatch):

@@ -32,7 +32,7 @@ from perf_utils.gate.decide import (
 from perf_utils.options import FinishChoices
 from perf_utils.record import store
 from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
-from perf_utils.record.record import FORKED, UNAVAILABLE, BenchmarkResult, RunRecord
+from perf_utils.record.record import FORKED, UNAVAILABLE, BenchmarkResult, RunRecord, Schedule
 
 CHOICES = FinishChoices(
     compare=True,
@@ -341,6 +341,22 @@ def test_add_session_joins_the_baseline_and_a_session_of_another_stack_is_refuse
     assert "transformers differs" in text and path.read_bytes() == before
 
 
+def test_a_stored_schedule_is_read_typed_keeps_what_it_does_not_know_and_a_bad_one_is_named(run, work):
+    """The schedule is read into `record.Schedule`; a key of another version is written back as it was (an added
+    session rewrites the file), and a malformed field is refused by the schema, naming it."""
+    path = baseline_file(work)
+    data = json.loads(path.read_text())
+    data["schedule"] = {"invocations": 3, "rounds": 2, "interleaved": True, "threads": 1}
+    path.write_text(json.dumps(data))
+    stored = store.load(path)
+    assert (stored.schedule.invocations, stored.in_caller, stored.schedule.extra) == (3, False, {"threads": 1})
+    assert stored.to_dict()["schedule"] == data["schedule"]
+    data["schedule"]["remeasured"] = {"invocations": "two", "noisy": []}
+    path.write_text(json.dumps(data))
+    with pytest.raises(store.BaselineError, match="schedule.*remeasured.*invocations"):
+        store.load(path)
+
+
 def test_a_baseline_of_the_previous_schema_is_migrated_not_refused(run, work):
     """Schema 1 called the fp32 configuration `baseline`: read, renamed, said, compared."""
     path = baseline_file(work)
@@ -361,7 +377,7 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
     the host peaks of the two kinds are shown but not judged: +70% is no regression there, and is one alike."""
     assert run.in_caller
     now = scaled(run, "host_peak_mb", 1.7)
-    now.schedule = {"invocations": 3, "rounds": 2, "interleaved": True, "seed": 0, "workers": FORKED}
+    now.schedule = Schedule(invocations=3, rounds=2, interleaved=True, seed=0, workers=FORKED)
     done, text = gate(now, work)
     assert done.exit_code == EXIT_OK, text
     assert (
@@ -386,8 +402,8 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
 def test_a_baseline_in_more_processes_than_the_run_is_compared_like_with_like(run, work):
     """A baseline takes 10 invocations on purpose (BASELINE_INVOCATIONS) and a run 3: no note to retake it."""
     base, now = run.copy(), run.copy()
-    base.schedule = {"invocations": 10, "rounds": 2, "interleaved": True, "seed": 0}
-    now.schedule = {"invocations": 3, "rounds": 2, "interleaved": True, "seed": 0}
+    base.schedule = Schedule(invocations=10, rounds=2, interleaved=True, seed=0)
+    now.schedule = Schedule(invocations=3, rounds=2, interleaved=True, seed=0)
     store.write_atomic(baseline_file(work), base)
     done, text = gate(now, work)
     assert done.exit_code == EXIT_OK, text
@@ -514,10 +530,7 @@ def test_an_interrupted_run_is_judged_on_what_it_measured_and_never_adopted_or_r
     before = baseline_file(work).read_bytes()
     cut = scaled(run, "latency_s", 1.02)
     cut.results = [r for r in cut.results if r.id == "bs1-fp32"]
-    cut.schedule = {
-        **(cut.schedule or {}),
-        "interrupted": "interrupted in invocation 1 of 1: its rounds so far are kept",
-    }
+    cut.mark_interrupted("interrupted in invocation 1 of 1: its rounds so far are kept")
 
     def measure_more(ids: list[str]) -> RunRecord:
         raise AssertionError(f"an interrupted run was re-measured: {ids}")

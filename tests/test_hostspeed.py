@@ -19,7 +19,7 @@ from perf_utils.gate.decide import GateOptions, judge
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record import store
 from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
 from perf_utils.report.table import verdict_rows
 from perf_utils.tools.quality import Scenario, judged
 
@@ -237,7 +237,7 @@ def test_a_paired_session_is_judged_on_its_ratios_not_per_probe(tmp_path):
     its noise."""
     base, now = record(result(seed=1)), record(result(code=1.12, seed=2))
     for r in (base, now):
-        r.schedule = {"session": "s1", "invocations": 3}
+        r.schedule = Schedule(invocations=3, session="s1")
     outcome = judge(base, now, GateOptions(tmp_path, TH, per_host_probe=True), "the pinned stack")
     assert outcome.comparison.paired and outcome.comparison.verdicts[0].verdict == REGRESSED
     assert not any(m.startswith("latency and throughput judged per host probe") for m in outcome.messages)

@@ -18,7 +18,7 @@ from perf_utils.measure.alternate import Side, alternate
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan
 from perf_utils.measure.worker import Worker
-from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord
+from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord, Schedule
 from perf_utils.report.table import verdict_table
 from perf_utils.tools.upgrade import StackError, run_options
 
@@ -83,7 +83,7 @@ def test_only_runs_of_one_session_are_compared_paired():
     def record(session: str | None, latency: float) -> RunRecord:
         rounds = [{"latency_s": latency * (1 + 0.3 * (i % 2))} for i in range(6)]  # trials differ by 30%
         result = BenchmarkResult("fp32", 1, OK, rounds=rounds, invocations=[0, 0, 1, 1, 2, 2])
-        schedule = {"invocations": 3, "rounds": 2, **({"session": session} if session else {})}
+        schedule = Schedule(invocations=3, rounds=2, session=session)
         return RunRecord("cpu", "cpu", {"key": "tiny"}, {}, {}, [result], schedule=schedule)
 
     paired = compare(record("s1", 1.0), record("s1", 1.05), TH)
@@ -132,7 +132,7 @@ def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tin
     lines: list[str] = []
     records = alternate(plan, sides, check_fidelity=False, progress=lines.append)
     pinned, candidate = records["pinned"], records["candidate"]
-    assert pinned.schedule["session"] == candidate.schedule["session"]
+    assert pinned.schedule.session == candidate.schedule.session
     assert candidate.results[0].invocations == [0, 0, 1, 1]
     assert sum("trial 1/2" in line for line in lines) == 2  # each invocation alternates its trials
     comparison = compare(pinned, candidate, TH)
@@ -193,7 +193,7 @@ def test_ctrl_c_in_an_alternating_session_keeps_every_trial_both_sides_finished(
     assert pinned.results[0].invocations == [0, 0, 1, 1, 2]
     kept = "interrupted in invocation 3 of 3: the trials both stacks finished in it are kept"
     assert pinned.interrupted == candidate.interrupted == kept
-    assert pinned.schedule["session"] == candidate.schedule["session"]
+    assert pinned.schedule.session == candidate.schedule.session
     assert compare(pinned, candidate, TH).paired
     monkeypatch.setattr(_FakeWorker, "cut_in", (1, 2))  # the candidate's second trial of invocation 2
     with pytest.raises(alternate_module.SessionInterrupted) as inside:

@@ -16,7 +16,7 @@ from perf_utils.bark.checkpoints import Checkpoint
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import Run, RunPlan
 from perf_utils.record import store
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
 from perf_utils.tools.quality import (
     QualityInterrupted,
     alternating,
@@ -239,7 +239,7 @@ def test_re_measuring_sees_where_the_reference_was_measured(monkeypatch) -> None
         return SimpleNamespace(record=record, invocations=0)
 
     monkeypatch.setattr(quality, "remeasure_noisy", remeasure)
-    now = RunRecord("hw", "cpu", {"key": "tiny"}, {}, {}, [result(34.0)], schedule={"invocations": 1})
+    now = RunRecord("hw", "cpu", {"key": "tiny"}, {}, {}, [result(34.0)], schedule=Schedule(invocations=1))
     run, case = SimpleNamespace(record=now, measure_more=None), SimpleNamespace(id="bs1-fp32")
     how = quality.Remeasure(60, TH)
     quality._remeasured(run, case, result(20.0), False, how)  # the reference from worker processes

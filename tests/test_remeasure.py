@@ -22,7 +22,7 @@ from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
 from perf_utils.record.metrics import HOST_PROBE
-from perf_utils.record.record import FAILED, BenchmarkResult, RunRecord
+from perf_utils.record.record import FAILED, BenchmarkResult, Remeasured, RunRecord, Schedule
 
 TH = Thresholds(time=0.15, throughput=0.15)
 
@@ -53,7 +53,7 @@ def _round(latency: float, bs: int, host: float | None) -> dict[str, float]:
 def record(*results: BenchmarkResult) -> RunRecord:
     workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
     rec = RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {}, list(results))
-    rec.schedule = {"invocations": 3, "rounds": 2, "interleaved": True, "seed": 0}
+    rec.schedule = Schedule(invocations=3, rounds=2, interleaved=True, seed=0)
     return rec
 
 
@@ -306,13 +306,13 @@ def test_run_measure_more_appends_an_invocation_of_the_whole_run(bark_perf_cache
     run = Run(plan, check_fidelity=False)
     run.measure_all([Case(configs.get(n), bs) for n in ("fp32", "fp16") for bs in (1, 2)])
     rec = run.measure_more(["bs1-fp16"])
-    assert rec.schedule["remeasured"] == {"invocations": 1, "noisy": ["bs1-fp16"]}
+    assert rec.schedule.remeasured == Remeasured(1, ["bs1-fp16"])
     for bid in ("bs1-fp32", "bs1-fp16", "bs2-fp32", "bs2-fp16"):
         assert rec.by_id()[bid].invocations == [0, 0, 1, 1]
     assert all("latency_vs_fp32" in r for r in rec.by_id()["bs1-fp16"].rounds)
     rec = run.measure_more(["bs2-fp16"])
     assert rec.by_id()["bs1-fp32"].invocations == [0, 0, 1, 1, 2, 2]
-    assert rec.schedule["remeasured"] == {"invocations": 2, "noisy": ["bs1-fp16", "bs2-fp16"]}
+    assert rec.schedule.remeasured == Remeasured(2, ["bs1-fp16", "bs2-fp16"])
 
 
 def test_pytest_benchmarks_remeasures_a_benchmark_whose_baseline_is_too_wide_to_decide(healthy, tmp_path):
@@ -336,7 +336,7 @@ def test_pytest_benchmarks_remeasures_a_benchmark_whose_baseline_is_too_wide_to_
     assert "re-measured the noisy benchmarks in" in text and "bs1-fp32 noisy ->" in text, text
     [kept] = (tmp_path / "results").glob("*/run.json")
     stored = store.load(kept)
-    added = stored.schedule["remeasured"]["invocations"]
+    added = stored.schedule.remeasured.invocations
     assert added >= 1 and max(stored.by_id()["bs1-fp32"].invocations) == added
     assert f"in {added} more invocation" in text
     report = (kept.parent / "report.md").read_text()

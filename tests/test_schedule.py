@@ -59,7 +59,7 @@ def test_an_invocation_that_cannot_hold_every_model_goes_config_by_config(tiny_c
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0)
     run = run_module.Run(plan, check_fidelity=False)
     record = run.measure_all(cases([FP32, FP16], [1]))
-    assert record.schedule["interleaved"] is False and "configuration by configuration" in record.schedule["note"]
+    assert record.schedule.interleaved is False and "configuration by configuration" in record.schedule.note
     assert [r.status for r in record.results] == [OK, OK]
     assert all(len(r.rounds) == 2 for r in record.results)
     # every round carries the host's speed right after it (`measure.probe`), timed outside the call
@@ -75,7 +75,7 @@ def test_the_hosts_speed_of_an_invocation_is_read_from_every_benchmarks_probes(t
     run = run_module.Run(plan, check_fidelity=False)
     record = run.measure_all(cases([FP32], [1, 2]))
     probes = sorted(r[HOST_PROBE] for res in record.results for r in res.rounds)
-    assert len(probes) == 4 and record.schedule["interleaved"] is True
+    assert len(probes) == 4 and record.schedule.interleaved is True
     assert {r[INVOCATION_PROBE] for res in record.results for r in res.rounds} == {(probes[1] + probes[2]) / 2}
 
 
@@ -154,7 +154,7 @@ def test_ctrl_c_in_an_invocation_in_this_process_keeps_the_rounds_it_took(tiny_c
     assert sorted(r.id for r in record.results) == ["bs1-fp32", "bs2-fp32"]
     assert all(r.status == OK and len(r.rounds) == 1 for r in record.results)
     assert record.interrupted == "interrupted in invocation 1 of 1: its rounds so far are kept"
-    assert record.schedule["invocations"] == 1 and record.schedule["rounds"] == 2
+    assert record.schedule.invocations == 1 and record.schedule.rounds == 2
 
 
 def test_ctrl_c_before_any_round_keeps_nothing(tiny_checkpoint):
@@ -183,7 +183,7 @@ def test_ctrl_c_in_a_worker_that_writes_nothing_back_keeps_the_whole_ones_before
     [result] = run.record.results
     assert result.status == OK and result.invocations == [0, 0, 1, 1]
     assert run.record.interrupted == "interrupted in invocation 3 of 3: what its worker process measured is lost"
-    assert run.record.schedule["invocations"] == 2
+    assert run.record.schedule.invocations == 2
 
 
 def test_ctrl_c_during_a_worker_invocation_keeps_its_rounds_so_far_too(tiny_checkpoint):

@@ -12,7 +12,7 @@ from perf_utils.gate.compare import compare
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure.run import Case, cases, order, parse_shard, shard
 from perf_utils.record import store as baselines
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,8 +133,8 @@ def test_a_merged_run_says_which_shard_was_interrupted(tmp_path):
     baselines.write_atomic(b, _record([_result("fp32", 1)]))
     assert baselines.merge_shards([a, b]).interrupted is None
     cut = _record([_result("fp32", 1)])
-    cut.schedule = {"invocations": 2, "interrupted": "interrupted in invocation 3 of 3: what its worker process ..."}
+    cut.schedule = Schedule(invocations=2, interrupted="interrupted in invocation 3 of 3: what its worker process ...")
     baselines.write_atomic(b, cut)
     merged = baselines.merge_shards([a, b])
     assert merged.interrupted == f"{b}: interrupted in invocation 3 of 3: what its worker process ..."
-    assert merged.schedule == {"interrupted": merged.interrupted}  # the first shard's schedule, and the cut
+    assert merged.schedule == Schedule(interrupted=merged.interrupted)  # the first shard's schedule, and the cut

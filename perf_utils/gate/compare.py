@@ -336,6 +336,5 @@ def unlike_processes(baseline_in_caller: bool, current_in_caller: bool) -> str |
 
 def paired_session(baseline: RunRecord, current: RunRecord) -> str | None:
     """The session id when the two runs were measured in alternating trials of one session (compare-stacks)."""
-    a, b = (r.schedule or {} for r in (baseline, current))
-    session = a.get("session")
-    return session if session and session == b.get("session") else None
+    a, b = (r.schedule.session if r.schedule else None for r in (baseline, current))
+    return a if a and a == b else None

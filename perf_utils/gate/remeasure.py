@@ -101,11 +101,10 @@ def invocation_cost(record: RunRecord) -> float:
     """Seconds one more invocation of the run should take, from what it recorded: each configuration's load, and
     every benchmark's warm-up plus rounds at its median latency."""
     measured = record.measured()
-    rounds = (record.schedule or {}).get("rounds", 1)
+    rounds = (record.schedule.rounds if record.schedule else None) or 1
     loads = {r.config: r.load_s or 0.0 for r in measured}
     calls = sum(((r.warmup or 0) + rounds) * (r.median("latency_s") or 0.0) for r in measured)
-    in_worker = (record.schedule or {}).get("invocations", 1) > 1
-    return sum(loads.values()) + calls + (PROCESS_START_S if in_worker else 0.0)
+    return sum(loads.values()) + calls + (0.0 if record.in_caller else PROCESS_START_S)
 
 
 def remeasure_noisy(

@@ -135,7 +135,7 @@ def _records(
         run = Run(plan, check_fidelity=check_fidelity)
         run.record_invocations(order(side.cases), parts[side.name])
         assert run.record.schedule is not None
-        run.record.schedule.update(session=session, alternated=[s.name for s in sides])
+        run.record.schedule.session, run.record.schedule.alternated = session, [s.name for s in sides]
         records[side.name] = run.record
     return records
 

@@ -58,7 +58,9 @@ from perf_utils.record.record import (
     REFERENCE_CONFIG,
     UNAVAILABLE,
     BenchmarkResult,
+    Remeasured,
     RunRecord,
+    Schedule,
     benchmark_id,
 )
 
@@ -382,9 +384,9 @@ class Run:
         by_id = self.record.by_id()
         for result in part.results:
             self.record.put(by_id[result.id].appended(result, index))
-        extra = self.record.schedule.setdefault("remeasured", {"invocations": 0, "noisy": []})
-        extra["invocations"] += 1
-        extra["noisy"] = list(dict.fromkeys([*extra["noisy"], *ids]))
+        extra = self.record.schedule.remeasured = self.record.schedule.remeasured or Remeasured()
+        extra.invocations += 1
+        extra.noisy = list(dict.fromkeys([*extra.noisy, *ids]))
         add_ratios(self.record)
         return self.record
 
@@ -402,14 +404,14 @@ class Run:
             self.record.put(result)
         notes = sorted({p.note for p in parts if p.note})
         self.record.reference = next((p.reference for p in parts if p.reference is not None), None)
-        self.record.schedule = {
-            "invocations": len(parts),
-            "rounds": self.plan.rounds,
-            "interleaved": all(p.interleaved for p in parts),
-            "seed": self.plan.seed,
-            "workers": "; ".join(sorted({p.started for p in parts})),
-            **({"note": "; ".join(notes)} if notes else {}),
-        }
+        self.record.schedule = Schedule(
+            invocations=len(parts),
+            rounds=self.plan.rounds,
+            interleaved=all(p.interleaved for p in parts),
+            seed=self.plan.seed,
+            workers="; ".join(sorted({p.started for p in parts})),
+            note="; ".join(notes) or None,
+        )
         add_ratios(self.record)
 
     def invocation(self, selected: list[Case], index: int) -> Invocation:

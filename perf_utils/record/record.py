@@ -172,10 +172,55 @@ class BenchmarkResult:
         )
 
 
-INTERRUPTED = "interrupted"  # the schedule's key: where a run was cut short (`RunRecord.interrupted`)
-# How an invocation's process began, the schedule's "workers": the caller itself (`--bark-invocations 1`), or a
+# How an invocation's process began, the schedule's `workers`: the caller itself (`--bark-invocations 1`), or a
 # worker process, a fresh interpreter or forked from the zygote (`measure.forks`).
 IN_PROCESS, FRESH, FORKED = "this process", "fresh interpreter", "forked from the zygote"
+
+
+@dataclass
+class Remeasured:
+    """Invocations `--bark-remeasure-noisy` added to a run, and the benchmarks the gate called noisy then."""
+
+    invocations: int = 0
+    noisy: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Schedule:
+    """How a run's rounds were taken (`measure.run`): the gate, the store's notes, re-measuring and the report read
+    it; a record of an older version may lack any field (their defaults say what such a run did)."""
+
+    invocations: int = 1  # processes, one after the other; 1: the calling process
+    rounds: int | None = None  # measured rounds per invocation
+    interleaved: bool = False  # every benchmark once per trial, or configuration by configuration (`note` says why)
+    seed: int | None = None
+    workers: str | None = None  # how the invocations' processes began (IN_PROCESS, FRESH, FORKED; "; "-joined)
+    note: str | None = None
+    session: str | None = None  # compare-stacks: the alternating session both sides were measured in
+    alternated: list[str] | None = None  # compare-stacks: the two stacks, in order
+    remeasured: Remeasured | None = None
+    interrupted: str | None = None  # where the run was cut short (Ctrl-C, a time limit)
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
+
+    @property
+    def in_caller(self) -> bool:
+        """Measured in the calling process rather than in worker processes (`RunRecord.in_caller`)."""
+        return (self.workers or (IN_PROCESS if self.invocations == 1 else FRESH)) == IN_PROCESS
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+        data["remeasured"] = dataclasses.asdict(self.remeasured) if self.remeasured else None
+        return {**self.extra, **{k: v for k, v in data.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        more = data.get("remeasured")
+        return cls(
+            **{k: v for k, v in data.items() if k in known and k != "remeasured"},
+            remeasured=Remeasured(**more) if more else None,
+            extra={k: v for k, v in data.items() if k not in known},
+        )
 
 
 def measured_in(in_caller: bool, processes: int | None = None) -> str:
@@ -197,8 +242,8 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     suite_version: str = ""
-    # How the rounds were taken: invocations (processes), rounds each, interleaved or why not (measure.run).
-    schedule: dict[str, Any] | None = None
+    # How the rounds were taken; None until the run loop has rounds to record.
+    schedule: Schedule | None = None
     # When each session of a baseline taken in several was measured (`store.with_session`); the rounds' `sessions`
     # index it. None: one session, this record's `created`.
     sessions: list[str] | None = None
@@ -230,18 +275,17 @@ class RunRecord:
     def interrupted(self) -> str | None:
         """Where the run was cut short (Ctrl-C, a time limit), if it was: it holds what it measured before, and
         is judged but never adopted (`finish`)."""
-        return (self.schedule or {}).get(INTERRUPTED)
+        return self.schedule.interrupted if self.schedule else None
 
     @property
     def in_caller(self) -> bool:
         """Whether the rounds were measured in the calling process rather than in worker processes. What else a
         process holds moves its host peak (+45% to +90% for tiny at bs1 here), so the two kinds' host peaks differ by
         where they were measured, not by what Bark did (`gate.compare`)."""
-        s = self.schedule or {}
-        return s.get("workers", IN_PROCESS if s.get("invocations", 1) == 1 else FRESH) == IN_PROCESS
+        return (self.schedule or Schedule()).in_caller
 
     def mark_interrupted(self, where: str) -> None:
-        self.schedule = {**(self.schedule or {}), INTERRUPTED: where}
+        self.schedule = dataclasses.replace(self.schedule or Schedule(), interrupted=where)
 
     @property
     def device_type(self) -> str:
@@ -249,8 +293,9 @@ class RunRecord:
         return self.device.split(":")[0]
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("results", "migrated", "reference")
+        skip = ("results", "migrated", "reference", "schedule")
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        data["schedule"] = self.schedule.to_dict() if self.schedule else None
         data["reference"] = self.reference.to_dict() if self.reference else None
         data["results"] = [r.to_dict() for r in self.results]
         return data
@@ -258,10 +303,11 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         """Trusts `data`'s shape: validate it first (`store.validate`)."""
-        top = {k: v for k, v in data.items() if k not in ("results", "reference")}
-        ref = data.get("reference")
+        top = {k: v for k, v in data.items() if k not in ("results", "reference", "schedule")}
+        ref, schedule = data.get("reference"), data.get("schedule")
         return cls(
             **top,
+            schedule=Schedule.from_dict(schedule) if schedule is not None else None,
             results=[BenchmarkResult.from_dict(r) for r in data.get("results", [])],
             reference=Fingerprint.from_dict(ref) if ref else None,
         )

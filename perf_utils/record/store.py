@@ -27,6 +27,7 @@ from perf_utils.record.record import (
     STACK_PACKAGES,
     BenchmarkResult,
     RunRecord,
+    Schedule,
     measured_in,
 )
 
@@ -62,7 +63,29 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "environment": {"type": "object"},
-        "schedule": {"type": ["object", "null"]},
+        "schedule": {  # record.Schedule; keys it does not know are kept as they are
+            "type": ["object", "null"],
+            "properties": {
+                "invocations": {"type": "integer", "minimum": 1},
+                "rounds": {"type": ["integer", "null"], "minimum": 1},
+                "interleaved": {"type": "boolean"},
+                "seed": {"type": ["integer", "null"]},
+                "workers": {"type": ["string", "null"]},
+                "note": {"type": ["string", "null"]},
+                "session": {"type": ["string", "null"]},
+                "alternated": {"type": ["array", "null"], "items": {"type": "string"}},
+                "remeasured": {
+                    "type": ["object", "null"],
+                    "required": ["invocations", "noisy"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "invocations": {"type": "integer", "minimum": 0},
+                        "noisy": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "interrupted": {"type": ["string", "null"]},
+            },
+        },
         "sessions": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
         "reference": {"type": ["object", "null"]},
         "results": {
@@ -243,17 +266,16 @@ def incompatibilities(baseline: RunRecord, current: RunRecord) -> list[str]:
 
 
 def _schedule(record: RunRecord) -> str:
-    s = record.schedule or {}
-    n = s.get("invocations", 1)
-    how = "interleaved" if s.get("interleaved") else "configuration by configuration"
-    return f"{how}, in {measured_in(record.in_caller, n)}"
+    s = record.schedule or Schedule()
+    how = "interleaved" if s.interleaved else "configuration by configuration"
+    return f"{how}, in {measured_in(s.in_caller, s.invocations)}"
 
 
 def _kind_of_schedule(record: RunRecord) -> tuple[bool, bool]:
     """What a comparison depends on: interleaved or not, in the calling process or in workers (how many does not
     matter: a baseline takes more invocations than a run on purpose, `measure.run.BASELINE_INVOCATIONS`)."""
-    s = record.schedule or {}
-    return bool(s.get("interleaved")), record.in_caller
+    s = record.schedule or Schedule()
+    return s.interleaved, s.in_caller
 
 
 def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:

@@ -161,13 +161,13 @@ def _context(record: RunRecord) -> str:
     packages = record.environment.get("packages", {})
     versions = ", ".join(f"{k} {packages[k]}" for k in STACK_PACKAGES if packages.get(k))
     w = record.workload
-    more = (record.schedule or {}).get("remeasured")
-    noisy = ", ".join(f"`{i}`" for i in more["noisy"]) if more else ""
+    more = record.schedule.remeasured if record.schedule else None
+    noisy = ", ".join(f"`{i}`" for i in more.noisy) if more else ""
     return (
         f"run {record.created} on `{record.hardware}` ({record.device}); checkpoint `{record.checkpoint.get('key')}`; "
         f"{w.get('n_tokens')} semantic tokens per call; {versions}"
         + (
-            f"; {more['invocations']} invocations added while the gate called {noisy} noisy (`--bark-remeasure-noisy`)"
+            f"; {more.invocations} invocations added while the gate called {noisy} noisy (`--bark-remeasure-noisy`)"
             if more
             else ""
         )  # fmt: skip

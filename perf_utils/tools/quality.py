@@ -29,7 +29,7 @@ from perf_utils.measure.run import Case, Run, RunPlan
 from perf_utils.record import store
 from perf_utils.record.atomic import write_json
 from perf_utils.record.metrics import memory_metric
-from perf_utils.record.record import FRESH, IN_PROCESS, BenchmarkResult, RunRecord, benchmark_id
+from perf_utils.record.record import FRESH, IN_PROCESS, BenchmarkResult, RunRecord, Schedule, benchmark_id
 from perf_utils.record.stats import summarize
 
 
@@ -129,7 +129,7 @@ def _remeasured(
     whether the reference was measured in the calling process, so the gate sees where each side was."""
     base = run.record.copy()
     base.results = [reference]
-    base.schedule = {**(base.schedule or {}), "workers": IN_PROCESS if in_caller else FRESH}
+    base.schedule = replace(base.schedule or Schedule(), workers=IN_PROCESS if in_caller else FRESH)
     opts = GateOptions(Path("reference"), how.thresholds)
 
     def gate(record: RunRecord) -> GateOutcome:
