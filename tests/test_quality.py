@@ -3,6 +3,7 @@ gate; unchanged runs can also be separate processes (what a user sees). Unambigu
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Callable
@@ -218,6 +219,9 @@ def test_host_peaks_measured_in_unlike_processes_are_not_judged_and_the_table_sa
     QualityRuns("h", "cpu", [unlike]).save(tmp_path / "runs.json")
     [again] = QualityRuns.load(tmp_path / "runs.json").scenarios
     assert again.unlike == why and judged([again], TH)[0].flagged == 0
+    # gzipped, as docs/ keeps them: read as they are
+    (tmp_path / "runs.json.gz").write_bytes(gzip.compress((tmp_path / "runs.json").read_bytes()))
+    assert QualityRuns.load(tmp_path / "runs.json.gz").scenarios == [again]
 
 
 def test_re_measuring_sees_where_the_reference_was_measured(monkeypatch) -> None:

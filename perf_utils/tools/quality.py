@@ -8,6 +8,7 @@ injected slowdowns and extra memory of several sizes, and reports how often the 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import subprocess
 import sys
@@ -97,8 +98,10 @@ class QualityRuns:
 
     @classmethod
     def load(cls, path: Path) -> QualityRuns:
+        """`path` as `--json` wrote it, or gzipped (`.gz`: how docs/ keeps them)."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            data = json.loads(raw.decode("utf-8"))
             return cls(data["header"], data["device_type"], [Scenario.from_dict(sc) for sc in data["scenarios"]])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a gate-quality file written by --json ({exc!r})") from None
