@@ -203,3 +203,13 @@ def test_large_is_the_one_rule_for_minimum_effects():
     assert not TH.large("memory", 10.0, 13.0)  # +30%, but 3 MB: under the floor
     assert TH.large("memory", 100.0, 110.0)
     assert TH.large("time", 0.0, 1.0) and not TH.large("time", 0.0, 0.0)
+
+
+def test_a_benchmark_is_called_by_its_worst_gated_metric_noisy_before_improved():
+    """Faster but with a memory interval that still reaches +5%: noisy, never `improved`, so an optimization that
+    may cost memory is not reported as a plain win; with memory steady it is improved."""
+    wide_memory = (100.0, 92.0, 108.0, 95.0, 106.0)
+    faster = [x * 0.5 for x in SPREAD]
+    v = verdict(result(latency=SPREAD), result(latency=faster, memory=wide_memory))
+    assert (v.metric("latency_s").verdict, v.metric("host_peak_mb").verdict, v.verdict) == (IMPROVED, NOISY, NOISY)
+    assert verdict(result(latency=SPREAD), result(latency=faster)).verdict == IMPROVED

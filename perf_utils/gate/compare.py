@@ -247,23 +247,8 @@ def compare_result(
     ref = now or base
     assert ref is not None
     v = BenchmarkVerdict(ref.id, ref.config, ref.batch_size, UNCHANGED)
-    if now is None:
-        v.verdict, v.reason = NOT_RUN, "not selected in this run"
-        return v
-    if not _ran(base):
-        if _ran(now):
-            v.verdict = NEW
-        else:
-            v.verdict, v.reason = UNAVAILABLE, now.reason
-        return v
-    if not _ran(now):
-        v.verdict, v.reason = LOST, now.reason or now.status
-        v.metrics = [
-            MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, math.nan, LOST)
-            for m in ("latency_s", "host_peak_mb", "accel_peak_mb")
-            if base.values(m)
-        ]
-        return v
+    if now is None or base is None or not (_ran(base) and _ran(now)):
+        return _not_both_measured(v, base, now)
     if base.counts and now.counts and base.counts != now.counts:
         v.verdict, v.reason = REGRESSED, f"work changed: baseline produced {base.counts}, now {now.counts}"
         return v
@@ -288,15 +273,29 @@ def compare_result(
             change.verdict, change.settles, change.why = NOT_JUDGED, None, unlike_processes
         if change is not None:
             v.metrics.append(change)
-    gated = [m for m in v.metrics if m.info.gated]
-    if v.verdict == REGRESSED:
-        return v
-    if any(m.verdict == REGRESSED for m in gated):
-        v.verdict = REGRESSED
-    elif any(m.verdict == NOISY for m in gated):
-        v.verdict = NOISY
-    elif any(m.verdict == IMPROVED for m in gated):
-        v.verdict = IMPROVED
+    if v.verdict != REGRESSED:  # the work or fidelity decided it already
+        gated = {m.verdict for m in v.metrics if m.info.gated}
+        v.verdict = next((w for w in (REGRESSED, NOISY, IMPROVED) if w in gated), UNCHANGED)
+    return v
+
+
+def _not_both_measured(
+    v: BenchmarkVerdict, base: BenchmarkResult | None, now: BenchmarkResult | None
+) -> BenchmarkVerdict:
+    """The verdict of a benchmark one side did not measure: not run now, new, unavailable on both, or lost (its
+    baseline's medians kept, so the table shows what went missing)."""
+    if now is None:
+        v.verdict, v.reason = NOT_RUN, "not selected in this run"
+    elif not _ran(base):
+        v.verdict, v.reason = (NEW, None) if _ran(now) else (UNAVAILABLE, now.reason)
+    else:
+        assert base is not None
+        v.verdict, v.reason = LOST, now.reason or now.status
+        v.metrics = [
+            MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, math.nan, LOST)
+            for m in ("latency_s", "host_peak_mb", "accel_peak_mb")
+            if base.values(m)
+        ]
     return v
 
 
