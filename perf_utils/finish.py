@@ -163,13 +163,7 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
     pinned stack's): a difference fails the run, naming the sub-model and the figure. `--bark-save-golden`
     replaces the golden file after a run that was otherwise clean. Returns the exit status after it."""
     if how.against is not None:
-        if how.against.reference is None or record.reference is None:
-            return exit_code, [Line("numerics: not compared (a stack computed no fp32 eager reference)")]
-        problems = golden.differences(how.against.reference, record.reference)
-        if not problems:
-            return exit_code, [Line("numerics: fp32 eager computes the same on both stacks (golden fingerprint)")]
-        lines = [Line("numerics changed between the stacks: " + "; ".join(problems), red=True, bold=True)]
-        return (EXIT_REGRESSION if exit_code == EXIT_OK else exit_code), lines
+        return _numerics_between_stacks(how.against, record, exit_code)
     if how.golden_dir is None:
         return exit_code, []
     if record.reference is None:
@@ -216,6 +210,18 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
     if problems and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     return exit_code, lines
+
+
+def _numerics_between_stacks(pinned: RunRecord, record: RunRecord, exit_code: int) -> tuple[int, list[Line]]:
+    """compare-stacks: the candidate's fp32 eager reference against the pinned stack's, measured in the same
+    session; a difference fails the comparison, naming the sub-model and the figure."""
+    if pinned.reference is None or record.reference is None:
+        return exit_code, [Line("numerics: not compared (a stack computed no fp32 eager reference)")]
+    problems = golden.differences(pinned.reference, record.reference)
+    if not problems:
+        return exit_code, [Line("numerics: fp32 eager computes the same on both stacks (golden fingerprint)")]
+    lines = [Line("numerics changed between the stacks: " + "; ".join(problems), red=True, bold=True)]
+    return (EXIT_REGRESSION if exit_code == EXIT_OK else exit_code), lines
 
 
 def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> int:
