@@ -208,9 +208,9 @@ class Schedule:
         return (self.workers or (IN_PROCESS if self.invocations == 1 else FRESH)) == IN_PROCESS
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
-        data["remeasured"] = dataclasses.asdict(self.remeasured) if self.remeasured else None
-        return {**self.extra, **{k: v for k, v in data.items() if v is not None}}
+        data = dataclasses.asdict(self)
+        extra = data.pop("extra")
+        return {**extra, **{k: v for k, v in data.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schedule:

@@ -177,8 +177,8 @@ def measure_quality(
                     reference, ref_in_caller = baseline.by_id()[case.id], baseline.in_caller
                 else:
                     reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
-                    ref_in_caller = (reference_invocations or plan.invocations) == 1
-                in_caller = plan.invocations == 1  # the runs' (`measure.run`: one invocation is this process)
+                    ref_in_caller = Schedule(invocations=reference_invocations or plan.invocations).in_caller
+                in_caller = Schedule(invocations=plan.invocations).in_caller  # the runs'
                 memory = memory_metric(set(reference.metrics()))
                 plans: list[tuple[str, str, Any, int]] = [
                     ("unchanged (false alarms)", "any", config, repeats),
