@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from perf_utils import options
-from perf_utils.finish import Finish, Finished, finish
+from perf_utils.finish import Finish, Finished, check_before_measuring, finish
 from perf_utils.options import FinishChoices, RunOptions
 from perf_utils.record.record import RunRecord
 
@@ -36,8 +36,8 @@ def _print(done: Finished) -> int:
     return done.exit_code
 
 
-def _finish(record: RunRecord, args: argparse.Namespace, **how: object) -> int:
-    """The one end-of-run path, with the CLI's defaults (paths relative to where it runs)."""
+def _how(args: argparse.Namespace, **how: object) -> Finish:
+    """What the end-of-run path is asked to do, with the CLI's defaults (paths relative to where it runs)."""
     choices = FinishChoices.read(lambda name: getattr(args, name, None))
     base = Finish(
         choices=choices,
@@ -46,7 +46,12 @@ def _finish(record: RunRecord, args: argparse.Namespace, **how: object) -> int:
         golden_dir=choices.golden_dir or Path("golden"),
         results_dir=choices.results_dir,
     )
-    return _print(finish(record, replace(base, **how)))
+    return replace(base, **how)
+
+
+def _finish(record: RunRecord, args: argparse.Namespace, **how: object) -> int:
+    """The one end-of-run path."""
+    return _print(finish(record, _how(args, **how)))
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -71,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     plan = RunPlan.of(o)
     selected = configs.select(o.configs)
     run = Run(plan, stderr_progress, o.fidelity)
+    if stop := check_before_measuring(run.record, _how(args)):
+        return _print(stop)
     if not o.configs:  # everything that can run here
         selected = [c for c in selected if run.unavailable_reason(c) is None]
     try:

@@ -17,8 +17,10 @@ from perf_utils.gate.decide import (
     EXIT_INCOMPARABLE,
     EXIT_OK,
     EXIT_REGRESSION,
+    NOT_COMPARED,
     GateOptions,
     GateOutcome,
+    before_measuring,
     judge,
     run_gate,
 )
@@ -81,7 +83,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     notes: list[str] = []
     if record.interrupted:
         how = replace(how, run_failed=how.run_failed or record.interrupted)
-    kept = store.keep_run(how.results_dir, record, how.keep_suffix) if how.results_dir else None
+    kept = _keep(record, how, notes)
     try:
         thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(
             how.choices.time_threshold
@@ -94,7 +96,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         notes.append(unusable)  # no gate asked for, but the report's trends read them too
     record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
     if kept is not None and added:
-        kept = store.keep_run(how.results_dir, record, how.keep_suffix)  # the same folder, now with them
+        kept = _keep(record, how, notes)  # the same folder, now with them
     exit_code = outcome.exit_code if outcome else EXIT_OK
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
@@ -112,25 +114,79 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         lines.append(Line(f"run saved: {kept}"))
     if report is not None:
         lines.append(Line(f"report: {report.markdown} (figures beside it)", bold=True))
-    _markdown(how, outcome, report)
+    _markdown(how, outcome, report, lines)
     return Finished(exit_code, lines, outcome, kept, report)
+
+
+def _keep(record: RunRecord, how: Finish, notes: list[str]) -> Path | None:
+    """Keep the run under `results_dir` (None: not asked). A folder that cannot be written is said; the verdict is
+    still given."""
+    if how.results_dir is None:
+        return None
+    try:
+        return store.keep_run(how.results_dir, record, how.keep_suffix)
+    except OSError as exc:
+        notes.append(f"run NOT kept: {exc}")
+        return None
+
+
+def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:
+    """`write()` a stored file (atomically: a failed write leaves the old one whole); a failure is said in `notes`,
+    naming `what` was not written and why."""
+    try:
+        write()
+    except OSError as exc:
+        notes.append(f"{what} NOT written: {exc}; the stored one is untouched")
+        return False
+    return True
 
 
 def _gate(
     record: RunRecord, how: Finish, thresholds: Thresholds | None, unusable: str | None = None
 ) -> GateOutcome | None:
     """None when no gate was asked for; `unusable`: why the thresholds could not be read."""
-    c = how.choices
-    if not (c.compare or c.baseline or how.against):
+    if not _gate_asked(how):
         return None
     if thresholds is None:
-        return GateOutcome("bad-thresholds", EXIT_BAD_THRESHOLDS, messages=[f"gate not run: {unusable}"])
-    opts = GateOptions(
-        how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost, c.fail_on_noisy, c.per_host_probe
-    )
+        return _bad_thresholds(unusable)
+    opts = _gate_options(how, thresholds)
     if how.against is not None:
         return judge(how.against, record, opts, how.against_label)
     return run_gate(record, opts)
+
+
+def _gate_asked(how: Finish) -> bool:
+    return bool(how.choices.compare or how.choices.baseline or how.against)
+
+
+def _gate_options(how: Finish, thresholds: Thresholds) -> GateOptions:
+    c = how.choices
+    return GateOptions(
+        how.baselines_dir, thresholds, c.baseline, c.force_compare, c.allow_lost, c.fail_on_noisy, c.per_host_probe
+    )
+
+
+def _bad_thresholds(why: str | None) -> GateOutcome:
+    return GateOutcome("bad-thresholds", EXIT_BAD_THRESHOLDS, messages=[f"gate not run: {why}"])
+
+
+def check_before_measuring(header: RunRecord, how: Finish) -> Finished | None:
+    """What would stop the gate, found before the run measures anything instead of after it (on a GPU, half an
+    hour later): thresholds pyproject cannot give, a baseline file that is missing or broken, or one that must not
+    be compared with this run. `header`: the run's record before it measured. None: go ahead (also when no gate was
+    asked for, or there is no baseline yet). The end of the run checks again: a file may change meanwhile."""
+    if not _gate_asked(how) or how.against is not None:
+        return None
+    try:
+        thresholds = Thresholds.from_pyproject(how.pyproject, header.device_type)
+        outcome = before_measuring(header, _gate_options(how, thresholds))
+    except ThresholdsError as exc:
+        outcome = _bad_thresholds(str(exc))
+    if outcome is None:
+        return None
+    lines = [Line(m, red=True) for m in outcome.messages]
+    stop = f"nothing measured: {NOT_COMPARED[outcome.status]} (exit status {outcome.exit_code})"
+    return Finished(outcome.exit_code, [*lines, Line(stop, red=True, bold=True)], outcome)
 
 
 def _remeasure(
@@ -204,7 +260,8 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
                 taken_on=record.hardware,
                 environment=record.environment,
             )
-            golden.write_atomic(path, new)
+            if not _written(lambda: golden.write_atomic(path, new), "golden fingerprint", notes):
+                return (EXIT_BAD_BASELINE if exit_code == EXIT_OK else exit_code), lines
             notes.append(f"golden fingerprint {'updated' if stored else 'created'}: {path}")
             return exit_code, lines
     if problems and exit_code == EXIT_OK:
@@ -245,7 +302,8 @@ def _adopt(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) -> 
     if how.choices.add_session:
         return _add_session(old, record, path, exit_code, notes)
     new = store.merged(old, record)
-    store.write_atomic(path, new)
+    if not _written(lambda: store.write_atomic(path, new), "baseline", notes):
+        return EXIT_BAD_BASELINE
     ran = len(record.measured())
     added = sorted(set(new.by_id()) - set(old.by_id())) if old else []
     notes.append(
@@ -266,7 +324,8 @@ def _add_session(old: RunRecord | None, record: RunRecord, path: Path, exit_code
     except store.BaselineError as exc:
         notes.append(f"baseline NOT updated: {exc}")
         return EXIT_INCOMPARABLE if exit_code == EXIT_OK else exit_code
-    store.write_atomic(path, new)
+    if not _written(lambda: store.write_atomic(path, new), "baseline", notes):
+        return EXIT_BAD_BASELINE
     dropped = (len(old.sessions or [old.created]) + 1 - len(new.sessions or [new.created])) if old else 0
     notes.append(
         f"baseline {'session added' if old else 'created'}: {path} ({store.sessions_said(new)}"
@@ -302,6 +361,9 @@ def _report(
 def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> list[Line]:
     if outcome is None:
         return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
+    if outcome.comparison is None and outcome.exit_code != EXIT_OK:
+        failed = f"bark gate FAILED: {NOT_COMPARED[outcome.status]}; nothing compared"
+        return [*(Line(m, red=True) for m in outcome.messages), Line(failed, red=True, bold=True)]
     lines = [Line(m) for m in outcome.messages]
     if outcome.comparison is not None:
         several = outcome.baseline is not None and len(outcome.baseline.sessions or []) > 1
@@ -316,8 +378,9 @@ def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> lis
     return lines
 
 
-def _markdown(how: Finish, outcome: GateOutcome | None, report: WrittenReport | None) -> None:
-    """GitHub Actions' job summary (or any Markdown file): the report without its images, else the verdict."""
+def _markdown(how: Finish, outcome: GateOutcome | None, report: WrittenReport | None, lines: list[Line]) -> None:
+    """GitHub Actions' job summary (or any Markdown file, its folder made): the report without its images, else
+    the verdict. A file that cannot be written is said in `lines`; the verdict stands."""
     target = how.choices.markdown
     if target is None:
         return
@@ -327,5 +390,9 @@ def _markdown(how: Finish, outcome: GateOutcome | None, report: WrittenReport | 
         text = markdown_section(outcome.comparison, outcome.baseline_path)
     else:
         return
-    with target.open("a", encoding="utf-8") as f:
-        f.write(text)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        lines.append(Line(f"Markdown summary NOT written to {target}: {exc}"))

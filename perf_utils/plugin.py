@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from perf_utils import options
-from perf_utils.finish import Finish, Finished, finish
+from perf_utils.finish import Finish, Finished, check_before_measuring, finish
 from perf_utils.options import FinishChoices, RunOptions
 
 _STATE = pytest.StashKey["_State"]()
@@ -62,7 +62,27 @@ class _State:
             if plan.device.type == "cpu" and (load := cpu_busy_message()):
                 self.warnings.append("WARNING: " + load)
             self.run = Run(plan, self._progress, o.fidelity, self.planned)
+            if stop := check_before_measuring(self.run.record, self._how()):
+                text = "\n".join(line.text for line in stop.lines)
+                pytest.exit(f"bark-perf: {text}", returncode=stop.exit_code)
         return self.run
+
+    def _how(self) -> Finish:
+        """Where the end-of-run path reads and writes, and what it was asked to do: the same before the run
+        (`check_before_measuring`) as after it."""
+        root = Path(self.config.rootpath)
+        choices = FinishChoices.read(self.config.getoption)
+        compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
+        shard = self.run_options.shard
+        return Finish(
+            choices=replace(choices, compare=compare),
+            baselines_dir=choices.baselines_dir or root / "baselines",
+            pyproject=choices.pyproject or root / "pyproject.toml",
+            golden_dir=choices.golden_dir or root / "golden",
+            results_dir=choices.results_dir or root / "results",
+            keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
+            header=self.warnings,
+        )
 
     def _progress(self, message: str) -> None:
         """Progress of long runs; shown with -v, written past pytest's output capture."""
@@ -82,24 +102,10 @@ class _State:
         cut_before_measuring = session.exitstatus == pytest.ExitCode.INTERRUPTED and record.schedule is None
         if not record.results or cut_before_measuring:  # nothing measured: no run to keep, judge or report
             return
-        root = Path(self.config.rootpath)
-        choices = FinishChoices.read(self.config.getoption)
-        compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
         status = int(session.exitstatus)
         failed_status = f"exit status {status}" if status else None
-        shard = self.run_options.shard
-        how = Finish(
-            choices=replace(choices, compare=compare),
-            baselines_dir=choices.baselines_dir or root / "baselines",
-            pyproject=choices.pyproject or root / "pyproject.toml",
-            golden_dir=choices.golden_dir or root / "golden",
-            results_dir=choices.results_dir or root / "results",
-            keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
-            run_failed=", ".join(record.failed()) or record.interrupted or failed_status,
-            header=self.warnings,
-            measure_more=self.run.measure_more,
-        )
-        self.finished = finish(record, how)
+        run_failed = ", ".join(record.failed()) or record.interrupted or failed_status
+        self.finished = finish(record, replace(self._how(), run_failed=run_failed, measure_more=self.run.measure_more))
         if self.finished.exit_code and session.exitstatus == 0:
             session.exitstatus = self.finished.exit_code
 

@@ -155,6 +155,20 @@ def test_run_checkpoint_folder_without_config_exits_2(tmp_path: Path, capsys: py
     assert "no config.json" in capsys.readouterr().err
 
 
+def test_run_with_a_baseline_that_is_not_there_stops_before_measuring(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --baseline is found before the run, not after it: exit 10, nothing measured or kept."""
+    results = tmp_path / "results"
+    code = cli.main(["run", "--config", "fp32", "--batch-size", "1", "--device", "cpu", "--checkpoint", "tiny",
+                     "--baseline", str(tmp_path / "typo.json"), "--results-dir", str(results)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 10, printed
+    assert f"{tmp_path / 'typo.json'}: no such baseline file" in printed
+    assert "nothing measured: the baseline file cannot be used (exit status 10)" in printed
+    assert "medians:" not in printed and not results.exists()
+
+
 def test_unknown_device_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["configs", "--device", "not-a-device"]) == 2
     assert "'not-a-device'" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from suite import ROOT, baseline_file, bench, out, row, without_drift
 
-from perf_utils.finish import Finish, Finished, finish
+from perf_utils.finish import Finish, Finished, check_before_measuring, finish
 from perf_utils.gate.compare import NOT_JUDGED
 from perf_utils.gate.decide import (
     EXIT_BAD_BASELINE,
@@ -280,6 +280,83 @@ def test_a_bad_baseline_names_file_and_field_and_is_not_overwritten(run, work, c
     assert done.exit_code == EXIT_BAD_BASELINE, text
     assert str(path) in text and expected in text
     assert path.read_bytes() == before
+    # said again under pytest-benchmark's table: why the gate failed, not only the report's path
+    assert "bark gate FAILED: the baseline file cannot be used; nothing compared" in [h.text for h in done.headline]
+
+
+def _header(record: RunRecord) -> RunRecord:
+    """What the run loop's record holds before it measured anything: where, what and how, no results."""
+    header = record.copy()
+    header.results = []
+    return header
+
+
+def test_what_would_stop_the_gate_is_found_before_measuring(run, work, tmp_path):
+    """A missing or broken --bark-baseline, a baseline of other hardware or unusable thresholds stop the run before
+    it measures (exit 10, 11, 4 as after a run), each saying why; what the gate can judge goes ahead."""
+
+    def check(**choices: object) -> tuple[int | None, str]:
+        pyproject = choices.pop("pyproject", ROOT / "pyproject.toml")
+        how = Finish(choices=replace(CHOICES, **choices), baselines_dir=work / "baselines", pyproject=pyproject)
+        stop = check_before_measuring(_header(run), how)
+        return (None, "") if stop is None else (stop.exit_code, "\n".join(line.text for line in stop.lines))
+
+    assert check() == (None, "")  # this machine's baseline, comparable
+    assert check(baseline=baseline_file(work)) == (None, "")
+    code, text = check(baseline=work / "typo.json")
+    assert code == EXIT_BAD_BASELINE and f"{work / 'typo.json'}: no such baseline file" in text, text
+    assert text.endswith("nothing measured: the baseline file cannot be used (exit status 10)"), text
+    broken = work / "broken.json"
+    broken.write_text(baseline_file(work).read_text()[:100])
+    code, text = check(baseline=broken)
+    assert code == EXIT_BAD_BASELINE and "invalid JSON" in text, text
+    other = run.copy()
+    other.hardware = "nvidia-h100-80gb-hbm3"
+    store.write_atomic(elsewhere := work / "h100.json", other)
+    code, text = check(baseline=elsewhere)
+    assert code == EXIT_INCOMPARABLE and "hardware differs: baseline nvidia-h100-80gb-hbm3" in text, text
+    assert check(baseline=elsewhere, force_compare=True) == (None, "")
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text("[tool.bark-perf.thresholds.cpu]\ntime = 'fast'\n")
+    code, text = check(pyproject=bad)
+    assert code == EXIT_BAD_THRESHOLDS and "thresholds.cpu].time must be a number" in text, text
+    assert check(pyproject=bad, compare=False) == (None, "")  # no gate asked for: nothing to stop
+    baseline_file(work).unlink()
+    assert check() == (None, "")  # no baseline yet: the run goes ahead and says how to adopt it
+
+
+def test_a_folder_that_cannot_be_written_costs_neither_the_verdict_nor_a_stored_file(run, work):
+    """Kept runs, the baseline, the golden fingerprint and the job summary each written where a file stands in the
+    way: each is said NOT written, the verdict is still given, and a baseline or golden file asked for and not
+    written fails the run (exit 10). A summary's missing folder is made."""
+    blocker = work / "a-file"
+    blocker.write_text("in the way")
+    how = Finish(
+        choices=replace(CHOICES, markdown=blocker / "summary.md"),
+        baselines_dir=work / "baselines",
+        pyproject=ROOT / "pyproject.toml",
+        results_dir=blocker / "results",
+    )
+    done = finish(run, how)
+    text = "\n".join(line.text for line in done.lines)
+    assert done.exit_code == EXIT_OK and "unchanged" in row(text, "bs1-fp32"), text
+    assert f"run NOT kept: [Errno 20] Not a directory: '{blocker}" in text and done.kept is None, text
+    assert f"Markdown summary NOT written to {blocker / 'summary.md'}: " in text, text
+    nested = work / "new" / "folder" / "summary.md"
+    done, text = gate(run, work, markdown=nested)
+    assert "bark gate passed" in nested.read_text(), text
+    for choice, what in (("save_baseline", "baseline"), ("save_golden", "golden fingerprint")):
+        how = Finish(
+            choices=replace(CHOICES, compare=False, **{choice: True}),
+            baselines_dir=blocker / "baselines",
+            pyproject=ROOT / "pyproject.toml",
+            golden_dir=blocker / "golden",
+        )
+        done = finish(run, how)
+        text = "\n".join(line.text for line in done.lines)
+        assert done.exit_code == EXIT_BAD_BASELINE, text
+        assert f"{what} NOT written: [Errno 20] Not a directory" in text and "the stored one is untouched" in text
+    assert blocker.read_text() == "in the way"
 
 
 def test_a_failed_run_never_updates_the_baseline(run, work):
@@ -453,6 +530,19 @@ def test_pytest_benchmarks_gates_reports_and_sets_the_exit_status(regressed):
     recap = lines.index("bark performance gate (its table is above):")
     assert table < recap and lines[recap + 1].strip().startswith("bark gate FAILED"), output
     assert lines[recap + 2].strip().startswith("report: "), output
+
+
+def test_pytest_benchmarks_stops_before_measuring_when_the_gate_could_not_judge_the_run(run, tmp_path):
+    """A --bark-baseline of other hardware: refused at the first benchmark, before any model is measured (exit 11,
+    as after a run), with why and how to override; no run kept."""
+    other = tmp_path / "h100.json"
+    store.write_atomic(other, replace(run, hardware="nvidia-h100"))
+    proc = bench(tmp_path, "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--bark-baseline", str(other), "-v")
+    output = out(proc)
+    assert proc.returncode == EXIT_INCOMPARABLE, output
+    assert "hardware differs: baseline nvidia-h100, now" in output and "(override with --bark-force-compare)" in output
+    assert "nothing measured: the baseline must not be compared with this run (exit status 11)" in output
+    assert "warm-up" not in output and not (tmp_path / "results").exists(), output
 
 
 def test_a_fidelity_fault_fails_its_benchmark_and_the_gate(healthy, work):

@@ -4,6 +4,7 @@ status. Kept apart from pytest so the two-stack comparison and the CLI decide ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,14 @@ EXIT_REGRESSION = 1  # same as a failed test and as pytest-benchmark's --benchma
 EXIT_BAD_BASELINE = 10
 EXIT_INCOMPARABLE = 11
 EXIT_BAD_THRESHOLDS = 4  # pytest's usage error: the thresholds in pyproject.toml cannot be used
+
+
+# Why a gate that compared nothing failed, by its status: said in one line after the messages that explain it.
+NOT_COMPARED = {
+    "bad-baseline": "the baseline file cannot be used",
+    "incomparable": "the baseline must not be compared with this run",
+    "bad-thresholds": "the thresholds cannot be used",
+}
 
 
 @dataclass
@@ -48,6 +57,17 @@ def adopt_hint(path: Path) -> str:
 
 
 def run_gate(current: RunRecord, opts: GateOptions) -> GateOutcome:
+    found = stored_baseline(current, opts)
+    if isinstance(found, GateOutcome):
+        return found
+    baseline, path = found
+    return judge(baseline, current, opts, path)
+
+
+def stored_baseline(current: RunRecord, opts: GateOptions) -> tuple[RunRecord, Path] | GateOutcome:
+    """The stored baseline `current` is judged against, read and checked, with its file; or the outcome that says
+    why there is none to judge (none yet, exit 0; a missing or broken file, exit 10). `current` needs only its
+    header (hardware, checkpoint), so this is also asked before anything is measured."""
     expected = store.baseline_for(opts.baselines_dir, current)
     path = opts.baseline_file or expected
     if not path.exists():
@@ -64,33 +84,44 @@ def run_gate(current: RunRecord, opts: GateOptions) -> GateOutcome:
         msgs.append(adopt_hint(expected))
         return GateOutcome("no-baseline", EXIT_OK, None, messages=msgs)
     try:
-        baseline = store.load(path)
+        return store.load(path), path
     except BaselineError as exc:
         return GateOutcome("bad-baseline", EXIT_BAD_BASELINE, path, messages=[str(exc), "nothing was overwritten"])
-    return judge(baseline, current, opts, path)
+
+
+def refusal(
+    baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Path | str, notes: Sequence[str] = ()
+) -> GateOutcome | None:
+    """The outcome that refuses to compare two runs of other hardware, checkpoint or workload (exit 11); None when
+    they may be compared, or `--bark-force-compare` says compare anyway. Needs only `current`'s header."""
+    problems = store.incompatibilities(baseline, current)
+    if not problems or opts.force:
+        return None
+    messages = [*notes, f"refusing to compare with {source}:", *problems, "(override with --bark-force-compare)"]
+    return GateOutcome("incomparable", EXIT_INCOMPARABLE, source, messages=messages)
+
+
+def before_measuring(header: RunRecord, opts: GateOptions) -> GateOutcome | None:
+    """What would stop the gate, found before the run instead of after it (on a GPU, half an hour later): a
+    baseline file that is missing or broken, or one that must not be compared with this run. `header`: the run's
+    record before it measured anything. None when the gate can judge the run (or there is no baseline yet)."""
+    found = stored_baseline(header, opts)
+    if isinstance(found, GateOutcome):
+        return found if found.exit_code != EXIT_OK else None
+    baseline, path = found
+    return refusal(baseline, header, opts, path)
 
 
 def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Path | str) -> GateOutcome:
     """Compare `current` with a baseline record already in hand (read from `source`: a file, or a description
     such as the pinned stack), refusing an incomparable one unless forced."""
-    problems = store.incompatibilities(baseline, current)
     messages = [baseline.migrated] if baseline.migrated else []
     messages += store.schedule_notes(baseline, current)
     if isinstance(source, Path):  # a stored baseline (the other side of a pair is described in words)
         messages += store.stack_notes(baseline, current)
-    if problems:
-        if not opts.force:
-            return GateOutcome(
-                "incomparable",
-                EXIT_INCOMPARABLE,
-                source,
-                messages=[
-                    *messages,
-                    f"refusing to compare with {source}:",
-                    *problems,
-                    "(override with --bark-force-compare)",
-                ],
-            )
+    if refused := refusal(baseline, current, opts, source, messages):
+        return refused
+    if problems := store.incompatibilities(baseline, current):
         messages += [f"comparing with {source} although (forced):", *problems]
     stored = baseline  # as measured, for the report's figures
     per_probe = opts.thresholds.time_per_host_probe if opts.per_host_probe is None else opts.per_host_probe

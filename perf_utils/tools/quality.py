@@ -22,7 +22,7 @@ from tabulate import tabulate
 from perf_utils.bark import configs
 from perf_utils.gate import hostspeed, sessions
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result, unlike_processes
-from perf_utils.gate.decide import GateOptions, GateOutcome, judge
+from perf_utils.gate.decide import GateOptions, GateOutcome, judge, stored_baseline
 from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure import faults
@@ -162,7 +162,7 @@ def measure_quality(
     configuration of its own. The memory scenarios read the peak where the buffer lives: the allocator's on an
     accelerator. With `remeasure`, each run is re-measured while noisy, as a user's run would be. The reference
     stands for the stored baseline, taken in `reference_invocations` (default: as many as a run); with
-    `baselines_dir` it is the stored baseline itself, taken in another session (`stored_baseline`). The
+    `baselines_dir` it is the stored baseline itself, taken in another session (`reference_baseline`). The
     configurations `alongside` are measured unchanged in every run, interleaved, as in a run of all of them: what
     else an invocation holds and runs changes the judged configuration's host peak and its speed."""
     config = configs.get(config_name)
@@ -173,7 +173,7 @@ def measure_quality(
             for bs in batch_sizes:
                 case, others = Case(config, bs), [Case(configs.get(name), bs) for name in alongside]
                 if baselines_dir is not None:
-                    baseline = stored_baseline(baselines_dir, run.record, case.id)
+                    baseline = reference_baseline(baselines_dir, run.record, case.id)
                     reference, ref_in_caller = baseline.by_id()[case.id], baseline.in_caller
                 else:
                     reference = _reference(plan, reference_invocations, case, others) or _measured(run, case, others)
@@ -231,15 +231,15 @@ def keeping(finished: Callable[[], list[Scenario]]) -> Iterator[None]:
         raise QualityInterrupted(done) from None
 
 
-def stored_baseline(baselines_dir: Path, record: RunRecord, benchmark: str) -> RunRecord:
+def reference_baseline(baselines_dir: Path, record: RunRecord, benchmark: str) -> RunRecord:
     """The baseline `--benchmark-compare` would judge `record` against, holding `benchmark` measured: what a user's
     run meets, measured hours or days before, in another session (its offset from today's level is part of the
-    gate's noise). A baseline the gate would refuse, or one without the benchmark, is a ValueError naming the
-    file."""
-    path = store.baseline_for(baselines_dir, record)
-    if not path.exists():
-        raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
-    baseline = store.load(path)
+    gate's noise). None yet, a broken one, one the gate would refuse, or one without the benchmark is a ValueError
+    naming the file."""
+    found = stored_baseline(record, GateOptions(baselines_dir))
+    if isinstance(found, GateOutcome):
+        raise ValueError("--reference-baseline: " + "; ".join(found.messages))
+    baseline, path = found
     if problems := store.incompatibilities(baseline, record):
         raise ValueError(f"--reference-baseline: {path} cannot be compared: {'; '.join(problems)}")
     result = baseline.by_id().get(benchmark)
