@@ -229,44 +229,61 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
             Line("golden fingerprint: not checked (no fp32 eager reference: the fidelity check was off)")
         ]
     path = golden.golden_path(how.golden_dir, record.checkpoint["key"])
-    stored, lines, problems = None, [], []
-    if path.exists():
-        try:
-            stored = golden.load(path)
-        except golden.GoldenError as exc:
-            lines.append(Line(f"golden fingerprint: {exc}", red=True))
-    if stored is not None and stored.checkpoint.get("revision") != record.checkpoint.get("revision"):
-        lines.append(Line(f"golden fingerprint: {path} is of revision {stored.checkpoint.get('revision')}, this "
-                          f"checkpoint is {record.checkpoint.get('revision')}: not compared"))  # fmt: skip
-        stored = None
-    elif stored is not None:
-        problems = golden.differences(stored.fingerprint, record.reference)
-        if problems:
-            text = f"numerics changed: fp32 eager differs from the golden fingerprint ({stored.describe()}): "
-            lines.append(Line(text + "; ".join(problems), red=True, bold=True))
-        else:
-            lines.append(Line(f"golden fingerprint: matches ({stored.describe()})"))
-    elif not path.exists() and not how.choices.save_golden:
-        lines.append(Line(f"golden fingerprint: none for {record.checkpoint['key']} yet ({path}); adopt this "
-                          "run's with --bark-save-golden (pytest) or --save-golden"))  # fmt: skip
+    stored, lines, problems = _against_golden(record, path, how.choices.save_golden)
     if how.choices.save_golden:
         if how.run_failed or exit_code != EXIT_OK:
             why = how.run_failed or f"exit status {exit_code}"
             notes.append(f"golden fingerprint NOT updated: the run failed ({why}); the stored one is untouched")
         else:
-            new = golden.Golden(
-                checkpoint={k: record.checkpoint.get(k) for k in ("key", "revision")},
-                fingerprint=record.reference,
-                taken_on=record.hardware,
-                environment=record.environment,
-            )
-            if not _written(lambda: golden.write_atomic(path, new), "golden fingerprint", notes):
-                return (EXIT_BAD_BASELINE if exit_code == EXIT_OK else exit_code), lines
-            notes.append(f"golden fingerprint {'updated' if stored else 'created'}: {path}")
-            return exit_code, lines
+            return _save_golden(record, path, notes), lines
     if problems and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     return exit_code, lines
+
+
+def _against_golden(record: RunRecord, path: Path, saving: bool) -> tuple[golden.Golden | None, list[Line], list[str]]:
+    """The golden fingerprint stored at `path` (None: none, unreadable, or of another revision), what to say of it,
+    and how today's reference differs from it (empty: it does not, or there is nothing to compare)."""
+    assert record.reference is not None
+    stored, lines = None, []
+    if path.exists():
+        try:
+            stored = golden.load(path)
+        except golden.GoldenError as exc:
+            lines.append(Line(f"golden fingerprint: {exc}", red=True))
+    elif not saving:
+        lines.append(Line(f"golden fingerprint: none for {record.checkpoint['key']} yet ({path}); adopt this "
+                          "run's with --bark-save-golden (pytest) or --save-golden"))  # fmt: skip
+    if stored is None:
+        return None, lines, []
+    if stored.checkpoint.get("revision") != record.checkpoint.get("revision"):
+        lines.append(Line(f"golden fingerprint: {path} is of revision {stored.checkpoint.get('revision')}, this "
+                          f"checkpoint is {record.checkpoint.get('revision')}: not compared"))  # fmt: skip
+        return None, lines, []
+    problems = golden.differences(stored.fingerprint, record.reference)
+    if problems:
+        text = f"numerics changed: fp32 eager differs from the golden fingerprint ({stored.describe()}): "
+        lines.append(Line(text + "; ".join(problems), red=True, bold=True))
+    else:
+        lines.append(Line(f"golden fingerprint: matches ({stored.describe()})"))
+    return stored, lines, problems
+
+
+def _save_golden(record: RunRecord, path: Path, notes: list[str]) -> int:
+    """`--bark-save-golden` after a clean run: today's reference becomes the golden fingerprint. Returns the exit
+    status: clean, or a file that could not be written (the stored one untouched)."""
+    assert record.reference is not None
+    new = golden.Golden(
+        checkpoint={k: record.checkpoint.get(k) for k in ("key", "revision")},
+        fingerprint=record.reference,
+        taken_on=record.hardware,
+        environment=record.environment,
+    )
+    replaces = path.exists()
+    if not _written(lambda: golden.write_atomic(path, new), "golden fingerprint", notes):
+        return EXIT_BAD_BASELINE
+    notes.append(f"golden fingerprint {'updated' if replaces else 'created'}: {path}")
+    return EXIT_OK
 
 
 def _numerics_between_stacks(pinned: RunRecord, record: RunRecord, exit_code: int) -> tuple[int, list[Line]]:
