@@ -369,7 +369,8 @@ def _report(
         if kept is None or folder != kept.parent:
             store.write_atomic(folder / RUN_FILE, record)
         history, skipped = store.kept_runs(how.results_dir, like=record) if how.results_dir else ([], [])
-        return markdown.write(folder, record, outcome, history, skipped, thresholds)
+        per_probe = how.choices.per_host_probe
+        return markdown.write(folder, record, outcome, history, skipped, thresholds, per_probe)
     except Exception as exc:  # noqa: BLE001 - a broken report must never cost the run its verdict
         notes.append(f"report not written: {type(exc).__name__}: {exc}")
         return None

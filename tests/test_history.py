@@ -11,6 +11,7 @@ from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import Point, analyze, detect_steps
 from perf_utils.record import store
 from perf_utils.record import store as baselines
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.record.store import kept_runs
 
@@ -125,3 +126,52 @@ def test_trends_cover_every_measured_benchmark(tmp_path, metric):
     [trend] = history.trends(runs, runs[-1].record, TH, [metric])
     assert trend.benchmark == "bs1-fp32" and len(trend.points) == 5
     assert trend.verdict == REGRESSED
+
+
+def _probed(created, latency, probe, peak=20.0):
+    """A kept run whose host ran the probe in `probe` s (every round's invocation alike)."""
+    record = _record(created, latency)
+    record.results[0].rounds = [
+        {"latency_s": latency * f, "throughput_sps": 1 / (latency * f), "host_peak_mb": peak, HOST_PROBE: probe,
+         INVOCATION_PROBE: probe}
+        for f in (0.99, 1, 1.01)
+    ]  # fmt: skip
+    return record
+
+
+def test_the_history_reads_time_per_host_probe_as_the_gate_does(tmp_path):
+    """Nights 5-7 on a host 30% slower for every program (latency and probe alike): per host probe no trend, as
+    measured a step. Bark itself 30% slower (and 10 MB heavier) on a host as fast as before: called either way, in
+    seconds at the latest run's host speed. A kept run without the probe is left out of the time series, counted,
+    and still in memory's."""
+
+    def kept(folder, late_latency, late_probe, late_peak=20.0):
+        for day in range(1, 8):
+            late = day >= 5
+            run = _probed(f"2026-11-0{day}T02:00:00+00:00", late_latency if late else 1.0, late_probe if late else 0.01,
+                          late_peak if late else 20.0)  # fmt: skip
+            store.keep_run(tmp_path / folder, run)
+        return kept_runs(tmp_path / folder)[0]
+
+    def called(runs, per_probe):
+        found = history.of_history(runs, runs[-1].record, TH, "host_peak_mb", per_probe)
+        return found, {t.metric: t.verdict for t in found.trends if t.verdict in (REGRESSED, IMPROVED)}
+
+    host = kept("host", 1.3, 0.013)
+    found, calls = called(host, per_probe=True)
+    assert found.per_host_probe and calls == {}, [t.why for t in found.trends]
+    assert [t.metric for t in found.trends] == ["latency_s", "host_peak_mb", "throughput_sps"]
+    found, calls = called(host, per_probe=False)
+    assert not found.per_host_probe and calls == {"latency_s": REGRESSED, "throughput_sps": REGRESSED}
+
+    bark = kept("bark", 1.3, 0.01, late_peak=30.0)
+    found, calls = called(bark, per_probe=True)
+    assert calls == {"latency_s": REGRESSED, "host_peak_mb": REGRESSED, "throughput_sps": REGRESSED}
+    latency = found.trends[0]
+    assert [round(p.median, 6) for p in latency.points] == [1.0] * 4 + [1.3] * 3  # seconds at the latest's speed
+
+    store.keep_run(tmp_path / "host", _record("2026-10-31T02:00:00+00:00", 5.0))  # an older suite's: no probe
+    runs = kept_runs(tmp_path / "host")[0]
+    found, calls = called(runs, per_probe=True)
+    assert found.without_probe == 1 and calls == {}
+    assert [len(t.points) for t in found.trends] == [7, 8, 7]

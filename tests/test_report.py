@@ -14,7 +14,7 @@ from perf_utils.gate.compare import compare
 from perf_utils.gate.decide import EXIT_REGRESSION
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record import store
-from perf_utils.record.metrics import STAGES
+from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE, STAGES
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.report import markdown as report
 from perf_utils.report import plots
@@ -184,6 +184,30 @@ def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path
     assert table_rows(written.text, "## Not measured")["cpu_offload"] == [
         "unavailable: cpu_offload needs an accelerator; none found"
     ]
+
+
+def test_the_history_says_it_reads_time_per_host_probe_where_the_gate_does(tmp_path):
+    """Four nights, the host 30% slower for every program on the last two: per host probe (the CPU's thresholds)
+    the report calls nothing and says how it read time, in its text and the trend figure's title; asked to read
+    time as measured, it calls the host's step."""
+    runs = tmp_path / "results"
+    for day in range(1, 5):
+        run = synthetic(f"2026-11-0{day}T02:00:00+00:00", {"fp32": 1.0 if day < 3 else 1.3})
+        for r in run.results:
+            for rnd in r.rounds:
+                rnd[INVOCATION_PROBE] = rnd[HOST_PROBE] = 0.01 if day < 3 else 0.013
+        store.keep_run(runs, run)
+    kept, _ = store.kept_runs(runs)
+    latest, folder = kept[-1].record, kept[-1].path.parent
+    cpu = Thresholds(time_per_host_probe=True)
+    written = report.write(folder, latest, None, kept, thresholds=cpu)
+    assert "No step, drift or outlier beyond the thresholds." in written.text
+    assert "Latency and throughput per host probe, as the gate judges time here" in written.text
+    with Image.open(written.figures["latency trend"]) as img:
+        assert img.info["Title"].startswith("latency per host probe over the kept runs")
+    written = report.write(folder, latest, None, kept, thresholds=cpu, per_host_probe=False)
+    assert "per host probe" not in written.text
+    assert "bs1-fp32" in [cells[1] for cells in table_cells(written.text, "## History")]
 
 
 def test_what_did_not_run_is_a_row_per_reason_naming_every_configuration_it_stopped(tmp_path):

@@ -124,7 +124,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
     if problems := store.incompatibilities(baseline, current):
         messages += [f"comparing with {source} although (forced):", *problems]
     stored = baseline  # as measured, for the report's figures
-    per_probe = opts.thresholds.time_per_host_probe if opts.per_host_probe is None else opts.per_host_probe
+    per_probe = opts.thresholds.per_host_probe(opts.per_host_probe)
     if per_probe and paired_session(baseline, current):
         per_probe = False  # each trial's ratio already cancels the host's speed
         if opts.per_host_probe:

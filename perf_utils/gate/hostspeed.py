@@ -61,12 +61,15 @@ def at_baseline_speed(baseline: RunRecord, current: RunRecord) -> tuple[RunRecor
     if speed is None or probe_median(current) is None:
         which = "the baseline" if speed is None else "this run"
         return f"{which} has no host probe (measured by an older suite)"
-    out = []
-    for record in (baseline, current):
-        copy = record.copy()
-        copy.results = [(adjusted(r, speed) or r) if r.ran else r for r in record.results]
-        out.append(copy)
-    return out[0], out[1]
+    return at_speed(baseline, speed), at_speed(current, speed)
+
+
+def at_speed(record: RunRecord, speed: float) -> RunRecord:
+    """A copy of `record` with latency and throughput in units of the host's speed, scaled to `speed` (a probe time,
+    so they read in seconds at a host that runs the probe in `speed`); a result without the probe as it was."""
+    copy = record.copy()
+    copy.results = [(adjusted(r, speed) or r) if r.ran else r for r in record.results]
+    return copy
 
 
 NOTE_AT = 0.03  # a probe change smaller than this is within what the medians of quiet processes spread (~2%)

@@ -61,6 +61,11 @@ class Thresholds:
         """Time and throughput judged at `least` (`--bark-time-threshold`); None keeps these."""
         return self if least is None else replace(self, time=least, throughput=least)
 
+    def per_host_probe(self, asked: bool | None) -> bool:
+        """Whether time is judged per host probe: as asked (`--bark-time-per-host-probe`), else as set here for the
+        device kind. The gate and the history's trends read time alike."""
+        return self.time_per_host_probe if asked is None else asked
+
     def widened(self, by: float) -> Thresholds:
         """Time and throughput judged at `by` more than these (what the host may have added: `host_probe_slack`)."""
         return replace(self, time=self.time + by, throughput=self.throughput + by)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import ruptures
 
+from perf_utils.gate import hostspeed
 from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import METRICS
@@ -127,6 +128,35 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
                 f"drifted {levels[-1] / levels[0] - 1:+.1%} over {len(levels) - 1} steps since {points[0].created[:10]}"
             )
     return trend
+
+
+TIME_METRICS = ["latency_s", "throughput_sps"]
+
+
+@dataclass
+class History:
+    """The trends of every benchmark of the latest run: latency, its peak memory, throughput."""
+
+    trends: list[Trend]
+    per_host_probe: bool  # latency and throughput read in units of the host's speed (at the latest run's)
+    without_probe: int = 0  # kept runs left out of the time series: they carry no probe (an older suite)
+
+
+def of_history(runs: list[KeptRun], latest: RunRecord, th: Thresholds, memory: str, per_host_probe: bool) -> History:
+    """The History's trends, time read as the gate reads it. Per host probe (the shared CPU), a host that is slower
+    for every program for a few nights is not a step of Bark's: replayed on 12 kept runs of the default CPU tier
+    (unchanged code, 2026-12-02/03), as measured 48 latency trends were called in 7 of 9 nights' reports, per probe 8
+    in 4 (docs/cpu-2026-12-03-history-per-probe). Each kept run is put at the latest run's host speed, so time still
+    reads in seconds; memory as measured."""
+    speed = hostspeed.probe_median(latest) if per_host_probe else None
+    if speed is None:
+        return History(trends(runs, latest, th, [TIME_METRICS[0], memory, TIME_METRICS[1]]), per_host_probe=False)
+    timed = [KeptRun(k.path, hostspeed.at_speed(k.record, speed)) for k in runs if hostspeed.probe_median(k.record)]
+    found = trends(timed, hostspeed.at_speed(latest, speed), th, TIME_METRICS) + trends(runs, latest, th, [memory])
+    order = [r.id for r in latest.results]
+    metrics = [TIME_METRICS[0], memory, TIME_METRICS[1]]
+    found.sort(key=lambda t: (order.index(t.benchmark), metrics.index(t.metric)))
+    return History(found, per_host_probe=True, without_probe=len(runs) - len(timed))
 
 
 def trends(runs: list[KeptRun], latest: RunRecord, th: Thresholds, metrics: list[str] | None = None) -> list[Trend]:

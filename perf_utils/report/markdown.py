@@ -16,7 +16,7 @@ from perf_utils.gate import trends
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, Comparison
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.gate.trends import Trend
+from perf_utils.gate.trends import History, Trend
 from perf_utils.record.fidelity import NOT_CHECKED
 from perf_utils.record.metrics import STAGES, memory_metric
 from perf_utils.record.ratios import vs_reference
@@ -122,7 +122,8 @@ def unavailable_table(record: RunRecord) -> str:
     return tabulate(rows, headers=["configurations", "why"], tablefmt="github")
 
 
-def history_section(called_trends: list[Trend], runs: int, skipped: list[str]) -> str:
+def history_section(history: History, runs: int, skipped: list[str]) -> str:
+    called_trends = history.trends
     if runs < trends.MIN_RUNS:
         text = f"{runs} comparable run(s) kept; trends are called from {trends.MIN_RUNS}."
     else:
@@ -132,6 +133,13 @@ def history_section(called_trends: list[Trend], runs: int, skipped: list[str]) -
         if called:
             rows = [[VERDICT_MARKDOWN[t.verdict], t.benchmark, t.metric, t.why] for t in called]
             text += "\n\n" + tabulate(rows, headers=["trend", "benchmark", "metric", "why"], tablefmt="github")
+    if history.per_host_probe and runs >= trends.MIN_RUNS:
+        text += (
+            "\n\nLatency and throughput per host probe, as the gate judges time here: each run at this run's host "
+            "speed, so a machine slower for every program is not a step"
+            + (f" ({history.without_probe} run(s) without the probe left out of them)" if history.without_probe else "")
+            + "."
+        )
     if skipped:
         text += "\n\nSkipped (unreadable): " + "; ".join(skipped)
     return text
@@ -188,7 +196,7 @@ def verdict_section(outcome: GateOutcome | None) -> str:
 def markdown(
     record: RunRecord,
     outcome: GateOutcome | None,
-    series_trends: list[Trend],
+    history: History,
     runs: int,
     figures: dict[str, Path],
     skipped: list[str] | None = None,
@@ -207,7 +215,7 @@ def markdown(
     parts += ["## Where the time goes (median s per call, share of the sum)", stages_table(record)]
     if any(not r.ran for r in record.results):
         parts += ["## Not measured in this run", unavailable_table(record)]
-    parts += ["## History", history_section(series_trends, runs, skipped or [])]
+    parts += ["## History", history_section(history, runs, skipped or [])]
     if figures:
         parts += [FIGURES_HEADING, *(f"![{name}]({path.name})" for name, path in figures.items())]
     return "\n\n".join(parts) + "\n"
@@ -220,13 +228,16 @@ def write(
     kept: list[KeptRun] | None = None,
     skipped: list[str] | None = None,
     thresholds: Thresholds | None = None,
+    per_host_probe: bool | None = None,
 ) -> WrittenReport:
     """Write report.md and the figures into `folder` (the run's own folder); `kept` is the history, this run
-    included; trends are judged with the gate's thresholds."""
+    included; trends are judged with the gate's thresholds, time per host probe where the gate judges it so
+    (`per_host_probe`: as asked, None: as the thresholds say)."""
     th = thresholds or (outcome.comparison.thresholds if outcome and outcome.comparison else Thresholds())
     kept = kept or []
     mem = run_memory_metric(record)
-    found = trends.trends(kept, record, th, ["latency_s", mem, "throughput_sps"])
+    history = trends.of_history(kept, record, th, mem, th.per_host_probe(per_host_probe))
+    found = history.trends
     baseline = outcome.baseline if outcome else None
     comparison = outcome.comparison if outcome else None
     figures = {
@@ -238,8 +249,10 @@ def write(
         figures["throughput by batch size"] = plots.save(plots.batching_figure(record), folder / "batching.png")
     if len(kept) >= trends.MIN_RUNS:
         for metric, name in (("latency_s", "latency"), (mem, "memory")):
-            figures[f"{name} trend"] = plots.save(plots.trend_figure(found, metric), folder / f"trend-{name}.png")
-    text = markdown(record, outcome, found, len(kept), figures, skipped)
+            per_probe = history.per_host_probe and metric == "latency_s"
+            figure = plots.trend_figure(found, metric, per_probe)
+            figures[f"{name} trend"] = plots.save(figure, folder / f"trend-{name}.png")
+    text = markdown(record, outcome, history, len(kept), figures, skipped)
     path = folder / REPORT_FILE
     path.write_text(text, encoding="utf-8")
     return WrittenReport(folder, path, figures, found, text)

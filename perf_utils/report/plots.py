@@ -146,10 +146,10 @@ def batching_figure(record: RunRecord) -> Figure:
     return fig
 
 
-def trend_figure(trends: list[Trend], metric: str) -> Figure:
+def trend_figure(trends: list[Trend], metric: str, per_host_probe: bool = False) -> Figure:
     """One panel per configuration, a line per batch size: each run's median relative to the series' first
     level (1.0 = where it started, so batch sizes share a scale), the rounds' range shaded, detected steps
-    dashed; a panel with a regressed trend has a red title."""
+    dashed; a panel with a regressed trend has a red title. `per_host_probe`: the series are (the title says so)."""
     info = METRICS[metric]
     mine = [t for t in trends if t.metric == metric and t.points]
     configs = list(dict.fromkeys(t.benchmark.split("-", 1)[1] for t in mine))
@@ -173,7 +173,9 @@ def trend_figure(trends: list[Trend], metric: str) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"{info.label} over the kept runs, relative to where each series started (dashed: a step)", fontsize=10
+        f"{info.label}{' per host probe' if per_host_probe else ''} over the kept runs, relative to where each series "
+        "started (dashed: a step)",
+        fontsize=10,
     )
     return fig
 
