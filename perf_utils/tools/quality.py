@@ -236,10 +236,13 @@ def reference_baseline(baselines_dir: Path, record: RunRecord, benchmark: str) -
     run meets, measured hours or days before, in another session (its offset from today's level is part of the
     gate's noise). None yet, a broken one, one the gate would refuse, or one without the benchmark is a ValueError
     naming the file."""
+    path = store.baseline_for(baselines_dir, record)
+    if not path.exists():
+        raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
     found = stored_baseline(record, GateOptions(baselines_dir))
-    if isinstance(found, GateOutcome):
-        raise ValueError("--reference-baseline: " + "; ".join(found.messages))
-    baseline, path = found
+    if isinstance(found, GateOutcome):  # a broken file
+        raise ValueError("--reference-baseline: " + "; ".join(found.messages[:1]))
+    baseline = found[0]
     if problems := store.incompatibilities(baseline, record):
         raise ValueError(f"--reference-baseline: {path} cannot be compared: {'; '.join(problems)}")
     result = baseline.by_id().get(benchmark)
