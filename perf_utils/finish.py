@@ -84,13 +84,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     if record.interrupted:
         how = replace(how, run_failed=how.run_failed or record.interrupted)
     kept = _keep(record, how, notes)
-    try:
-        thresholds: Thresholds | None = Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(
-            how.choices.time_threshold
-        )
-        unusable = None
-    except ThresholdsError as exc:
-        thresholds, unusable = None, str(exc)
+    thresholds, unusable = _thresholds(how, record)
     outcome = _gate(record, how, thresholds, unusable)
     if unusable and outcome is None:
         notes.append(unusable)  # no gate asked for, but the report's trends read them too
@@ -141,6 +135,14 @@ def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:
     return True
 
 
+def _thresholds(how: Finish, record: RunRecord) -> tuple[Thresholds | None, str | None]:
+    """pyproject's thresholds for the run's device kind, at `--bark-time-threshold`; or why they cannot be read."""
+    try:
+        return Thresholds.from_pyproject(how.pyproject, record.device_type).with_time(how.choices.time_threshold), None
+    except ThresholdsError as exc:
+        return None, str(exc)
+
+
 def _gate(
     record: RunRecord, how: Finish, thresholds: Thresholds | None, unusable: str | None = None
 ) -> GateOutcome | None:
@@ -177,11 +179,11 @@ def check_before_measuring(header: RunRecord, how: Finish) -> Finished | None:
     asked for, or there is no baseline yet). The end of the run checks again: a file may change meanwhile."""
     if not _gate_asked(how) or how.against is not None:
         return None
-    try:
-        thresholds = Thresholds.from_pyproject(how.pyproject, header.device_type)
+    thresholds, unusable = _thresholds(how, header)
+    if thresholds is None:
+        outcome: GateOutcome | None = _bad_thresholds(unusable)
+    else:
         outcome = before_measuring(header, _gate_options(how, thresholds))
-    except ThresholdsError as exc:
-        outcome = _bad_thresholds(str(exc))
     if outcome is None:
         return None
     lines = [Line(m, red=True) for m in outcome.messages]

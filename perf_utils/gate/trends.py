@@ -130,9 +130,6 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
     return trend
 
 
-TIME_METRICS = ["latency_s", "throughput_sps"]
-
-
 @dataclass
 class History:
     """The trends of every benchmark of the latest run: latency, its peak memory, throughput."""
@@ -148,13 +145,14 @@ def of_history(runs: list[KeptRun], latest: RunRecord, th: Thresholds, memory: s
     (unchanged code, 2026-12-02/03), as measured 48 latency trends were called in 7 of 9 nights' reports, per probe 8
     in 4 (docs/cpu-2026-12-03-history-per-probe). Each kept run is put at the latest run's host speed, so time still
     reads in seconds; memory as measured."""
+    metrics = ["latency_s", memory, "throughput_sps"]
     speed = hostspeed.probe_median(latest) if per_host_probe else None
     if speed is None:
-        return History(trends(runs, latest, th, [TIME_METRICS[0], memory, TIME_METRICS[1]]), per_host_probe=False)
+        return History(trends(runs, latest, th, metrics), per_host_probe=False)
+    time = [m for m in metrics if m != memory]
     timed = [KeptRun(k.path, hostspeed.at_speed(k.record, speed)) for k in runs if hostspeed.probe_median(k.record)]
-    found = trends(timed, hostspeed.at_speed(latest, speed), th, TIME_METRICS) + trends(runs, latest, th, [memory])
+    found = trends(timed, hostspeed.at_speed(latest, speed), th, time) + trends(runs, latest, th, [memory])
     order = [r.id for r in latest.results]
-    metrics = [TIME_METRICS[0], memory, TIME_METRICS[1]]
     found.sort(key=lambda t: (order.index(t.benchmark), metrics.index(t.metric)))
     return History(found, per_host_probe=True, without_probe=len(runs) - len(timed))
 

@@ -22,7 +22,7 @@ from tabulate import tabulate
 from perf_utils.bark import configs
 from perf_utils.gate import hostspeed, sessions
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, compare_result, unlike_processes
-from perf_utils.gate.decide import GateOptions, GateOutcome, judge, stored_baseline
+from perf_utils.gate.decide import GateOptions, GateOutcome, judge
 from perf_utils.gate.remeasure import remeasure_noisy
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.measure import faults
@@ -239,10 +239,10 @@ def reference_baseline(baselines_dir: Path, record: RunRecord, benchmark: str) -
     path = store.baseline_for(baselines_dir, record)
     if not path.exists():
         raise ValueError(f"--reference-baseline: no baseline {path} for this machine ({record.hardware})")
-    found = stored_baseline(record, GateOptions(baselines_dir))
-    if isinstance(found, GateOutcome):  # a broken file
-        raise ValueError("--reference-baseline: " + "; ".join(found.messages[:1]))
-    baseline = found[0]
+    try:
+        baseline = store.load(path)
+    except store.BaselineError as exc:
+        raise ValueError(f"--reference-baseline: {exc}") from None
     if problems := store.incompatibilities(baseline, record):
         raise ValueError(f"--reference-baseline: {path} cannot be compared: {'; '.join(problems)}")
     result = baseline.by_id().get(benchmark)
