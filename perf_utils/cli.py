@@ -8,7 +8,8 @@ compare-stacks  run the suite in two software stacks and gate the candidate
 gate-quality    measure the gate's false alarms and the smallest slowdown it catches here
 gpu-check       the accelerator paths in one command (tiny matrix, suno/bark's shapes, legacy stack), blog beside
 
-Parsing only: every command hands its work to the library; `merge` and `gate` import no torch.
+Parsing only: every command hands its work to the library; `merge` and `gate` import no torch. Every option of a
+run is also taken as pytest spells it (`--bark-save-golden` for `--save-golden`), as the suite's messages name it.
 """
 
 from __future__ import annotations
@@ -284,7 +285,11 @@ def _gpu_check(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m perf_utils", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m perf_utils",
+        description=__doc__.split("\n")[0],
+        epilog="Every option of a run is also taken as pytest spells it: --bark-save-golden for --save-golden.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, run: object, help: str, *groups: tuple[options.Option, ...]) -> argparse.ArgumentParser:
@@ -297,14 +302,16 @@ def _parser() -> argparse.ArgumentParser:
     c = command("configs", _configs, "list configurations and whether each can run here")
     c.add_argument("--device", dest="bark_device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     r = command("run", _run, "measure configurations on a checkpoint", options.RUN, options.FINISH)
-    r.add_argument("--json", type=Path, default=None, help="also write the run record here")
+    r.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the run record here")
     m = command("merge", _merge, "merge the run records of shards into one")
     m.add_argument("output", type=Path)
     m.add_argument("shards", type=Path, nargs="+")
     g = command("gate", _gate, "compare a saved run with its baseline, as `pytest --benchmark-compare` does",
                 options.FINISH)  # fmt: skip
     g.add_argument("run", type=Path, help="a run record (results/<run>/run.json, or a merged one)")
-    g.add_argument("--report", type=Path, default=None, help="write the run's report folder here (Markdown, PNGs)")
+    g.add_argument(
+        "--report", type=Path, default=None, metavar="DIR", help="write the run's report folder here (Markdown, PNGs)"
+    )
     s = command("compare-stacks", _compare_stacks, "run the suite in two software stacks here and gate the candidate",
                 options.FINISH)  # fmt: skip
     s.add_argument("--pinned", required=True,
@@ -345,12 +352,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--remeasure-noisy", type=options.seconds, default=0.0,
                    help="SECONDS: re-measure each run while the gate (at the pyproject thresholds) calls it noisy, "
                         "within this budget per run, as --bark-remeasure-noisy does")  # fmt: skip
-    q.add_argument("--json", type=Path, default=None, help="also write every run measured here, raw rounds and all")
+    q.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write every run measured here, raw rounds and all"
+    )
     q.add_argument(
         "--from",
         dest="from_json",
         type=Path,
         default=None,
+        metavar="FILE",
         help="measure nothing: judge the runs a --json file holds (at --time-thresholds, pyproject's)",
     )
     q.add_argument("--time-thresholds", default=None,
@@ -381,7 +391,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(options.cli_spelling(sys.argv[1:] if argv is None else argv))
     from perf_utils.record.store import BaselineError
 
     errors: tuple[type[BaseException], ...] = (BaselineError, KeyError, ValueError)

@@ -255,7 +255,7 @@ def _against_golden(record: RunRecord, path: Path, saving: bool) -> tuple[golden
             lines.append(Line(f"golden fingerprint: {exc}", red=True))
     elif not saving:
         lines.append(Line(f"golden fingerprint: none for {record.checkpoint['key']} yet ({path}); adopt this "
-                          "run's with --bark-save-golden (pytest) or --save-golden"))  # fmt: skip
+                          "run's with --bark-save-golden"))  # fmt: skip
     if stored is None:
         return None, lines, []
     if stored.checkpoint.get("revision") != record.checkpoint.get("revision"):

@@ -98,6 +98,7 @@ class Option:
     flag: bool = False
     extend: bool = False  # repeatable, each value a list (`--config a --config b` or `--configs a,b`)
     aliases: tuple[str, ...] = ()
+    metavar: str = "N"  # what the value is, in --help (pytest's and argparse's default, BARK_<NAME>, says nothing)
 
     @property
     def dest(self) -> str:
@@ -109,10 +110,16 @@ RUN = (
         "checkpoint",
         "tiny (default; env BARK_PERF_CHECKPOINT), random:bark-small, random:bark (real shapes, random weights, built "
         "offline), suno/bark-small, suno/bark, or a local folder",
+        metavar="CHECKPOINT",
     ),  # fmt: skip
-    Option("device", "auto (default: the accelerator if present), cpu, cuda, cuda:1, xpu, mps"),
+    Option("device", "auto (default: the accelerator if present), cpu, cuda, cuda:1, xpu, mps", metavar="DEVICE"),
     Option(
-        "configs", "configuration names, comma-separated (default: all)", config_names, extend=True, aliases=("config",)
+        "configs",
+        "configuration names, comma-separated (default: all)",
+        config_names,
+        extend=True,
+        aliases=("config",),
+        metavar="NAMES",
     ),  # fmt: skip
     Option(
         "batch-sizes",
@@ -120,6 +127,7 @@ RUN = (
         batch_sizes,
         extend=True,
         aliases=("batch-size",),
+        metavar="SIZES",
     ),  # fmt: skip
     Option("tokens", f"semantic tokens per call (default: 32 cpu, 256 accelerator; env {ENV_TOKENS})", semantic_tokens),
     Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", positive_int),
@@ -139,41 +147,47 @@ RUN = (
         "CPU threads for torch (default: torch's own); recorded, runs with other counts not compared",
         positive_int,
     ),
-    Option("shard", "K/N: run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)"),
+    Option(
+        "shard", "run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)", metavar="K/N"
+    ),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
     Option("allow-busy-gpu", "measure even if other processes use the GPU (warns)", flag=True),
 )
 FINISH = (
     Option("compare", "run the gate against the stored baseline (implied by --benchmark-compare)", flag=True),
-    Option("baselines-dir", "where baselines live (default: baselines/)", Path),
-    Option("baseline", "compare with this baseline file instead of the matching one", Path),
+    Option("baselines-dir", "where baselines live (default: baselines/)", Path, metavar="DIR"),
+    Option("baseline", "compare with this baseline file instead of the matching one", Path, metavar="FILE"),
     Option("force-compare", "compare even across hardware, checkpoint or workload (says so)", flag=True),
     Option(
         "allow-lost",
         "configurations (comma-separated, or 'all') whose loss does not fail the gate",
         comma_list,
         extend=True,
+        metavar="NAMES",
     ),  # fmt: skip
     Option("fail-on-noisy", "a benchmark too noisy to decide at the threshold fails the run", flag=True),
     Option(
         "time-threshold",
-        "FRACTION: judge latency and throughput at this least change instead of pyproject's for the device kind "
+        "judge latency and throughput at this least change instead of pyproject's for the device kind "
         "(0.07 on the steady CPU lane: README, 'A steady CPU lane')",
         fraction,
+        metavar="FRACTION",
     ),  # fmt: skip
     Option(
         "time-per-host-probe",
-        "on|off: judge latency and throughput in units of the host's speed, each round divided by its "
+        "judge latency and throughput in units of the host's speed, each round divided by its "
         "invocation's median of a fixed CPU probe, so a machine slower today for every program is not Bark slower "
         "(both runs need the probe; default: time_per_host_probe in pyproject's thresholds for the device kind: on "
         "for the CPU)",
         on_off,
+        metavar="on|off",
     ),  # fmt: skip
     Option(
         "remeasure-noisy",
-        "SECONDS: measure the benchmarks the gate calls noisy in more invocations, one at a time, judged again "
+        "measure the benchmarks the gate calls noisy in more invocations, one at a time, judged again "
         "after each, while this budget holds one more (default 0: off; a run just measured, not a saved one)",
         seconds,
+        metavar="SECONDS",
     ),  # fmt: skip
     Option("save-baseline", "adopt this run as the baseline (only after a clean run)", flag=True),
     Option(
@@ -188,15 +202,21 @@ FINISH = (
         "adopt this run's fp32 eager reference as the checkpoint's golden fingerprint (only after a clean run)",
         flag=True,
     ),  # fmt: skip
-    Option("golden-dir", "where golden fingerprints live, one per checkpoint (default: golden/)", Path),
+    Option("golden-dir", "where golden fingerprints live, one per checkpoint (default: golden/)", Path, metavar="DIR"),
     Option(
         "results-dir",
         "where runs are kept, one folder each; they are the history (default: results/)",
         Path,
         aliases=("history",),
+        metavar="DIR",
     ),  # fmt: skip
-    Option("markdown", "append the report (or verdict) as Markdown here (default: $GITHUB_STEP_SUMMARY)", Path),
-    Option("pyproject", "read the thresholds from here (default: pyproject.toml)", Path),
+    Option(
+        "markdown",
+        "append the report (or verdict) as Markdown here (default: $GITHUB_STEP_SUMMARY)",
+        Path,
+        metavar="FILE",
+    ),
+    Option("pyproject", "read the thresholds from here (default: pyproject.toml)", Path, metavar="FILE"),
 )
 
 
@@ -207,9 +227,24 @@ def add_options(addoption: Callable[..., Any], prefix: str, options: tuple[Optio
         if o.flag:
             addoption(*names, dest=o.dest, action="store_true", help=o.help)
         elif o.extend:
-            addoption(*names, dest=o.dest, action="extend", type=o.type, default=None, help=o.help)
+            addoption(*names, dest=o.dest, action="extend", type=o.type, default=None, metavar=o.metavar, help=o.help)
         else:
-            addoption(*names, dest=o.dest, type=o.type, default=None, help=o.help)
+            addoption(*names, dest=o.dest, type=o.type, default=None, metavar=o.metavar, help=o.help)
+
+
+def cli_spelling(argv: list[str]) -> list[str]:
+    """`argv` with each option spelled as pytest spells it (`--bark-save-golden`, `--bark-tokens=8`) respelled as
+    the CLI does (`--save-golden`), up to a `--` (what follows is compare-stacks' pytest arguments). The suite's
+    messages name pytest's spelling; so they hold for `python -m perf_utils` too."""
+    names = {n for o in RUN + FINISH for n in (o.name, *o.aliases)}
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        head, eq, value = arg.partition("=")
+        name = head.removeprefix("--bark-")
+        out.append(f"--{name}{eq}{value}" if head.startswith("--bark-") and name in names else arg)
+    return out
 
 
 Get = Callable[[str], Any]  # reads an option by its dest: pytest's config.getoption, or vars(namespace).get

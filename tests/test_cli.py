@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from perf_utils import cli
+from perf_utils import cli, options
 from perf_utils.bark import configs
 from perf_utils.bark.checkpoints import ENV_CHECKPOINT, Checkpoint
 from perf_utils.bark.configs import OptimizationConfig
@@ -155,13 +155,15 @@ def test_run_checkpoint_folder_without_config_exits_2(tmp_path: Path, capsys: py
     assert "no config.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("prefix", ["--", "--bark-"])
 def test_run_with_a_baseline_that_is_not_there_stops_before_measuring(
-    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    prefix: str, tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A typo in --baseline is found before the run, not after it: exit 10, nothing measured or kept."""
+    """A typo in --baseline is found before the run, not after it: exit 10, nothing measured or kept. The option
+    as pytest spells it works too (the suite's messages name that spelling)."""
     results = tmp_path / "results"
     code = cli.main(["run", "--config", "fp32", "--batch-size", "1", "--device", "cpu", "--checkpoint", "tiny",
-                     "--baseline", str(tmp_path / "typo.json"), "--results-dir", str(results)])  # fmt: skip
+                     f"{prefix}baseline", str(tmp_path / "typo.json"), f"{prefix}results-dir={results}"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 10, printed
     assert f"{tmp_path / 'typo.json'}: no such baseline file" in printed
@@ -216,6 +218,27 @@ def test_a_run_option_out_of_range_is_refused_before_measuring(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"--{option}" in err and f"'{value}': {why}" in err
+
+
+def test_the_cli_takes_each_option_as_pytest_spells_it_up_to_the_pytest_arguments() -> None:
+    argv = ["run", "--bark-tokens=8", "--bark-save-golden", "--bark-config", "fp32", "--bark-history", "h",
+            "--bark-nonesuch", "--json", "x", "--", "--bark-rounds", "1"]  # fmt: skip
+    assert options.cli_spelling(argv) == [
+        "run", "--tokens=8", "--save-golden", "--config", "fp32", "--history", "h",
+        "--bark-nonesuch", "--json", "x", "--", "--bark-rounds", "1"]  # fmt: skip
+
+
+def test_every_option_a_message_names_is_one_both_front_ends_take() -> None:
+    """Messages name options as pytest spells them; a renamed option must not leave a message naming the old one
+    (the CLI takes the same spelling: `options.cli_spelling`)."""
+    import re
+
+    names = {n for o in options.RUN + options.FINISH for n in (o.name, *o.aliases)}
+    root = Path(__file__).resolve().parents[1]
+    named = {(p.relative_to(root).as_posix(), m) for p in [*(root / "perf_utils").rglob("*.py"), root / "README.md"]
+             for m in re.findall(r"--bark-([a-z0-9-]+)", p.read_text(encoding="utf-8"))}  # fmt: skip
+    assert len(named) > 20
+    assert sorted((f, n) for f, n in named if n not in names) == []
 
 
 def test_the_readmes_gate_quality_commands_still_parse() -> None:

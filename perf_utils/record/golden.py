@@ -124,7 +124,7 @@ def load(path: Path) -> Golden:
         if version in _RETIRED:
             raise GoldenError(
                 f"{path}: schema_version {version}, {_RETIRED[version]}; take it again on the stack you trust with "
-                "--bark-save-golden (pytest) or --save-golden (python -m perf_utils run)"
+                "--bark-save-golden"
             )
         if version != GOLDEN_SCHEMA:
             raise GoldenError(f"{path}: unknown schema_version {version!r}")
