@@ -129,34 +129,57 @@ def _needs_accelerator(feature: str, stack: Stack, device_type: str) -> str | No
     return None
 
 
+def _bettertransformer(stack: Stack, device_type: str) -> list[str]:
+    why = compat.bettertransformer_missing(stack)
+    return [f"bettertransformer {why}"] if why else []
+
+
+def _offload(stack: Stack, device_type: str) -> list[str]:
+    reasons = [why] if (why := _needs_accelerator("cpu_offload", stack, device_type)) else []
+    if stack.version("accelerate") is None:
+        reasons.append("cpu_offload needs the accelerate package; not installed")
+    if stack.offload_defect:
+        reasons.append(f"cpu_offload is broken on this stack: {stack.offload_defect}")
+    return reasons
+
+
+def _flash_attention_2(stack: Stack, device_type: str) -> list[str]:
+    missing = []
+    if stack.accelerator != "cuda" or device_type != "cuda":
+        missing.append(f"no CUDA device (running on {device_type})")
+    if stack.version("flash-attn") is None:
+        missing.append("flash-attn not installed")
+    return ["flash_attention_2 needs CUDA and the flash-attn package; found " + ", ".join(missing)] if missing else []
+
+
+def _compile(stack: Stack, device_type: str) -> list[str]:
+    if device_type == "cpu" and stack.cxx_compiler is None:
+        return ["torch_compile needs a C++ compiler for inductor's CPU backend; none found (set CXX)"]
+    if device_type == "cuda" and stack.version("triton") is None:
+        return ["torch_compile needs triton on CUDA; not installed"]
+    return []
+
+
+def _fp16(stack: Stack, device_type: str) -> list[str]:
+    if device_type == "cpu" and version_lt(stack.version("torch"), "2.1"):
+        return [f"fp16 on cpu needs torch>=2.1 (half LayerNorm kernel); found torch {stack.version('torch')}"]
+    return []
+
+
+# What each change a configuration makes needs, one entry per change: whether the configuration makes it, and
+# every reason it cannot be made here. A new kind of change is one entry.
+_NEEDS: tuple[tuple[Callable[[OptimizationConfig], bool], Callable[[Stack, str], list[str]]], ...] = (
+    (lambda c: c.bettertransformer, _bettertransformer),
+    (lambda c: c.cpu_offload, _offload),
+    (lambda c: c.attn_implementation == "flash_attention_2", _flash_attention_2),
+    (lambda c: c.compile, _compile),
+    (lambda c: c.dtype == "float16", _fp16),
+)
+
+
 def unavailable_reasons(config: OptimizationConfig, stack: Stack, device_type: str) -> list[str]:
     """Every reason `config` cannot run here, each naming what is missing and what was found."""
-    reasons: list[str] = []
-    if config.bettertransformer and (why := compat.bettertransformer_missing(stack)):
-        reasons.append(f"bettertransformer {why}")
-    if config.cpu_offload:
-        if why := _needs_accelerator("cpu_offload", stack, device_type):
-            reasons.append(why)
-        if stack.version("accelerate") is None:
-            reasons.append("cpu_offload needs the accelerate package; not installed")
-        if stack.offload_defect:
-            reasons.append(f"cpu_offload is broken on this stack: {stack.offload_defect}")
-    if config.attn_implementation == "flash_attention_2":
-        missing = []
-        if stack.accelerator != "cuda" or device_type != "cuda":
-            missing.append(f"no CUDA device (running on {device_type})")
-        if stack.version("flash-attn") is None:
-            missing.append("flash-attn not installed")
-        if missing:
-            reasons.append("flash_attention_2 needs CUDA and the flash-attn package; found " + ", ".join(missing))
-    if config.compile:
-        if device_type == "cpu" and stack.cxx_compiler is None:
-            reasons.append("torch_compile needs a C++ compiler for inductor's CPU backend; none found (set CXX)")
-        if device_type == "cuda" and stack.version("triton") is None:
-            reasons.append("torch_compile needs triton on CUDA; not installed")
-    if config.dtype == "float16" and device_type == "cpu" and version_lt(stack.version("torch"), "2.1"):
-        reasons.append(f"fp16 on cpu needs torch>=2.1 (half LayerNorm kernel); found torch {stack.version('torch')}")
-    return reasons
+    return [why for makes, needs in _NEEDS if makes(config) for why in needs(stack, device_type)]
 
 
 def unavailable_reason(config: OptimizationConfig, stack: Stack, device_type: str) -> str | None:
