@@ -252,13 +252,7 @@ def compare_result(
     if base.counts and now.counts and base.counts != now.counts:
         v.verdict, v.reason = REGRESSED, f"work changed: baseline produced {base.counts}, now {now.counts}"
         return v
-    if now.fidelity is not None:
-        v.fidelity = now.fidelity.status
-        problems = list(now.fidelity.problems)
-        if base.fidelity is not None:
-            problems += now.fidelity.worse_than(base.fidelity)
-        if problems:
-            v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
+    _judge_fidelity(v, base, now)
     if paired:
         th = th.for_pairs()
     else:
@@ -277,6 +271,19 @@ def compare_result(
         gated = {m.verdict for m in v.metrics if m.info.gated}
         v.verdict = next((w for w in (REGRESSED, NOISY, IMPROVED) if w in gated), UNCHANGED)
     return v
+
+
+def _judge_fidelity(v: BenchmarkVerdict, base: BenchmarkResult, now: BenchmarkResult) -> None:
+    """A benchmark that computes something else (or further from fp32 than the baseline did) is regressed,
+    however fast it is."""
+    if now.fidelity is None:
+        return
+    v.fidelity = now.fidelity.status
+    problems = list(now.fidelity.problems)
+    if base.fidelity is not None:
+        problems += now.fidelity.worse_than(base.fidelity)
+    if problems:
+        v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
 
 
 def _not_both_measured(

@@ -105,15 +105,21 @@ def _invocation(
             parts[side.name].append(servers[side.name].finish())
     except KeyboardInterrupt:
         if finished and len(servers) == len(sides) and all(len(parts[s.name]) == i for s in sides):
-            cut = {name: server.cut_short() for name, server in servers.items()}
-            if all(part is not None for part in cut.values()):
-                for name, part in cut.items():
-                    assert part is not None
-                    parts[name].append(_first_trials(part, finished))
+            _keep_cut_trials(servers, finished, parts)
         raise
     finally:
         for server in servers.values():
             server.close()
+
+
+def _keep_cut_trials(servers: dict[str, Worker], finished: int, parts: dict[str, list[Invocation]]) -> None:
+    """Each interrupted worker's first `finished` trials join `parts`, or none does: a trial is kept only with the
+    other side's to pair with."""
+    cut = {name: server.cut_short() for name, server in servers.items()}
+    if all(part is not None for part in cut.values()):
+        for name, part in cut.items():
+            assert part is not None
+            parts[name].append(_first_trials(part, finished))
 
 
 def _first_trials(part: Invocation, n: int) -> Invocation:

@@ -161,16 +161,7 @@ def _migrate_v4(data: dict[str, Any]) -> list[str]:
     measured the same benchmarks), each round gets its invocation's median probe over every benchmark
     (`INVOCATION_PROBE`, what new runs record); elsewhere the gate keeps judging by the rounds' own probes."""
     data["schema_version"] = 5
-    labelled: list[tuple[list[dict], list[tuple[int, int]]]] = []
-    for r in data.get("results", []):
-        rounds = r.get("rounds") if isinstance(r, dict) else None
-        if not isinstance(rounds, list) or not rounds:
-            continue
-        if not all(isinstance(x, dict) and isinstance(x.get(HOST_PROBE), int | float) for x in rounds):
-            continue
-        inv, ses = r.get("invocations") or [0] * len(rounds), r.get("sessions") or [0] * len(rounds)
-        if len(inv) == len(ses) == len(rounds):
-            labelled.append((rounds, list(zip(ses, inv, strict=True))))
+    labelled = _probed_rounds(data)
     label_sets: dict[int, set[frozenset[int]]] = {}
     for _, keys in labelled:
         for session in {s for s, _ in keys}:
@@ -187,6 +178,21 @@ def _migrate_v4(data: dict[str, Any]) -> list[str]:
             if key in speed:
                 x[INVOCATION_PROBE] = speed[key]
     return ["rounds carry their invocation's median host probe over every benchmark"] if speed else []
+
+
+def _probed_rounds(data: dict[str, Any]) -> list[tuple[list[dict], list[tuple[int, int]]]]:
+    """Each benchmark's rounds that all carry a host probe, with each round's (session, invocation)."""
+    labelled = []
+    for r in data.get("results", []):
+        rounds = r.get("rounds") if isinstance(r, dict) else None
+        if not isinstance(rounds, list) or not rounds:
+            continue
+        if not all(isinstance(x, dict) and isinstance(x.get(HOST_PROBE), int | float) for x in rounds):
+            continue
+        inv, ses = r.get("invocations") or [0] * len(rounds), r.get("sessions") or [0] * len(rounds)
+        if len(inv) == len(ses) == len(rounds):
+            labelled.append((rounds, list(zip(ses, inv, strict=True))))
+    return labelled
 
 
 MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3, 4: _migrate_v4}  # from version N to N+1
