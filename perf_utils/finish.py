@@ -17,6 +17,7 @@ from perf_utils.gate.decide import (
     EXIT_INCOMPARABLE,
     EXIT_OK,
     EXIT_REGRESSION,
+    NOT_ASKED,
     NOT_COMPARED,
     GateOptions,
     GateOutcome,
@@ -380,7 +381,7 @@ def _report(
 
 def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> list[Line]:
     if outcome is None:
-        return [Line("gate not run (to compare with the baseline: --compare; in pytest --benchmark-compare)")]
+        return [Line(NOT_ASKED)]
     if outcome.comparison is None and outcome.exit_code != EXIT_OK:
         failed = f"bark gate FAILED: {NOT_COMPARED[outcome.status]}; nothing compared"
         return [*(Line(m, red=True) for m in outcome.messages), Line(failed, red=True, bold=True)]

@@ -28,6 +28,7 @@ from perf_utils.gate.decide import (
     EXIT_INCOMPARABLE,
     EXIT_OK,
     EXIT_REGRESSION,
+    NOT_ASKED,
 )
 from perf_utils.options import FinishChoices
 from perf_utils.record import store
@@ -545,6 +546,13 @@ def test_pytest_benchmarks_stops_before_measuring_when_the_gate_could_not_judge_
     assert "warm-up" not in output and not (tmp_path / "results").exists(), output
 
 
+def test_benchmark_skip_announces_no_benchmarks_and_measures_nothing(tmp_path):
+    proc = bench(tmp_path, "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--benchmark-skip")
+    output = out(proc)
+    assert proc.returncode == 0 and "1 skipped" in output, output
+    assert "bark-perf:" not in output and not (tmp_path / "results").exists(), output
+
+
 def test_a_fidelity_fault_fails_its_benchmark_and_the_gate(healthy, work):
     """Slightly drifted fine-model weights: the same work, so only the fidelity check catches it."""
     proc = bench(work, "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--benchmark-compare",
@@ -644,4 +652,16 @@ def test_unusable_thresholds_stop_the_gate_naming_the_key(run, work):
     assert done.exit_code == EXIT_BAD_THRESHOLDS
     said = [line.text for line in done.lines]
     assert any(t.startswith("gate not run: ") and "unknown key 'tiem'" in t for t in said), said
-    assert not any("gate not run (to compare" in t for t in said), said  # it was asked for: not a missing flag
+    assert not any(t == NOT_ASKED for t in said), said  # it was asked for: not a missing flag
+
+
+def test_a_run_without_the_gate_says_how_to_ask_for_it_on_screen_and_in_the_summary(run, work):
+    how = Finish(
+        choices=replace(CHOICES, compare=False, markdown=work / "summary.md"),
+        baselines_dir=work / "baselines",
+        pyproject=ROOT / "pyproject.toml",
+        results_dir=work / "results",
+    )
+    done = finish(run, how)
+    assert done.exit_code == EXIT_OK and NOT_ASKED in [line.text for line in done.lines]
+    assert NOT_ASKED in (work / "summary.md").read_text()

@@ -21,6 +21,9 @@ EXIT_BAD_BASELINE = 10
 EXIT_INCOMPARABLE = 11
 EXIT_BAD_THRESHOLDS = 4  # pytest's usage error: the thresholds in pyproject.toml cannot be used
 
+# Why a run finished without the gate, and how to ask for it: said on screen and in the report.
+NOT_ASKED = "gate not run: add `--benchmark-compare` (or `--bark-compare`) to compare with the stored baseline"
+
 
 # Why a gate that compared nothing failed, by its status: said in one line after the messages that explain it.
 NOT_COMPARED = {

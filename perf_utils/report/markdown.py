@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from perf_utils.gate import trends
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, Comparison
-from perf_utils.gate.decide import GateOutcome
+from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import History, Trend
 from perf_utils.record.fidelity import NOT_CHECKED
@@ -149,7 +149,7 @@ def headline(outcome: GateOutcome | None) -> str:
     comparison = outcome.comparison if outcome else None
     if comparison is None:
         if outcome is None:
-            return "**gate not run**: add `--benchmark-compare` to compare with the stored baseline."
+            return f"**{NOT_ASKED}**."
         return f"**{outcome.status}**: " + (outcome.messages[0] if outcome.messages else "no comparison")
     bad = [v for v in comparison.verdicts if v.failing]
     noisy = [f"`{v.id}`" for v in comparison.verdicts if v.verdict == NOISY and not v.failing]
@@ -185,7 +185,7 @@ def _context(record: RunRecord) -> str:
 
 def verdict_section(outcome: GateOutcome | None) -> str:
     if outcome is None:
-        return "Gate not run (add `--benchmark-compare` or `--bark-compare`)."
+        return f"{NOT_ASKED}."
     if outcome.comparison is None:
         return "\n\n".join(f"- {line}" for line in outcome.messages)
     # a blank line after the notes: a line right under a list item would be read as part of it
