@@ -133,6 +133,24 @@ def test_memory_needs_relative_and_absolute_change():
     assert verdict(small, result(memory=(53.0, 53.1, 53.0, 52.9, 53.0))).verdict == UNCHANGED
 
 
+def test_a_peaks_ratio_to_fp32_needs_the_memory_floor_too():
+    """A ratio move of a few MB in a small peak (the host peak of a tiny call at batch 1) is no more a regression
+    than the same move of the peak itself; the same ratio move in a large peak is."""
+
+    def ratio_run(fp32_mb, bf16_mb):
+        bf16 = result("bf16", memory=tuple(bf16_mb * f for f in (1.0, 1.001, 0.999, 1.0, 1.002)))
+        for r in bf16.rounds:
+            r["peak_vs_fp32"] = r["host_peak_mb"] / fp32_mb
+        return record(result(memory=(fp32_mb,) * 5), bf16)
+
+    def peak_ratio(base, now):
+        v = compare(base, now, TH).verdicts[1]
+        return v.verdict, next(m for m in v.metrics if m.metric == "peak_vs_fp32").verdict
+
+    assert peak_ratio(ratio_run(17.5, 8.6), ratio_run(17.3, 10.3)) == (UNCHANGED, UNCHANGED)  # +21%, 1.7 MB
+    assert peak_ratio(ratio_run(100.0, 50.0), ratio_run(100.0, 60.0)) == (REGRESSED, REGRESSED)  # +20%, 10 MB
+
+
 def test_too_few_rounds_never_regress():
     """One round a side has no spread to judge by: a large change is noisy, never a regression."""
     v = verdict(result(latency=(1.0,), memory=(1.0,)), result(latency=(9.0,), memory=(99.0,)))
@@ -203,6 +221,7 @@ def test_large_is_the_one_rule_for_minimum_effects():
     assert not TH.large("memory", 10.0, 13.0)  # +30%, but 3 MB: under the floor
     assert TH.large("memory", 100.0, 110.0)
     assert TH.large("time", 0.0, 1.0) and not TH.large("time", 0.0, 0.0)
+    assert not TH.large("ratio", 0.5, 0.6, mb_per_unit=20.0) and TH.large("ratio", 0.5, 0.6, mb_per_unit=50.0)
 
 
 def test_a_benchmark_is_called_by_its_worst_gated_metric_noisy_before_improved():

@@ -112,9 +112,11 @@ def compare_metric(
     now: list[list[float]],
     th: Thresholds,
     pairs: list[list[float]] | None = None,
+    mb_per_unit: float | None = None,
 ) -> MetricChange | None:
     """`base`, `now`: the metric's rounds grouped by invocation. `pairs`, when the two were measured in
-    alternating trials: now / base of each trial, grouped by invocation; the change is then their median."""
+    alternating trials: now / base of each trial, grouped by invocation; the change is then their median.
+    `mb_per_unit`: what one unit of the metric is in MB, where the memory floor applies to it (`Thresholds.large`)."""
     flat_base, flat_now = [v for g in base for v in g], [v for g in now for v in g]
     if not flat_base or not flat_now:
         return None
@@ -125,7 +127,7 @@ def compare_metric(
         assert pairs is not None
         est = paired_ratio(pairs, th.alpha)
         change = est.ratio - 1
-    big = th.large(metric.kind, b_med, b_med * (1 + change))
+    big = th.large(metric.kind, b_med, b_med * (1 + change), mb_per_unit)
     if (n_pairs < 2 if n_pairs else len(flat_base) < 2 or len(flat_now) < 2) or not b_med:  # no spread to judge
         verdict = NOISY if big else UNCHANGED
         return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
@@ -135,26 +137,28 @@ def compare_metric(
         if drifts:
             est = with_drift(est, th)
     out = MetricChange(metric.name, b_med, c_med, change, est.low - 1, est.high - 1, NOISY)
-    out.verdict = out.settles = _verdict(metric, th, out)
+    out.verdict = out.settles = _verdict(metric, th, out, mb_per_unit)
     if out.verdict == NOISY:
         alone = RatioEstimate(est.ratio, est.ratio, est.ratio)  # as if invocations were endless
         alone = with_drift(alone, th) if drifts else alone
-        out.settles = _verdict(metric, th, replace(out, low=alone.low - 1, high=alone.high - 1))
+        out.settles = _verdict(metric, th, replace(out, low=alone.low - 1, high=alone.high - 1), mb_per_unit)
     return out
 
 
-def _verdict(metric: Metric, th: Thresholds, c: MetricChange) -> str:
+def _verdict(metric: Metric, th: Thresholds, c: MetricChange, mb_per_unit: float | None = None) -> str:
     """Called when the interval excludes no change and the change passes the minimum effect; noisy while a change
     of the threshold's size in the worse direction is still inside the interval."""
     worse_if_larger = metric.better == "lower"
-    big = th.large(metric.kind, c.baseline, c.baseline * (1 + c.change))
+    big = th.large(metric.kind, c.baseline, c.baseline * (1 + c.change), mb_per_unit)
     worse_bound = c.high if worse_if_larger else c.low  # how bad it could be
     got_worse = c.change != 0 and (c.change > 0) == worse_if_larger
     if big and got_worse and (c.low > 0 if worse_if_larger else c.high < 0):
         return REGRESSED
     if big and not got_worse and c.change != 0 and (c.high < 0 if worse_if_larger else c.low > 0):
         return IMPROVED
-    if (worse_bound > 0) == worse_if_larger and th.large(metric.kind, c.baseline, c.baseline * (1 + worse_bound)):
+    if (worse_bound > 0) == worse_if_larger and th.large(
+        metric.kind, c.baseline, c.baseline * (1 + worse_bound), mb_per_unit
+    ):
         return NOISY
     return UNCHANGED
 
@@ -260,7 +264,8 @@ def compare_result(
     moved = host_moved(base, now, th) if per_probe else None
     for metric in METRICS.values():
         pairs = _pairs(base, now, metric.name) if paired else None
-        change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs)
+        scale = _fp32_peak_mb(now) if metric.name == PEAK_RATIO else None
+        change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs, scale)
         if change is not None and moved is not None and metric.kind in ("time", "throughput"):
             change = _beyond_the_probe(change, metric, base, now, th, moved)
         if change is not None and unlike_processes and _moved_by_the_process(metric, base):
@@ -271,6 +276,14 @@ def compare_result(
         gated = {m.verdict for m in v.metrics if m.info.gated}
         v.verdict = next((w for w in (REGRESSED, NOISY, IMPROVED) if w in gated), UNCHANGED)
     return v
+
+
+def _fp32_peak_mb(result: BenchmarkResult) -> float | None:
+    """fp32's peak in this run's trials with `result` (each round's peak over its ratio to fp32's): the MB one
+    unit of `result`'s peak / fp32 stands for."""
+    memory = memory_metric(result.metrics())
+    peaks = [r[memory] / r[PEAK_RATIO] for r in result.rounds if r.get(PEAK_RATIO) and memory in r]
+    return statistics.median(peaks) if peaks else None
 
 
 def _judge_fidelity(v: BenchmarkVerdict, base: BenchmarkResult, now: BenchmarkResult) -> None:

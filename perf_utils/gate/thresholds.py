@@ -77,11 +77,13 @@ class Thresholds:
     def min_effect(self, kind: str) -> float | None:
         return getattr(self, kind, None) if kind in {"time", "throughput", "memory", "energy", "ratio"} else None
 
-    def large(self, kind: str, old: float, new: float) -> bool:
+    def large(self, kind: str, old: float, new: float, mb_per_unit: float | None = None) -> bool:
         """Whether a move from `old` to `new` passes this kind's minimum effect (and, for memory, the floor in MB).
         The gate also wants it significant; history trends are judged by this alone. The effect is a ratio, alike
         both ways (asv's factor): at 15%, x1.15 and /1.15 (-13.0%). So a latency +15% and the throughput -13.0% it
-        is (samples per second of the same rounds) are called alike; a decrease is called from -13.0%, not -15%."""
+        is (samples per second of the same rounds) are called alike; a decrease is called from -13.0%, not -15%.
+        `mb_per_unit`: the MB one unit of a figure that is not itself in MB stands for (a peak / fp32's peak: fp32's
+        peak), so a move of a few MB in a small peak is not called through its ratio either."""
         min_effect = self.min_effect(kind)
         if min_effect is None:
             return False
@@ -89,7 +91,9 @@ class Thresholds:
             past = new >= old * (1 + min_effect) or new <= old / (1 + min_effect)
         else:
             past = abs((new - old) / old) >= min_effect if old else new != old
-        return past and (kind != "memory" or abs(new - old) >= self.memory_floor_mb)
+        if kind == "memory":
+            mb_per_unit = 1.0
+        return past and (mb_per_unit is None or abs(new - old) * mb_per_unit >= self.memory_floor_mb)
 
     @classmethod
     def from_pyproject(cls, path: Path, device_type: str | None = None) -> Thresholds:

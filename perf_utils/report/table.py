@@ -160,7 +160,8 @@ def rule_line(comparison: Comparison) -> str:
     rule = (
         f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then {over}) "
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
-        f"memory, {th.ratio:.0%} ratio to fp32; noisy when the interval still reaches that size"
+        f"memory, {th.ratio:.0%} (and {th.memory_floor_mb:g} MB for a peak) ratio to fp32; noisy when the interval "
+        "still reaches that size"
     )
     measured = [v.drift for v in comparison.verdicts if v.drift is not None]
     if measured and not comparison.paired:
