@@ -63,7 +63,7 @@ def _configs(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.bark_device).type
     stack = current_stack()
-    rows = [(c.name, c.summary, configs.unavailable_reason(c, stack, device)) for c in configs.select()]
+    rows = [(c.name, c.summary, configs.unavailable_reasons(c, stack, device)) for c in configs.select()]
     print(configs_table(rows, device))
     return 0
 

@@ -23,11 +23,17 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def _table_rows(table: str) -> dict[str, list[str]]:
-    """github-style table -> {first cell: all cells}."""
+    """github-style table -> {first cell: all cells}, its last cell's numbered notes (`[2]`) replaced by their
+    text, joined as `configs.unavailable_reason` joins them."""
+    import re
+
+    notes = dict(re.findall(r"^\[(\d+)\] (.+)$", table, flags=re.MULTILINE))
     rows = {}
     for line in table.splitlines():
         if line.startswith("|") and not line.startswith("|--"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[-1].startswith("unavailable: "):
+                cells[-1] = "; and ".join(notes[n] for n in re.findall(r"\[(\d+)\]", cells[-1]))
             rows[cells[0]] = cells
     return rows
 
@@ -67,6 +73,15 @@ def test_configs_table_on_cpu_shows_the_reasons(capsys: pytest.CaptureFixture[st
     assert rows["fp32"][2] == "available"
     assert rows["cpu_offload"][2].startswith("cpu_offload needs an accelerator")
     assert rows["flash_attention_2"][2].startswith("flash_attention_2 needs CUDA")
+
+
+def test_configs_table_says_each_reason_once_under_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Five configurations need an accelerator on the CPU: one numbered note, not five copies of it."""
+    assert cli.main(["configs", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cpu_offload needs an accelerator") == 1, printed
+    width = max(len(line) for line in printed.splitlines() if line.startswith("|"))
+    assert width < 200, printed
 
 
 def test_configs_table_hides_test_only_configurations(

@@ -224,7 +224,14 @@ def run_table(record: RunRecord) -> str:
     return tabulate(rows, headers=[*headers, "fidelity"], tablefmt="github", disable_numparse=True)
 
 
-def configs_table(rows: list[tuple[str, str, str | None]], device_type: str) -> str:
-    """(configuration, what it changes, why it cannot run here or None)."""
-    body = [(name, summary, reason or "available") for name, summary, reason in rows]
-    return tabulate(body, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github")
+def configs_table(rows: list[tuple[str, str, list[str]]], device_type: str) -> str:
+    """(configuration, what it changes, every reason it cannot run here). Each reason is said once, numbered under
+    the table, and the rows name their numbers: a reason shared by five configurations was five 400-character
+    cells, wider than any terminal."""
+    notes: dict[str, int] = {}
+    body = []
+    for name, summary, reasons in rows:
+        numbers = [notes.setdefault(why, len(notes) + 1) for why in reasons]
+        body.append((name, summary, "unavailable: " + ", ".join(f"[{n}]" for n in numbers) if numbers else "available"))
+    table = tabulate(body, headers=("configuration", "what it changes", f"on {device_type}"), tablefmt="github")
+    return "\n".join([table, "", *(f"[{n}] {why}" for why, n in notes.items())]) if notes else table
