@@ -7,6 +7,7 @@ import pytest
 
 from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
+from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.report.table import rule_line, verdict_rows
@@ -171,7 +172,9 @@ def test_lost_new_unavailable_not_run():
     assert lost.verdict == LOST and "optimum<2.0" in lost.reason
     assert lost.metric("latency_s").baseline == pytest.approx(1.0)  # the latency it had
     assert math.isnan(lost.metric("latency_s").current)
-    assert by_id["bs1-fp16"].verdict == NEW
+    new = by_id["bs1-fp16"]
+    assert new.verdict == NEW and new.metric("latency_s").current == pytest.approx(1.0)  # the table shows it
+    assert math.isnan(new.metric("latency_s").baseline)
     assert by_id["bs1-gone"].verdict == NOT_RUN
     assert cmp.failed
     allowed = compare(base, now, TH, allow_lost={"bettertransformer"})
@@ -181,6 +184,14 @@ def test_lost_new_unavailable_not_run():
         record(result("x", status="unavailable", reason="r")), record(result("x", status="unavailable", reason="r")), TH
     )
     assert both_unavailable.verdicts[0].verdict == UNAVAILABLE and not both_unavailable.failed
+
+
+def test_a_new_configuration_that_computes_something_else_regresses():
+    """Its fidelity is judged against fp32 in the same run: no baseline is needed to see it."""
+    wrong = result("fp16")
+    wrong.fidelity = Fidelity("float16", False, ["fine logits relative error 0.3 > 0.05"])
+    v = compare(record(result("fp32")), record(result("fp32"), wrong), TH).verdicts[1]
+    assert v.verdict == REGRESSED and v.reason == "fidelity: fine logits relative error 0.3 > 0.05"
 
 
 def test_changed_work_is_a_regression():

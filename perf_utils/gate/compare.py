@@ -286,14 +286,14 @@ def _fp32_peak_mb(result: BenchmarkResult) -> float | None:
     return statistics.median(peaks) if peaks else None
 
 
-def _judge_fidelity(v: BenchmarkVerdict, base: BenchmarkResult, now: BenchmarkResult) -> None:
+def _judge_fidelity(v: BenchmarkVerdict, base: BenchmarkResult | None, now: BenchmarkResult) -> None:
     """A benchmark that computes something else (or further from fp32 than the baseline did) is regressed,
     however fast it is."""
     if now.fidelity is None:
         return
     v.fidelity = now.fidelity.status
     problems = list(now.fidelity.problems)
-    if base.fidelity is not None:
+    if base is not None and base.fidelity is not None:
         problems += now.fidelity.worse_than(base.fidelity)
     if problems:
         v.verdict, v.reason = REGRESSED, "fidelity: " + "; ".join(problems)
@@ -302,21 +302,25 @@ def _judge_fidelity(v: BenchmarkVerdict, base: BenchmarkResult, now: BenchmarkRe
 def _not_both_measured(
     v: BenchmarkVerdict, base: BenchmarkResult | None, now: BenchmarkResult | None
 ) -> BenchmarkVerdict:
-    """The verdict of a benchmark one side did not measure: not run now, new, unavailable on both, or lost (its
-    baseline's medians kept, so the table shows what went missing)."""
+    """The verdict of a benchmark one side did not measure: not run now, new, unavailable on both, or lost. The
+    side that measured keeps its medians, so the table shows what went missing or what came."""
     if now is None:
         v.verdict, v.reason = NOT_RUN, "not selected in this run"
     elif not _ran(base):
         v.verdict, v.reason = (NEW, None) if _ran(now) else (UNAVAILABLE, now.reason)
+        if v.verdict == NEW:
+            v.metrics = [MetricChange(m, math.nan, now.summary(m).median, math.nan, math.nan, math.nan, NEW)
+                         for m in _SHOWN if now.values(m)]  # fmt: skip
+            _judge_fidelity(v, base, now)  # against fp32 in this run: no baseline needed
     else:
         assert base is not None
         v.verdict, v.reason = LOST, now.reason or now.status
-        v.metrics = [
-            MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, math.nan, LOST)
-            for m in ("latency_s", "host_peak_mb", "accel_peak_mb")
-            if base.values(m)
-        ]
+        v.metrics = [MetricChange(m, base.summary(m).median, math.nan, math.nan, math.nan, math.nan, LOST)
+                     for m in _SHOWN if base.values(m)]  # fmt: skip
     return v
+
+
+_SHOWN = ("latency_s", "host_peak_mb", "accel_peak_mb")  # a one-sided benchmark's figures in the verdict table
 
 
 def compare(
