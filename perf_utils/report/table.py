@@ -158,8 +158,8 @@ def rule_line(comparison: Comparison) -> str:
     th = comparison.thresholds
     over = "paired per-trial ratios of alternating trials" if comparison.paired else "rounds"
     rule = (
-        f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then {over}; at "
-        "least Student's t over invocations that differ beyond their rounds) "
+        f"a change is called when its {1 - 2 * th.alpha:.0%} interval (bootstrap over invocations, then {over}; "
+        "widened as Student's t where a few invocations differ beyond their rounds) "
         f"excludes none and it is larger than {th.time:.0%} time, {th.memory:.0%} (and {th.memory_floor_mb:g} MB) "
         f"memory, {th.ratio:.0%} (and {th.memory_floor_mb:g} MB for a peak) ratio to fp32; noisy when the interval "
         "still reaches that size"
