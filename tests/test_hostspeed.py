@@ -185,7 +185,7 @@ def test_beyond_the_band_a_change_the_host_could_explain_is_noisy_and_a_larger_o
     [v] = outcome.comparison.verdicts
     latency = v.metric("latency_s")
     assert v.verdict == NOISY and not outcome.comparison.failed and abs(latency.change - 0.2) < 0.02
-    why = r"host probe \+(99|100)%, past the 25% band: "
+    why = r"its host probe \+(99|100)%, past the 25% band: "
     assert re.match(why + r"up to (50|49)% may be the host's", latency.why or ""), latency.why
     assert v.metric("throughput_sps").verdict == NOISY
     assert "may be the host's" in verdict_rows(outcome.comparison)[0][-1]

@@ -225,7 +225,7 @@ def _beyond_the_probe(
         called = wide.settles in (REGRESSED, IMPROVED)
         change.settles = UNCHANGED if change.settles == UNCHANGED else wide.settles if called else NOISY
     change.why = (
-        f"host probe {moved:+.0%}, past the {th.host_probe_band:.0%} band: up to "
+        f"its host probe {moved:+.0%}, past the {th.host_probe_band:.0%} band: up to "
         f"{th.host_probe_slack * abs(moved):.0%} may be the host's"
     )
     return change

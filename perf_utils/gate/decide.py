@@ -147,9 +147,9 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
                 else ""
             )
             messages.append(
-                f"latency and throughput judged per host probe (this run's probe {change:+.1%} against the "
-                "baseline's): each round divided by its invocation's median probe over every benchmark, in seconds at "
-                "the baseline's host speed" + beyond
+                f"latency and throughput judged per host probe (this run's probe {change:+.1%} against the baseline's "
+                "over all its benchmarks): each round divided by its invocation's median probe over every benchmark, "
+                "in seconds at the baseline's host speed" + beyond
             )
             baseline, current = both
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy, per_probe)
