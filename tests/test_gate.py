@@ -159,7 +159,8 @@ def test_a_machine_4x_slower_for_every_program_passes_when_time_is_judged_per_ho
     assert done.exit_code == EXIT_REGRESSION and "host probe (fixed CPU work after each round) +300.0% slower" in text
     done, text = gate(machine, work, per_host_probe=True)
     assert done.exit_code == EXIT_OK, text
-    assert "latency and throughput judged per host probe (this run's probe +300.0% against the baseline's over all its benchmarks)" in text
+    said = "latency and throughput judged per host probe (this run's probe +300.0% against the baseline's over all"
+    assert said + " its benchmarks)" in text
     done, text = gate(scaled(run, "latency_s", 4.0), work, per_host_probe=True)
     assert_regressed(done, text, "latency")
 
