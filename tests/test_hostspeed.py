@@ -209,6 +209,18 @@ def test_beyond_the_band_a_change_the_host_could_explain_is_noisy_and_a_larger_o
     assert (row.flagged, row.noisy) == (0, 1)
 
 
+def test_the_runs_probe_line_reads_the_probe_the_rows_are_judged_by(tmp_path):
+    """Seen 2026-12-03 09:05: the line above the table said the probe moved +21.2% (the raw rounds' median) and every
+    row "its host probe +33%" (the invocations' medians, what the gate divides by). One probe, one number."""
+    base = with_invocation_probe(result(seed=1), host=1.0, own=1.0)
+    now = with_invocation_probe(result(machine=1.4, code=1.1, seed=2), host=1.4, own=1.1)
+    assert abs(hostspeed.probe_change(record(base), record(now)) - 0.4) < 1e-9
+    outcome = judge(record(base), record(now), GateOptions(tmp_path, TH, per_host_probe=True), "b.json")
+    (line,) = [m for m in outcome.messages if m.startswith("latency and throughput judged per host probe")]
+    assert "(this run's probe +40.0% against the baseline's" in line and "beyond 25%" in line, line
+    assert "its host probe +40%" in (outcome.comparison.verdicts[0].metric("latency_s").why or "")
+
+
 def test_asked_to_judge_per_host_probe_against_an_older_baseline_says_it_cannot(tmp_path):
     old = record(result(seed=1, probe=False))
     outcome = judge(old, record(result(seed=2)), GateOptions(tmp_path, TH, per_host_probe=True), "b.json")

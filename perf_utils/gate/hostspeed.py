@@ -10,7 +10,7 @@ import statistics
 from dataclasses import replace
 
 from perf_utils.gate.compare import UNCHANGED, BenchmarkVerdict
-from perf_utils.record.metrics import HOST_PROBE, probe_of
+from perf_utils.record.metrics import probe_of
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
 
@@ -41,8 +41,11 @@ def adjusted(result: BenchmarkResult, speed: float = 1.0) -> BenchmarkResult | N
 
 
 def probe_median(record: RunRecord) -> float | None:
-    """The run's median probe time over every round; None when it has none."""
-    values = [v for r in record.results for v in r.values(HOST_PROBE)]
+    """The run's median probe time over every round, each round's probe being the one it is judged by
+    (`metrics.probe_of`: its invocation's median over every benchmark), so the run's probe change is the one each
+    benchmark's verdict reads (the raw rounds' median said +21% above rows that said +33%, 2026-12-03); None when
+    it has none."""
+    values = [v for r in record.results if (key := probe_of(r.rounds)) for v in r.values(key)]
     return statistics.median(values) if values else None
 
 
