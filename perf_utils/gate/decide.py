@@ -128,7 +128,8 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
         messages += [f"comparing with {source} although (forced):", *problems]
     stored = baseline  # as measured, for the report's figures
     per_probe = opts.thresholds.per_host_probe(opts.per_host_probe)
-    if per_probe and paired_session(baseline, current):
+    paired = paired_session(baseline, current) is not None
+    if per_probe and paired:
         per_probe = False  # each trial's ratio already cancels the host's speed
         if opts.per_host_probe:
             messages.append("note: time judged on the paired trials' ratios, not per host probe: they cancel it")
@@ -153,7 +154,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
             )
             baseline, current = both
     comparison = compare(baseline, current, opts.thresholds, set(opts.allow_lost), opts.fail_on_noisy, per_probe)
-    if not per_probe:
+    if not per_probe and not paired:  # a paired session's two sides ran on one host, trial by trial
         messages += hostspeed.notes(baseline, current, comparison.verdicts)
     return GateOutcome(
         "compared",
