@@ -11,7 +11,7 @@ from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.metrics import METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.table import rule_line, verdict_rows
+from perf_utils.report.table import rule_line, verdict_rows, verdict_table
 
 TH = Thresholds()
 
@@ -117,6 +117,20 @@ def test_an_interval_that_says_no_idea_how_large_is_printed_so():
     assert peak.interval.endswith("..>+1000%") and peak.interval.startswith("-"), peak.interval
     [[*_, why]] = verdict_rows(compare(record(pinned), record(candidate), TH))
     assert "..>+1000%" in why and not re.search(r"\d{5}", why), why
+
+
+def test_on_a_terminal_each_metric_of_why_takes_a_line_and_markdown_keeps_one():
+    now = result(latency=[x * 1.5 for x in SPREAD], memory=(100, 112, 96, 109, 101))
+    slower = compare(record(result(latency=SPREAD)), record(now), TH)
+    [[*_, why]] = verdict_rows(slower)
+    screen = verdict_table(slower).splitlines()
+    header, body = screen[:2], screen[3:]
+    assert header[0].split()[:3] == ["benchmark", "latency", "s"] and "(base)" in header[1] and "(now)" in header[1]
+    assert len(body) == 2 and body[0].startswith("bs1-fp32") and body[1].startswith(" ")
+    first, second = why.split(", host peak")
+    assert body[0].endswith(first) and body[1].strip() == "host peak" + second
+    assert max(map(len, screen)) < max(map(len, verdict_table(slower, "github").splitlines()))
+    assert why in verdict_table(slower, "github")  # a Markdown cell holds one line
 
 
 def test_drift_between_baseline_and_run_widens_time_intervals_so_an_offset_of_its_size_is_noisy():

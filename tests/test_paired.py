@@ -89,7 +89,9 @@ def test_only_runs_of_one_session_are_compared_paired():
     paired = compare(record("s1", 1.0), record("s1", 1.05), TH)
     assert paired.paired and paired.verdicts[0].verdict == REGRESSED  # every trial's ratio is 1.05
     assert paired.thresholds.time == TH.paired
-    assert verdict_table(paired).splitlines()[0].count("paired change") == 2  # not the ratio of the medians
+    assert verdict_table(paired, "github").splitlines()[0].count("paired change") == 2  # not the ratio of medians
+    top, under = verdict_table(paired).splitlines()[:2]  # on a terminal the header takes two lines
+    assert top.count("paired") == 2 and under.split().count("change") == 2
     for base, now in ((record("s1", 1.0), record("s2", 1.05)), (record(None, 1.0), record(None, 1.05))):
         unpaired = compare(base, now, TH)
         assert not unpaired.paired and unpaired.verdicts[0].verdict in (UNCHANGED, NOISY)

@@ -42,15 +42,15 @@ def _pct(change: float) -> str:
     return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
 
 
-def _note(v: BenchmarkVerdict, peak: MetricChange | None) -> str:
-    """The metrics behind the row's verdict (`BenchmarkVerdict.called`), each with its change and interval; and
-    the row's `peak` column where it is not judged."""
+def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") -> str:
+    """The metrics behind the row's verdict (`BenchmarkVerdict.called`), each with its change and interval, joined
+    by `joiner`; and the row's `peak` column where it is not judged."""
     if v.reason:
         return v.reason + (" (allowed)" if v.allowed else "")
     shown = v.called(REGRESSED, IMPROVED, NOISY)
     if peak is not None and peak.verdict == NOT_JUDGED:  # its change is in the row: say why it does not count
         shown.append(peak)
-    return ", ".join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
+    return joiner.join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
 
 
 def _why(m: MetricChange, row: str) -> str:
@@ -62,10 +62,10 @@ def _why(m: MetricChange, row: str) -> str:
     return m.interval if m.verdict == row else f"{m.interval}, {m.verdict}"
 
 
-def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[list[str]]:
+def verdict_rows(comparison: Comparison, measured_only: bool = False, joiner: str = ", ") -> list[list[str]]:
     """`measured_only` leaves out benchmarks that could run neither now nor in the baseline, and those this run did
     not measure (`not_measured_lines` says them in a line per reason). No throughput column: at a fixed batch size
-    it is latency's inverse; *why* names it where its verdict differs."""
+    it is latency's inverse; *why* names it where its verdict differs, each metric after `joiner`."""
     rows = []
     for v in comparison.verdicts:
         if measured_only and v.verdict in FOLDED:
@@ -86,7 +86,7 @@ def verdict_rows(comparison: Comparison, measured_only: bool = False) -> list[li
                 _pct(mem.change) if mem else "-",
                 v.fidelity,
                 verdict,
-                _note(v, mem),
+                _note(v, mem, joiner),
             ]
         )
     return rows
@@ -108,9 +108,14 @@ HEADERS = [
 
 def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_only: bool = False) -> str:
     """Paired (compare-stacks), a change is the median of the per-trial ratios, not the ratio of the two medians
-    beside it: its header says so."""
-    rows = verdict_rows(comparison, measured_only)
+    beside it: its header says so. On a terminal (`simple`) each metric of *why* and each header's "(base)" /
+    "(now)" take a line of their own: one line per row made a row of four metrics 330 characters wide (2026-12-03,
+    a legacy-stack session), wrapped by every terminal; Markdown cells stay on one line."""
+    lines = tablefmt != "github"
+    rows = verdict_rows(comparison, measured_only, "\n" if lines else ", ")
     headers = [("paired change" if h == "change" and comparison.paired else h) for h in HEADERS]
+    if lines:
+        headers = [h.replace(" (", "\n(").replace("paired ", "paired\n") for h in headers]
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
