@@ -57,6 +57,24 @@ def test_a_creeping_slowdown_below_the_threshold_each_step_is_called_as_drift():
     assert trend.why.startswith("drifted +21") and "over 2 steps since 2026-11-01" in trend.why
 
 
+def test_a_figure_dashes_only_the_steps_the_report_could_call():
+    """Seen 2026-12-03: the fit put a -5% level change in bs8-fp16's latency, the report said "no step beyond the
+    thresholds" and the figure dashed it as "a step". Marked: a step past the threshold, or every step of a drift."""
+    small = analyze("bs8-fp16", "latency_s", points(noisy(8, cv=0.005) + noisy(8, level=0.95, cv=0.005, seed=1)), TH)
+    assert small.steps == [8] and small.marked == [] and small.verdict == UNCHANGED
+    values = noisy(8, cv=0.005) + noisy(8, level=1.05, cv=0.005, seed=1) + noisy(8, level=1.35, cv=0.005, seed=2)
+    large = analyze("bs1-fp32", "latency_s", points(values), TH)
+    assert large.steps == [8, 16] and large.marked == [16] and "stepped +28" in large.why, (large.steps, large.why)
+    values = noisy(8, cv=0.005) + noisy(8, level=1.1, cv=0.005, seed=1) + noisy(8, level=1.21, cv=0.005, seed=2)
+    drift = analyze("bs1-fp32", "latency_s", points(values), TH)
+    assert drift.verdict == REGRESSED and drift.marked == drift.steps == [8, 16]
+    from perf_utils.report.plots import trend_figure
+
+    for trend, dashed in ((small, []), (large, [15.5]), (drift, [7.5, 15.5])):
+        [ax, *_] = trend_figure([trend], "latency_s").axes
+        assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == dashed
+
+
 def test_direction_follows_the_metric():
     faster = noisy(20) + noisy(5, level=0.6, seed=3)
     assert analyze("bs1-x", "latency_s", points(faster), TH).verdict == IMPROVED

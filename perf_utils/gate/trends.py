@@ -73,6 +73,9 @@ class Trend:
     metric: str
     points: list[Point]
     steps: list[int] = field(default_factory=list)  # index of the first run on each new level
+    # The steps a reader is shown (`plots.trend_figure`): those past the metric's minimum effect, or every step of
+    # a called drift. A figure that dashed each level the fit found showed "a step" under a report that said none.
+    marked: list[int] = field(default_factory=list)
     verdict: str = UNCHANGED
     why: str = ""
     z: float | None = None
@@ -101,6 +104,8 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
         return trend
     values = [p.median for p in points]
     trend.steps = detect_steps(values)
+    levels = trend.levels()
+    trend.marked = [s for s, a, b in zip(trend.steps, levels, levels[1:], strict=False) if _called(metric, a, b, th)]
     earlier = values[-1 - LOOKBACK : -1]
     mean, stdev = statistics.fmean(earlier), statistics.stdev(earlier)
     trend.z = (values[-1] - mean) / stdev if stdev > 0 else (0.0 if values[-1] == mean else math.inf)
@@ -111,7 +116,6 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
             f"latest run {values[-1] / mean - 1:+.1%} against the mean of the {len(earlier)} before (z={trend.z:.1f})"
         )
         return trend
-    levels = trend.levels()
     if len(levels) >= 2:
         step = _called(metric, levels[-2], levels[-1], th)
         since = points[trend.steps[-1]].created[:10]
@@ -123,7 +127,7 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
             return trend
         drift = _called(metric, levels[0], levels[-1], th)
         if drift:
-            trend.verdict = drift
+            trend.verdict, trend.marked = drift, list(trend.steps)
             trend.why = (
                 f"drifted {levels[-1] / levels[0] - 1:+.1%} over {len(levels) - 1} steps since {points[0].created[:10]}"
             )

@@ -148,8 +148,9 @@ def batching_figure(record: RunRecord) -> Figure:
 
 def trend_figure(trends: list[Trend], metric: str, per_host_probe: bool = False) -> Figure:
     """One panel per configuration, a line per batch size: each run's median relative to the series' first
-    level (1.0 = where it started, so batch sizes share a scale), the rounds' range shaded, detected steps
-    dashed; a panel with a regressed trend has a red title. `per_host_probe`: the series are (the title says so)."""
+    level (1.0 = where it started, so batch sizes share a scale), the rounds' range shaded, the steps a reader
+    is shown (`Trend.marked`) dashed; a panel with a regressed trend has a red title. `per_host_probe`: the series
+    are (the title says so)."""
     info = METRICS[metric]
     mine = [t for t in trends if t.metric == metric and t.points]
     configs = list(dict.fromkeys(t.benchmark.split("-", 1)[1] for t in mine))
@@ -163,7 +164,7 @@ def trend_figure(trends: list[Trend], metric: str, per_host_probe: bool = False)
             line = ax.plot(xs, [p.median / ref for p in t.points], "o-", ms=3, label=label)[0]
             low, high = [p.low / ref for p in t.points], [p.high / ref for p in t.points]
             ax.fill_between(xs, low, high, alpha=0.15, color=line.get_color())
-            for step in t.steps:
+            for step in t.marked:
                 ax.axvline(step - 0.5, ls="--", lw=1, color=line.get_color())
             regressed = regressed or t.verdict == REGRESSED
         ax.set_title(config + ("  REGRESSED" if regressed else ""), color=COLOURS[REGRESSED] if regressed else "black")
@@ -174,7 +175,7 @@ def trend_figure(trends: list[Trend], metric: str, per_host_probe: bool = False)
         ax.legend(fontsize=8)
     fig.suptitle(
         f"{info.label}{' per host probe' if per_host_probe else ''} over the kept runs, relative to where each series "
-        "started (dashed: a step)",
+        "started (dashed: a level change past the threshold)",
         fontsize=10,
     )
     return fig
