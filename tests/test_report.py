@@ -168,6 +168,31 @@ def test_regressed_and_lost_benchmarks_are_red_in_the_figure():
         assert "LOST" in labels and any(label.endswith("REGRESSED") for label in labels)
 
 
+def test_the_latency_figure_draws_time_as_the_gate_judged_it(tmp_path, monkeypatch):
+    """Seen 2026-12-03: judged per host probe, bs8-fp16 read -2.7% in the table and 36% slower in the figure, which
+    drew the rounds as measured on a host 33% slower. Per probe, the figure draws seconds at the baseline's speed."""
+    from perf_utils.gate.decide import GateOptions, judge
+
+    def on_host(record: RunRecord, slower: float) -> RunRecord:
+        for r in record.results:
+            r.rounds = [{**x, "latency_s": x["latency_s"] * slower, HOST_PROBE: 0.02 * slower,
+                         INVOCATION_PROBE: 0.02 * slower} for x in r.rounds]  # fmt: skip
+        return record
+
+    base = on_host(synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0}), 1.0)
+    now = on_host(synthetic("2026-11-02T00:00:00+00:00", {"fp32": 1.0}), 1.4)  # Bark unchanged, the host slower
+    drawn = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault(path.name, fig) and path)
+    for per_probe, now_over_base in ((True, 1.0), (False, 1.4)):
+        outcome = judge(base, now, GateOptions(tmp_path, Thresholds(), per_host_probe=per_probe), "b.json")
+        drawn.clear()
+        report.write(tmp_path, now, outcome)
+        ax = drawn["latency.png"].axes[0]
+        bars = {round(b.get_y() + b.get_height() / 2, 1): b.get_width() for b in ax.patches}  # now at -0.2
+        assert bars[-0.2] / bars[0.2] == pytest.approx(now_over_base, rel=0.01), (per_probe, bars)
+        assert ("baseline's host speed" in ax.get_xlabel()) == per_probe
+
+
 def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):
     runs = tmp_path / "results"
     for day in range(1, 8):

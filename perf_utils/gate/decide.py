@@ -41,6 +41,7 @@ class GateOutcome:
     comparison: Comparison | None = None
     messages: list[str] = field(default_factory=list)
     baseline: RunRecord | None = None  # the compared baseline, raw rounds and all (for the report's figures)
+    per_host_probe: bool = False  # time was judged per host probe (`hostspeed`): the figures draw it so too
 
 
 @dataclass(frozen=True)
@@ -163,4 +164,5 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
         comparison,
         messages=messages,
         baseline=stored,
+        per_host_probe=per_probe,
     )

@@ -39,9 +39,14 @@ def _new_figure(panels: int, rows_per_panel: int, columns: int = 0) -> tuple[Fig
 
 
 def spread_figure(
-    record: RunRecord, metric: str, baseline: RunRecord | None = None, comparison: Comparison | None = None
+    record: RunRecord,
+    metric: str,
+    baseline: RunRecord | None = None,
+    comparison: Comparison | None = None,
+    scale: str = "",
 ) -> Figure:
-    """Per configuration: now against the baseline file, every round as a dot and the median as a bar."""
+    """Per configuration: now against the baseline file, every round as a dot and the median as a bar. `scale`:
+    the axis's unit when the values are not as measured."""
     info = METRICS[metric]
     sizes = record.batch_sizes()
     verdicts = _verdicts(comparison)
@@ -80,7 +85,7 @@ def spread_figure(
                 tick.set_color(COLOURS[REGRESSED])
                 tick.set_fontweight("bold")
         ax.invert_yaxis()
-        ax.set_xlabel(f"{info.label} ({info.unit})")
+        ax.set_xlabel(f"{info.label} ({scale or info.unit})")
         ax.set_title(f"{info.label}, batch {bs}")
         ax.grid(axis="x", alpha=0.3)
         ax.margins(x=0.25)
