@@ -3,6 +3,7 @@ copy, so no network), and run the commands a person runs locally."""
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,25 +112,50 @@ def test_the_steady_cpu_lane_gates_against_its_own_baselines_nightly():
     assert list((ROOT / "baselines" / "steady").glob("*/tiny.json")), "the lane's baseline for this machine kind"
 
 
-def test_the_nightly_falls_back_to_the_real_shapes_without_the_hub():
-    data = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly-gpu.yml").read_text())
-    randoms = {c["id"]: c["random"] for c in data["jobs"]["shard"]["strategy"]["matrix"]["checkpoint"]}
-    assert randoms == {"suno/bark-small": "random:bark-small", "suno/bark": "random:bark"}
-    shard = "\n".join(steps("nightly-gpu.yml", "shard"))
-    assert "local_files_only=True" in shard and "${{ matrix.checkpoint.random }}" in shard
-    assert '--bark-checkpoint "$BARK_PERF_CHECKPOINT"' in shard
+def test_both_gpu_workflows_fall_back_to_the_real_shapes_without_the_hub():
+    """Each picks its checkpoint with `.ci/checkpoint` (one definition of the fallback) and measures what it picked;
+    the upgrade gate's `hf download` failed the job on a runner without the Hub before."""
+    nightly = "\n".join(steps("nightly-gpu.yml", "shard"))
+    assert "bash .ci/checkpoint ${{ matrix.checkpoint.id }}" in nightly
+    assert '--bark-checkpoint "$BARK_PERF_CHECKPOINT"' in nightly
+    upgrade = "\n".join(steps("upgrade-gate.yml", "compare-stacks"))
+    assert "bash .ci/checkpoint \"${{ inputs.checkpoint || 'suno/bark-small' }}\"" in upgrade
+    assert '-- --bark-checkpoint "$BARK_PERF_CHECKPOINT"' in upgrade and "hf download" not in upgrade
 
 
-def test_the_nightly_gates_tonights_stack_paired_against_the_baselines_stack():
-    """Drift between days limits a stored baseline; the nightly also measures the baseline's own stack beside
-    tonight's. Its run options are the suite's (an unknown one would be an error before anything is built)."""
-    import shlex
+def pick_checkpoint(tmp_path: Path, checkpoint: str, hub: bool) -> tuple[str, str]:
+    """Run `.ci/checkpoint` as a job step does, with an `hf` that succeeds or fails and an empty Hub cache; returns
+    its output and what it added to $GITHUB_ENV."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "hf").write_text(f"#!/bin/sh\nexit {0 if hub else 1}\n")
+    (bin_dir / "hf").chmod(0o755)
+    env_file = tmp_path / "github_env"
+    env_file.write_text("")
+    python_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:{python_dir}:/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+           "GITHUB_ENV": str(env_file)}  # fmt: skip
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "checkpoint"), checkpoint], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, env_file.read_text()
 
-    from perf_utils.tools import upgrade
 
-    shard = "\n".join(steps("nightly-gpu.yml", "shard")).replace("\\\n", " ")
-    [line] = [ln for ln in shard.splitlines() if "compare-stacks" in ln]
-    words = shlex.split(line.replace('"$BARK_PERF_CHECKPOINT"', "random:bark-small"))
-    assert words[words.index("--pinned") + 1] == "baseline" and words[words.index("--candidate") + 1] == "current"
-    options = upgrade.run_options(words[words.index("--") :])
-    assert options.configs == ["fp32", "fp16"] and options.checkpoint == "random:bark-small"
+@pytest.mark.parametrize("slug", ["bark-small", "bark"])
+def test_a_hub_checkpoint_without_the_hub_is_measured_as_its_shapes_with_a_warning(tmp_path, slug):
+    out, env = pick_checkpoint(tmp_path, f"suno/{slug}", hub=False)
+    assert env == f"BARK_PERF_CHECKPOINT=random:{slug}\n"
+    assert f"::warning::suno/{slug} is not cached and cannot be fetched: measuring random:{slug}" in out
+    from perf_utils.bark.checkpoints import BUILT
+
+    assert f"random:{slug}" in BUILT  # a checkpoint the suite builds
+
+
+def test_a_fetched_checkpoint_or_any_other_is_measured_as_given(tmp_path):
+    assert pick_checkpoint(tmp_path, "suno/bark-small", hub=True) == (
+        "BARK_PERF_CHECKPOINT=suno/bark-small\n",
+        "BARK_PERF_CHECKPOINT=suno/bark-small\n",
+    )
+    for given in ("tiny", "random:bark", "/models/bark"):
+        out, env = pick_checkpoint(tmp_path, given, hub=False)
+        assert env == f"BARK_PERF_CHECKPOINT={given}\n" and "warning" not in out
