@@ -6,6 +6,7 @@ paired, the run options after `--`, the serving worker's protocol, and one real 
 from __future__ import annotations
 
 import random
+import re
 import sys
 
 import pytest
@@ -137,6 +138,13 @@ def test_an_alternating_session_pairs_two_workers_and_catches_the_slower_one(tin
     assert pinned.schedule.session == candidate.schedule.session
     assert candidate.results[0].invocations == [0, 0, 1, 1]
     assert sum("trial 1/2" in line for line in lines) == 2  # each invocation alternates its trials
+    # a line per trial, with the session's time left once a trial is done; the workers' own round lines are not
+    # relayed (each side said "~34s left in this invocation" a line apart), their loading and warm-up are
+    trial_lines = [line for line in lines if ": trial " in line]
+    assert len(trial_lines) == 4 and "left" not in trial_lines[0], trial_lines
+    assert all(re.search(r", ~\d+(s|min) left$", line) for line in trial_lines[1:]), trial_lines
+    assert not any(": round " in line for line in lines), lines
+    assert any(line.startswith("[candidate] invocation 2/2: loading fp32") for line in lines), lines
     comparison = compare(pinned, candidate, TH)
     # the latency: the overall verdict may also carry a host peak too noisy to decide in 2 x 2 trials (seen in CI)
     latency = comparison.verdicts[0].metric("latency_s")

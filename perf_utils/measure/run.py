@@ -332,7 +332,7 @@ class Run:
         parts, started = [], time.perf_counter()
         try:
             for i in range(n):
-                after = f" (~{_duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
+                after = f" (~{duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
                 parts.append(self._invoke(runnable, i, f"{i + 1}/{n}{after}"))
         except KeyboardInterrupt as stop:
             self._keep_interrupted(runnable, parts, stop)
@@ -657,9 +657,10 @@ class _Clock:
     def say(self, run: Run, what: str) -> None:
         if self.calls:
             per = (time.perf_counter() - self.started) / self.calls
-            what += f", ~{_duration(per * max(self.expected - self.calls, 0))} left in {self.scope}"
+            what += f", ~{duration(per * max(self.expected - self.calls, 0))} left in {self.scope}"
         run._say(what)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A time left, as progress lines say it."""
     return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f}min"

@@ -149,13 +149,14 @@ class Worker:
             self.close()
             raise
 
-    def _ready(self) -> bool:
-        """Read until the worker is ready again; False once it has ended."""
+    def _ready(self, say: bool = True) -> bool:
+        """Read until the worker is ready again; False once it has ended. `say`: relay its progress lines (a
+        trial's are not: whoever drives the trials says where they stand, `measure.alternate`)."""
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.rstrip("\n") == READY:
                 return True
-            _relay(line, self.progress, self.other)
+            _relay(line, self.progress if say else None, self.other)
         return False
 
     def _send(self, command: str) -> None:
@@ -169,7 +170,7 @@ class Worker:
     def trial(self) -> None:
         if self.alive:
             self._send(TRIAL)
-            self.alive = self.alive and self._ready()
+            self.alive = self.alive and self._ready(say=False)
 
     def finish(self) -> Invocation:
         try:
