@@ -141,7 +141,7 @@ def _compare_stacks(args: argparse.Namespace) -> int:
             specs[name] = replace(specs[name], torch=None)
     pinned, candidate = specs["pinned"], specs["candidate"]
     stderr_progress(f"pinned: {pinned.describe()}; candidate: {candidate.describe()}")
-    old, new = upgrade.run_stacks(
+    old, new, folder = upgrade.run_stacks(
         pinned,
         candidate,
         args.venvs_dir.resolve(),
@@ -153,7 +153,7 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     label = f"pinned stack ({upgrade.versions_line(old)})"
     header = [f"pinned:    {upgrade.versions_line(old)}", f"candidate: {upgrade.versions_line(new)}"]
     args.bark_compare, args.bark_results_dir = True, None
-    code = _finish(new, args, against=old, against_label=label, header=header)
+    code = _finish(new, args, against=old, against_label=label, header=header, report_dir=folder)
     return EXIT_INTERRUPTED if new.interrupted else code
 
 

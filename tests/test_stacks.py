@@ -132,6 +132,14 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     (kept,) = (tmp_path / "results" / "pinned").glob("*/run.json")
     fid = store.load(kept).by_id()["bs1-bettertransformer"].fidelity
     assert fid is not None and fid.passed is True, fid
+    # The candidate's folder holds the report (what the upgrade gate uploads): the verdict against the pinned stack,
+    # its figures drawing the pinned stack as the baseline.
+    (report,) = (tmp_path / "results" / "candidate").glob("*/report.md")
+    assert f"report: {report} (figures beside it)" in proc.stdout, output
+    text = report.read_text()
+    assert "## Verdict against the pinned stack (torch 2.13.0" in text and "transformers 4.48.3" in text, text
+    assert "| bs1-bettertransformer |" in text and "LOST" in text
+    assert {"latency.png", "memory.png", "run.json"} <= {p.name for p in report.parent.iterdir()}
     # The pinned stack's accelerate moves the whole of Bark's semantic model under offload (probed on `meta`).
     pinned = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt"))
     python = venvs / pinned.key(upgrade.TORCH_REQUIREMENT) / "bin" / "python"

@@ -194,6 +194,12 @@ def verdict_section(outcome: GateOutcome | None) -> str:
     return notes + markdown_verdict(outcome.comparison, outcome.baseline_path, measured_only=True)
 
 
+def _verdict_heading(outcome: GateOutcome | None) -> str:
+    """Against a baseline file, or against what `compare-stacks` measured beside the run (its pinned stack)."""
+    against = outcome.baseline_path if outcome else None
+    return f"## Verdict against the {'stored baseline' if against is None or isinstance(against, Path) else against}"
+
+
 def markdown(
     record: RunRecord,
     outcome: GateOutcome | None,
@@ -207,7 +213,7 @@ def markdown(
         f"# Bark performance report: {record.checkpoint.get('key')} on {record.hardware}",
         headline(outcome),
         _context(record),
-        "## Verdict against the stored baseline",
+        _verdict_heading(outcome),
         verdict_section(outcome),
     ]
     for bs in record.batch_sizes():

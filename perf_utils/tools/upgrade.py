@@ -167,11 +167,12 @@ def run_stacks(
     pytest_args: list[str],
     torch_requirement: str = TORCH_REQUIREMENT,
     progress: Callable[[str], None] = print,
-) -> tuple[RunRecord, RunRecord]:
+) -> tuple[RunRecord, RunRecord, Path]:
     """Both stacks in one session of alternating trials (`measure.alternate`: one serving worker per stack's venv
-    per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. The two runs are
-    checked to be comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint).
-    Interrupted after a whole invocation, it returns the whole invocations, marked interrupted."""
+    per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. Returns the pinned and
+    the candidate's records and the candidate's kept folder (its report goes there). The two runs are checked to be
+    comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint). Interrupted after
+    a whole invocation, it returns the whole invocations, marked interrupted."""
     from perf_utils.bark import configs
     from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
     from perf_utils.measure.run import cases
@@ -186,11 +187,12 @@ def run_stacks(
         records = alternate(plan, sides, o.fidelity, progress)
     except SessionInterrupted as stop:  # its whole invocations: kept and judged as interrupted (`finish`)
         records = stop.records
+    kept = {}
     for side in sides:
-        path = store.keep_run(out_dir / side.name, records[side.name])
-        progress(f"[{side.name}] {versions_line(records[side.name])}: {path}")
+        kept[side.name] = store.keep_run(out_dir / side.name, records[side.name])
+        progress(f"[{side.name}] {versions_line(records[side.name])}: {kept[side.name]}")
     old, new = records[pinned.name], records[candidate.name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
         raise StackError("the two runs are not comparable: " + "; ".join(problems))
-    return old, new
+    return old, new, kept[candidate.name].parent
