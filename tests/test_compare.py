@@ -277,3 +277,26 @@ def test_a_benchmark_is_called_by_its_worst_gated_metric_noisy_before_improved()
     v = verdict(result(latency=SPREAD), result(latency=faster, memory=wide_memory))
     assert (v.metric("latency_s").verdict, v.metric("host_peak_mb").verdict, v.verdict) == (IMPROVED, NOISY, NOISY)
     assert verdict(result(latency=SPREAD), result(latency=faster)).verdict == IMPROVED
+
+
+def test_a_side_of_one_or_two_invocations_is_said_to_be_too_few_to_trust_a_called_change(tmp_path):
+    """Seen 2026-12-03: compare-stacks with `--bark-invocations 1` called fp32 +24.4% and its host peak +31%
+    REGRESSED; measured in 3 invocations a side the same stacks read +5.1% and +3.9%. An interval over one
+    process per side cannot see how far processes differ: the gate says so."""
+    from perf_utils.gate.decide import GateOptions, judge
+
+    def measured_in(k: int) -> RunRecord:
+        r = result(latency=[1.0 + 0.01 * i for i in range(2 * k)], memory=(100.0,) * (2 * k))
+        r.invocations = [i // 2 for i in range(2 * k)]
+        return record(r)
+
+    for base_k, now_k, said in (
+        (10, 1, "this run in 1"),
+        (1, 3, "the baseline in 1"),
+        (2, 2, "the baseline in 2, this run in 2"),
+    ):
+        outcome = judge(measured_in(base_k), measured_in(now_k), GateOptions(tmp_path, TH), "b.json")
+        (note,) = [m for m in outcome.messages if m.startswith("note: measured in few invocations")]
+        assert f"({said})" in note and "--bark-invocations" in note, note
+    enough = judge(measured_in(10), measured_in(3), GateOptions(tmp_path, TH), "b.json")
+    assert not any("few invocations" in m for m in enough.messages), enough.messages

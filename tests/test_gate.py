@@ -472,7 +472,10 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
         in row(text, "bs1-fp32")
     )
     assert done.report is not None  # the note is a list item of its own, not the summary's first words
-    assert "retake the baseline to compare like with like\n\n**bark gate passed" in done.report.markdown.read_text()
+    md = done.report.markdown.read_text()
+    notes, summary = md.split("\n\n**bark gate passed", 1)[0].rsplit("\n\n", 1)[1], "**bark gate passed"
+    assert summary in md and "- note: the baseline's rounds were taken" in notes.splitlines()[0], notes
+    assert all(line.startswith("- ") for line in notes.splitlines()), notes
     alike, same = gate(scaled(run, "host_peak_mb", 1.7), work)
     assert "rounds were taken" not in same
     assert alike.exit_code == EXIT_REGRESSION and "host peak" in row(same, "bs1-fp32"), same

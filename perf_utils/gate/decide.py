@@ -116,11 +116,37 @@ def before_measuring(header: RunRecord, opts: GateOptions) -> GateOutcome | None
     return refusal(baseline, header, opts, path)
 
 
+ENOUGH_INVOCATIONS = 3  # fewer a side, and an interval misses how far processes differ (`few_invocations`)
+
+
+def invocations_per_benchmark(record: RunRecord) -> int | None:
+    """The fewest invocations any measured benchmark of `record` was measured in; None when none was measured."""
+    return min((len(set(r.invocations or [0])) for r in record.results if r.ran and r.rounds), default=None)
+
+
+def few_invocations(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """A side measured in 1 or 2 invocations: its interval cannot see how far processes differ, and is too narrow.
+    Simulated (docs/gate-quality.md, "One or two invocations"): two unchanged sides of 1 invocation x 2-4 rounds
+    were told apart in 48-71% of comparisons, of 2 x 2 in 17%, of 3 x 2 in 4.5%, against the 2% an interval at the
+    gate's 98% should. Said, so that a change called from them is not taken for Bark's."""
+    counts = [(who, invocations_per_benchmark(r)) for who, r in (("the baseline", baseline), ("this run", current))]
+    few = [f"{who} in {n}" for who, n in counts if n is not None and n < ENOUGH_INVOCATIONS]
+    if not few:
+        return []
+    return [
+        f"note: measured in few invocations per benchmark ({', '.join(few)}): an interval over fewer than "
+        f"{ENOUGH_INVOCATIONS} cannot see how far processes differ and is too narrow, so a change it calls may be the "
+        f"processes' (unchanged code measured in 1 invocation a side is told apart about half the time): take "
+        f"{ENOUGH_INVOCATIONS} or more (--bark-invocations)"
+    ]
+
+
 def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Path | str) -> GateOutcome:
     """Compare `current` with a baseline record already in hand (read from `source`: a file, or a description
     such as the pinned stack), refusing an incomparable one unless forced."""
     messages = [baseline.migrated] if baseline.migrated else []
     messages += store.schedule_notes(baseline, current)
+    messages += few_invocations(baseline, current)
     if isinstance(source, Path):  # a stored baseline (the other side of a pair is described in words)
         messages += store.stack_notes(baseline, current)
     if refused := refusal(baseline, current, opts, source, messages):
