@@ -226,11 +226,10 @@ def _golden(record: RunRecord, how: Finish, exit_code: int, notes: list[str]) ->
     if how.golden_dir is None:
         return exit_code, []
     if record.reference is None:
+        why = "the fidelity check was off" if any(r.ran for r in record.results) else "nothing was measured"
         if how.choices.save_golden:
-            notes.append("golden fingerprint NOT saved: this run computed no fp32 eager reference (fidelity was off)")
-        return exit_code, [
-            Line("golden fingerprint: not checked (no fp32 eager reference: the fidelity check was off)")
-        ]
+            notes.append(f"golden fingerprint NOT saved: this run computed no fp32 eager reference ({why})")
+        return exit_code, [Line(f"golden fingerprint: not checked (no fp32 eager reference: {why})")]
     path = golden.golden_path(how.golden_dir, record.checkpoint["key"])
     stored, lines, problems = _against_golden(record, path, how.choices.save_golden)
     if how.choices.save_golden:

@@ -99,7 +99,8 @@ class _State:
         self.run.release()
         record = self.run.record
         # the run loop sets the schedule once it has rounds to record, whole or interrupted
-        cut_before_measuring = session.exitstatus == pytest.ExitCode.INTERRUPTED and record.schedule is None
+        cut = session.exitstatus == pytest.ExitCode.INTERRUPTED or self.run.stopped
+        cut_before_measuring = cut and record.schedule is None
         if not record.results or cut_before_measuring:  # nothing measured: no run to keep, judge or report
             return
         status = int(session.exitstatus)

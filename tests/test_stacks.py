@@ -139,6 +139,7 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     text = report.read_text()
     assert "## Verdict against the pinned stack (torch 2.13.0" in text and "transformers 4.48.3" in text, text
     assert "| bs1-bettertransformer |" in text and "LOST" in text
+    assert "## History" not in text  # a stacks session keeps no history of its own
     assert {"latency.png", "memory.png", "run.json"} <= {p.name for p in report.parent.iterdir()}
     # The pinned stack's accelerate moves the whole of Bark's semantic model under offload (probed on `meta`).
     pinned = StackSpec.parse("pinned", str(ROOT / "stacks/legacy.txt"))

@@ -12,6 +12,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import set_seed
+
 from perf_utils.bark.loading import LoadedBark
 from perf_utils.bark.workload import Counts, Workload, check_counts, expected_counts, make_inputs
 from perf_utils.measure.trackers import (
@@ -75,8 +77,6 @@ class Measurer:
         return outer, LatencyTracker(device), StageTracker(self.loaded.model, device)
 
     def call(self) -> dict[str, float]:
-        from transformers import set_seed
-
         set_seed(self.workload.seed)
         outer, latency, stages = self._trackers()
         with ExitStack() as stack:

@@ -287,6 +287,9 @@ class Run:
     check_fidelity: bool = True
     planned: list[Case] = field(default_factory=list)  # the run's benchmarks (pytest fills this at collection)
     record: RunRecord = field(init=False)
+    # Ctrl-C reached the run loop: known here whatever the caller's own handling makes of it (pytest 9.2 turned an
+    # interrupt during an import into an internal error, and the plugin then kept a run that measured nothing)
+    stopped: bool = field(default=False, init=False)
     _loaded: dict[OptimizationConfig, LoadedBark] = field(default_factory=dict, init=False)
     _reference: dict[str, Any] | BaseException | None = field(default=None, init=False)
     _clock: _Clock = field(init=False)
@@ -335,6 +338,7 @@ class Run:
                 after = f" (~{duration((time.perf_counter() - started) / i * (n - i))} left in the run)" if i else ""
                 parts.append(self._invoke(runnable, i, f"{i + 1}/{n}{after}"))
         except KeyboardInterrupt as stop:
+            self.stopped = True
             self._keep_interrupted(runnable, parts, stop)
             if isinstance(stop, Interrupted) and isinstance(stop.__cause__, KeyboardInterrupt):
                 raise stop.__cause__ from None  # the caller sees the interrupt itself (pytest: "KeyboardInterrupt")

@@ -222,7 +222,8 @@ def markdown(
     parts += ["## Where the time goes (median s per call, share of the sum)", stages_table(record)]
     if any(not r.ran for r in record.results):
         parts += ["## Not measured in this run", unavailable_table(record)]
-    parts += ["## History", history_section(history, runs, skipped or [])]
+    if runs or skipped:  # no kept runs at all: none were asked for (compare-stacks' report), nothing to say
+        parts += ["## History", history_section(history, runs, skipped or [])]
     if figures:
         parts += [FIGURES_HEADING, *(f"![{name}]({path.name})" for name, path in figures.items())]
     return "\n\n".join(parts) + "\n"
@@ -262,11 +263,13 @@ def write(
     found = history.trends
     baseline = outcome.baseline if outcome else None
     comparison = outcome.comparison if outcome else None
-    figures = {
-        "latency": plots.save(_latency_figure(record, outcome), folder / "latency.png"),
-        "peak memory": plots.save(plots.spread_figure(record, mem, baseline, comparison), folder / "memory.png"),
-        "per-stage time": plots.save(plots.stages_figure(record), folder / "stages.png"),
-    }
+    figures = {}
+    if record.batch_sizes():  # none when every benchmark was unavailable: nothing to draw
+        figures = {
+            "latency": plots.save(_latency_figure(record, outcome), folder / "latency.png"),
+            "peak memory": plots.save(plots.spread_figure(record, mem, baseline, comparison), folder / "memory.png"),
+            "per-stage time": plots.save(plots.stages_figure(record), folder / "stages.png"),
+        }
     if len(record.batch_sizes()) > 1:
         figures["throughput by batch size"] = plots.save(plots.batching_figure(record), folder / "batching.png")
     if len(kept) >= trends.MIN_RUNS:
