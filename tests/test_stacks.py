@@ -1,6 +1,7 @@
 """The two-stack upgrade gate: the legacy stack (BetterTransformer exists) against the current one, on CPU."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,9 @@ def test_upgrade_from_legacy_stack_loses_bettertransformer(tmp_path):
     latency_before = line.split()[1]
     assert float(latency_before) > 0  # the latency the lost configuration had on the pinned stack
     assert "bs1-fp32 " in proc.stdout
+    # progress: a serving worker's estimates cover its warm-up (the trials are paced and said by the session)
+    assert "left in its warm-up" in output and "left in this invocation" not in output, output
+    assert re.search(r"invocation 2/2: trial 2/2, (pinned then candidate|candidate then pinned), ~\d+", output)
     # The tiny checkpoint's weights are the suite's own: transformers 4.48 and 5.x compute the same fp32 eager Bark.
     assert "numerics: fp32 eager computes the same on both stacks (golden fingerprint)" in proc.stdout, output
     assert proc.returncode == 1, output  # a lost configuration fails the upgrade gate

@@ -446,6 +446,8 @@ class Run:
         Interrupted, it raises `Interrupted` with the trials so far, as `invocation` does."""
         runnable, unavailable = self._available(selected)
         rng, groups, out = self._begin(runnable, index)
+        # its progress covers the warm-up only: the trials are paced, and said, by the caller (`measure.alternate`)
+        self._clock = _Clock(len(runnable) * self._least_warmup(), "its warm-up")
         out.results += unavailable
         if len(groups) > 1:
             raise MemoryError(f"alternating trials need every model resident at once: {out.note}")
@@ -466,6 +468,10 @@ class Run:
             self.release()
         return out
 
+    def _least_warmup(self) -> int:
+        """Warm-up calls per case at the least (more follow until a call is steady: `warm_up`)."""
+        return max(self.plan.warmup, 2)
+
     def _fidelity_now(self, index: int) -> bool:
         return self.check_fidelity and index == 0
 
@@ -478,7 +484,7 @@ class Run:
         why_not = together_or_why(self.plan, len(names))
         groups = [names] if why_not is None else [[c] for c in rng.sample(names, len(names))]
         out = Invocation([], interleaved=why_not is None, note=why_not)
-        expected_calls = len(selected) * (max(self.plan.warmup, 2) + self.plan.rounds)
+        expected_calls = len(selected) * (self._least_warmup() + self.plan.rounds)
         self._clock = _Clock(expected_calls, "the run" if self.plan.invocations == 1 else "this invocation")
         if self._fidelity_now(index):
             self._ensure_reference()
