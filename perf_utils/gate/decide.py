@@ -120,8 +120,9 @@ ENOUGH_INVOCATIONS = 3  # fewer a side, and an interval misses how far processes
 
 
 def invocations_per_benchmark(record: RunRecord) -> int | None:
-    """The fewest invocations any measured benchmark of `record` was measured in; None when none was measured."""
-    return min((len(set(r.invocations or [0])) for r in record.results if r.ran and r.rounds), default=None)
+    """The fewest invocations any measured benchmark of `record` was measured in (the groups its latency interval
+    is built from); None when none was measured."""
+    return min((len(r.groups("latency_s")) for r in record.results if r.ran and r.rounds), default=None)
 
 
 def few_invocations(baseline: RunRecord, current: RunRecord) -> list[str]:

@@ -233,15 +233,12 @@ def _latency_figure(record: RunRecord, outcome: GateOutcome | None) -> Figure:
     """Latency now against the baseline, drawn as the gate judged it: per host probe, in seconds at the baseline's
     host speed, where it judged so (drawn as measured, a host 33% slower showed bs8-fp16 36% slower beside a row
     that said -2.7%, 2026-12-03)."""
-    baseline = outcome.baseline if outcome else None
-    comparison = outcome.comparison if outcome else None
-    if outcome is None or baseline is None or not outcome.per_host_probe:
-        return plots.spread_figure(record, "latency_s", baseline, comparison)
-    both = hostspeed.at_baseline_speed(baseline, record)
-    if isinstance(both, str):  # cannot happen where the gate judged per probe; drawn as measured then
-        return plots.spread_figure(record, "latency_s", baseline, comparison)
-    judged_base, judged_now = both
-    return plots.spread_figure(judged_now, "latency_s", judged_base, comparison, "s at the baseline's host speed")
+    base, now, scale = outcome.baseline if outcome else None, record, ""
+    if outcome is not None and base is not None and outcome.per_host_probe:
+        both = hostspeed.at_baseline_speed(base, record)  # a pair without probes is not judged per probe
+        if not isinstance(both, str):
+            (base, now), scale = both, "s at the baseline's host speed"
+    return plots.spread_figure(now, "latency_s", base, outcome.comparison if outcome else None, scale)
 
 
 def write(
