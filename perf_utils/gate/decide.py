@@ -42,6 +42,9 @@ class GateOutcome:
     messages: list[str] = field(default_factory=list)
     baseline: RunRecord | None = None  # the compared baseline, raw rounds and all (for the report's figures)
     per_host_probe: bool = False  # time was judged per host probe (`hostspeed`): the figures draw it so too
+    # Both records as compared, in seconds at the baseline's host speed where judged per host probe, so the report
+    # draws what was judged without working it out again.
+    judged: tuple[RunRecord, RunRecord] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,4 +195,5 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
         messages=messages,
         baseline=stored,
         per_host_probe=per_probe,
+        judged=(baseline, current),
     )

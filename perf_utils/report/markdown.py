@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
-from perf_utils.gate import hostspeed, trends
+from perf_utils.gate import trends
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, Comparison
 from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
@@ -234,10 +234,8 @@ def _latency_figure(record: RunRecord, outcome: GateOutcome | None) -> Figure:
     host speed, where it judged so (drawn as measured, a host 33% slower showed bs8-fp16 36% slower beside a row
     that said -2.7%, 2026-12-03)."""
     base, now, scale = outcome.baseline if outcome else None, record, ""
-    if outcome is not None and base is not None and outcome.per_host_probe:
-        both = hostspeed.at_baseline_speed(base, record)  # a pair without probes is not judged per probe
-        if not isinstance(both, str):
-            (base, now), scale = both, "s at the baseline's host speed"
+    if outcome is not None and outcome.judged is not None and outcome.per_host_probe:
+        (base, now), scale = outcome.judged, "s at the baseline's host speed"
     return plots.spread_figure(now, "latency_s", base, outcome.comparison if outcome else None, scale)
 
 
