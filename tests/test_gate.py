@@ -533,6 +533,7 @@ def test_pytest_benchmarks_gates_reports_and_sets_the_exit_status(regressed):
     assert "interval" not in lines[at] and lines[at + 1].startswith("A change is called when its 98% interval")
     # after pytest-benchmark's table of the replayed rounds, the verdict again: the last thing read is not raw timings
     table = max(i for i, line in enumerate(lines) if line.startswith("Name (time in"))
+    assert max(len(line) for line in lines[table - 2 : table + 4]) <= 140, output  # fits a terminal (pyproject)
     recap = lines.index("bark performance gate (its table is above):")
     assert table < recap and lines[recap + 1].strip().startswith("bark gate FAILED"), output
     assert lines[recap + 2].strip().startswith("report: "), output
