@@ -96,7 +96,7 @@ def test_stage_table_equals_the_run_json(regressed_run):
         stages = [median(r, f"stage_{s}_s") for s in STAGES]
         cells = rows[bid]
         for cell, value in zip(cells[:-1], stages, strict=True):
-            assert cell.startswith(f"{value:.3f} ("), (bid, cells)
+            assert cell.strip("*").startswith(f"{value:.3f} ("), (bid, cells)  # bold: the stage that moved most
         assert cells[-1] == f"{sum(stages):.3f}"
 
 
@@ -168,16 +168,19 @@ def test_regressed_and_lost_benchmarks_are_red_in_the_figure():
         assert "LOST" in labels and any(label.endswith("REGRESSED") for label in labels)
 
 
+def on_host(record: RunRecord, slower: float) -> RunRecord:
+    """`record` as measured on a host `slower` times as slow for every program, its probes with it."""
+    times = ("latency_s", *(f"stage_{s}_s" for s in STAGES))
+    for r in record.results:
+        r.rounds = [{**x, **{t: x[t] * slower for t in times}, "throughput_sps": x["throughput_sps"] / slower,
+                     HOST_PROBE: 0.02 * slower, INVOCATION_PROBE: 0.02 * slower} for x in r.rounds]  # fmt: skip
+    return record
+
+
 def test_the_latency_figure_draws_time_as_the_gate_judged_it(tmp_path, monkeypatch):
     """Seen 2026-12-03: judged per host probe, bs8-fp16 read -2.7% in the table and 36% slower in the figure, which
     drew the rounds as measured on a host 33% slower. Per probe, the figure draws seconds at the baseline's speed."""
     from perf_utils.gate.decide import GateOptions, judge
-
-    def on_host(record: RunRecord, slower: float) -> RunRecord:
-        for r in record.results:
-            r.rounds = [{**x, "latency_s": x["latency_s"] * slower, HOST_PROBE: 0.02 * slower,
-                         INVOCATION_PROBE: 0.02 * slower} for x in r.rounds]  # fmt: skip
-        return record
 
     base = on_host(synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0}), 1.0)
     now = on_host(synthetic("2026-11-02T00:00:00+00:00", {"fp32": 1.0}), 1.4)  # Bark unchanged, the host slower
@@ -191,6 +194,34 @@ def test_the_latency_figure_draws_time_as_the_gate_judged_it(tmp_path, monkeypat
         bars = {round(b.get_y() + b.get_height() / 2, 1): b.get_width() for b in ax.patches}  # now at -0.2
         assert bars[-0.2] / bars[0.2] == pytest.approx(now_over_base, rel=0.01), (per_probe, bars)
         assert ("baseline's host speed" in ax.get_xlabel()) == per_probe
+
+
+def test_a_latency_change_names_the_stage_that_moved(tmp_path, monkeypatch):
+    """Bark is four models: after "latency regressed" the question is which one. The coarse stage twice as slow
+    (latency +25%) on a host 20% slower: judged per host probe, the row names coarse with Bark's own change
+    (+0.250 s at the baseline's speed, not the +0.350 s measured), and the report's stage table gives every stage's
+    change, coarse's in bold; an unchanged benchmark names none."""
+    from perf_utils.gate.decide import GateOptions, judge
+    from perf_utils.report.table import verdict_table
+
+    monkeypatch.setattr(plots, "save", lambda fig, path: path)
+    base = on_host(synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0, "bf16": 1.0}), 1.0)
+    now = synthetic("2026-11-02T00:00:00+00:00", {"fp32": 1.0, "bf16": 1.0})
+    for r in now.results:
+        if r.config == "bf16" and r.batch_size == 1:
+            r.rounds = [{**x, "stage_coarse_s": 2 * x["stage_coarse_s"], "latency_s": 1.25 * x["latency_s"]}
+                        for x in r.rounds]  # fmt: skip
+    outcome = judge(base, on_host(now, 1.2), GateOptions(tmp_path, Thresholds(), per_host_probe=True), "b.json")
+    table = verdict_table(outcome.comparison)
+    (row,) = [line for line in table.splitlines() if line.startswith("bs1-bf16")]
+    assert "REGRESSED" in row and "most in coarse: +0.250 s, +100.0%" in row, table
+    assert "most in" not in table.replace(row, "")
+    written = report.write(tmp_path, now, outcome)
+    text = written.markdown.read_text()
+    assert "in bold, where latency changed, the stage that moved most" in text
+    rows = table_rows(text, "## Where the time goes")
+    assert rows["bs1-bf16"][:4] == ["0.300 (20%) +0%", "**0.600 (40%) +100%**", "0.300 (20%) +0%", "0.300 (20%) +0%"]
+    assert not any("**" in cell for bid, cells in rows.items() if bid != "bs1-bf16" for cell in cells)
 
 
 def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):

@@ -19,7 +19,7 @@ from perf_utils.gate import sessions
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
 from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import METRICS, Metric, memory_metric, probe_of
+from perf_utils.record.metrics import METRICS, STAGE_METRICS, Metric, memory_metric, probe_of
 from perf_utils.record.ratios import PEAK_RATIO
 from perf_utils.record.record import BenchmarkResult, RunRecord, measured_in
 
@@ -85,6 +85,12 @@ class BenchmarkVerdict:
 
     def metric(self, name: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.metric == name), None)
+
+    def moved_most(self) -> MetricChange | None:
+        """The stage whose median time per call moved the most seconds: where a latency change happened (an
+        upgrade that breaks one sub-model's attention moves that stage, not the others). None without stage times."""
+        stages = [m for name in STAGE_METRICS if (m := self.metric(name)) is not None]
+        return max(stages, key=lambda m: abs(m.current - m.baseline), default=None)
 
     def called(self, *verdicts: str) -> list[MetricChange]:
         """The gated metrics at one of `verdicts`, as a reader is told them: throughput is samples per second of

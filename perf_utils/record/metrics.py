@@ -11,6 +11,14 @@ from dataclasses import dataclass
 MB = 1024 * 1024
 # Bark's four stages, in the order `BarkModel.generate` runs them; each has a `stage_<name>_s` metric.
 STAGES = ("semantic", "coarse", "fine", "codec")
+
+
+def stage_metric(stage: str) -> str:
+    """The metric of one stage's time per call."""
+    return f"stage_{stage}_s"
+
+
+STAGE_METRICS = tuple(stage_metric(s) for s in STAGES)  # their times, in the order of STAGES
 # The memory figure a reader expects, first found first: the accelerator allocator's peak on a GPU, else the host's.
 MEMORY_METRICS = ("accel_peak_mb", "host_peak_mb")
 # Fixed CPU work timed after each round (`measure.probe`): the host's speed then, not Bark's.
@@ -65,10 +73,7 @@ METRICS: dict[str, Metric] = {
         Metric("latency_vs_fp32", "latency / fp32", "x", "lower", "ratio"),
         Metric("peak_vs_fp32", "peak memory / fp32", "x", "lower", "ratio"),
         Metric("rtf", "real-time factor", "s/s", "lower", "info", gated=False),
-        Metric("stage_semantic_s", "semantic", "s", "lower", "info", gated=False),
-        Metric("stage_coarse_s", "coarse", "s", "lower", "info", gated=False),
-        Metric("stage_fine_s", "fine", "s", "lower", "info", gated=False),
-        Metric("stage_codec_s", "codec", "s", "lower", "info", gated=False),
+        *(Metric(stage_metric(s), s, "s", "lower", "info", gated=False) for s in STAGES),
         Metric("semantic_tok_per_s", "semantic tokens/s", "tok/s", "higher", "info", gated=False),
         Metric("coarse_tok_per_s", "coarse tokens/s", "tok/s", "higher", "info", gated=False),
         Metric("fine_tok_per_s", "fine tokens/s", "tok/s", "higher", "info", gated=False),

@@ -19,7 +19,7 @@ from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import History, Trend
 from perf_utils.record.fidelity import NOT_CHECKED
-from perf_utils.record.metrics import STAGES, memory_metric
+from perf_utils.record.metrics import STAGE_METRICS, STAGES, memory_metric
 from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
@@ -103,13 +103,31 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def stages_table(record: RunRecord) -> str:
+def stages_table(record: RunRecord, comparison: Comparison | None = None) -> str:
+    """Each stage's median seconds per call and share of their sum; against a baseline, each stage's change too,
+    as the gate judged time (per host probe where it did), and in bold the stage that moved the most seconds where
+    latency changed: Bark is four models, and a regression is looked for in the one that moved."""
+    verdicts = {v.id: v for v in comparison.verdicts} if comparison else {}
     rows = []
-    for r in (r for r in record.measured() if r.values("stage_semantic_s")):
-        stages = [_median(r, f"stage_{s}_s") or 0.0 for s in STAGES]
+    for r in (r for r in record.measured() if r.values(STAGE_METRICS[0])):
+        stages = [_median(r, m) or 0.0 for m in STAGE_METRICS]
         total = sum(stages)
-        rows.append([r.id, *(f"{s:.3f} ({s / total:.0%})" for s in stages), f"{total:.3f}"])
+        cells = [f"{s:.3f} ({s / total:.0%})" for s in stages]
+        if (v := verdicts.get(r.id)) is not None:
+            latency, most = v.metric("latency_s"), v.moved_most()
+            called = latency is not None and latency.verdict in (REGRESSED, IMPROVED)
+            for i, m in enumerate(v.metric(name) for name in STAGE_METRICS):
+                if m is not None:
+                    cells[i] += f" {m.change:+.0%}"
+                    cells[i] = f"**{cells[i]}**" if called and m is most else cells[i]
+        rows.append([r.id, *cells, f"{total:.3f}"])
     return tabulate(rows, headers=["benchmark", *STAGES, "sum s"], tablefmt="github", disable_numparse=True)
+
+
+def _stages_heading(comparison: Comparison | None) -> str:
+    against = "; change against the baseline; in bold, where latency changed, the stage that moved most"
+    against = against if comparison else ""
+    return f"## Where the time goes (median s per call, share of the sum{against})"
 
 
 def unavailable_table(record: RunRecord) -> str:
@@ -219,7 +237,7 @@ def markdown(
     for bs in record.batch_sizes():
         parts += [f"## Batch {bs}: each configuration against `{REFERENCE_CONFIG}` in this run"]
         parts += [blog_table(record, bs, comparison)]
-    parts += ["## Where the time goes (median s per call, share of the sum)", stages_table(record)]
+    parts += [_stages_heading(comparison), stages_table(record, comparison)]
     if any(not r.ran for r in record.results):
         parts += ["## Not measured in this run", unavailable_table(record)]
     if runs or skipped:  # no kept runs at all: none were asked for (compare-stacks' report), nothing to say

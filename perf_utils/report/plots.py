@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 
 from perf_utils.gate.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.gate.trends import Trend
-from perf_utils.record.metrics import METRICS, STAGES
+from perf_utils.record.metrics import METRICS, STAGE_METRICS, STAGES
 from perf_utils.record.record import RunRecord
 
 COLOURS = {REGRESSED: "#d62728", LOST: "#d62728", IMPROVED: "#2ca02c", "now": "#1f77b4", "baseline": "#9a9a9a"}
@@ -112,10 +112,10 @@ def stages_figure(record: RunRecord) -> Figure:
     height = max((len(record.measured(b)) for b in sizes), default=1)
     fig, axes = _new_figure(len(sizes), height)
     for ax, bs in zip(axes, sizes, strict=True):
-        results = [r for r in record.measured(bs) if r.values("stage_semantic_s")]
+        results = [r for r in record.measured(bs) if r.values(STAGE_METRICS[0])]
         left = [0.0] * len(results)
-        for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
-            widths = [r.summary(f"stage_{stage}_s").median if r.values(f"stage_{stage}_s") else 0.0 for r in results]
+        for stage, metric, colour in zip(STAGES, STAGE_METRICS, STAGE_COLOURS, strict=True):
+            widths = [r.summary(metric).median if r.values(metric) else 0.0 for r in results]
             ax.barh(range(len(results)), widths, left=left, color=colour, label=stage)
             left = [a + b for a, b in zip(left, widths, strict=True)]
         ax.set_yticks(range(len(results)), [r.config for r in results])

@@ -50,7 +50,14 @@ def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") ->
     shown = v.called(REGRESSED, IMPROVED, NOISY)
     if peak is not None and peak.verdict == NOT_JUDGED:  # its change is in the row: say why it does not count
         shown.append(peak)
-    return joiner.join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)})" for m in shown)
+    return joiner.join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)}{_where(v, m)})" for m in shown)
+
+
+def _where(v: BenchmarkVerdict, m: MetricChange) -> str:
+    """After a called latency change: the stage that moved the most seconds, where to look first."""
+    if m.metric != "latency_s" or m.verdict not in (REGRESSED, IMPROVED) or (stage := v.moved_most()) is None:
+        return ""
+    return f"; most in {stage.info.label}: {stage.current - stage.baseline:+.3f} s, {_pct(stage.change)}"
 
 
 def _why(m: MetricChange, row: str) -> str:

@@ -17,7 +17,7 @@ import torch
 from perf_utils.bark import device as dev
 from perf_utils.bark.workload import Counts
 from perf_utils.measure.trackers.base import Tracker
-from perf_utils.record.metrics import STAGES
+from perf_utils.record.metrics import STAGES, stage_metric
 
 _ABSENT = object()
 
@@ -97,4 +97,4 @@ class StageTracker(Tracker):
         )
 
     def results(self) -> dict[str, float]:
-        return {f"stage_{s}_s": t for s, t in self.times.items()}
+        return {stage_metric(s): t for s, t in self.times.items()}
