@@ -125,7 +125,13 @@ def test_history_counts_both_runs(regressed_run):
 
 def test_progress_names_the_benchmark_the_round_and_the_time_left(regressed_run):
     output = regressed_run.output
-    assert re.search(r"bs1-fp32: warm-up 1 \(until steady, at most 10\)", output), output
+    assert re.search(r"bs1-fp32: warm-up \(until steady: 2 to 10 calls\)", output), output
+    # a warm-up is said once as it starts, then only for a call past the least, with why: not a line per call
+    for r in regressed_run.record.measured():
+        starts = re.findall(rf"{r.id}: warm-up \(until steady", output)
+        assert len(starts) == len(set(r.invocations or [0])), (r.id, output)
+        more = re.findall(rf"{r.id}: warm-up call (\d+) of at most 10: the last was still over 2% faster", output)
+        assert len(more) == len(re.findall(rf"{r.id}: warm-up call", output)) and all(int(k) > 2 for k in more)
     assert re.search(r"bs8-bf16: round 1/2, ~\d+s left in the run", output), output
     assert re.search(r"bs1-fp32: round 2/2, ~\d+s left in the run", output), output
     assert "loading bf16 (tiny)" in output
