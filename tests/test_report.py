@@ -130,7 +130,7 @@ def test_progress_names_the_benchmark_the_round_and_the_time_left(regressed_run)
     for r in regressed_run.record.measured():
         starts = re.findall(rf"{r.id}: warm-up \(until steady", output)
         assert len(starts) == len(set(r.invocations or [0])), (r.id, output)
-        more = re.findall(rf"{r.id}: warm-up call (\d+) of at most 10: the last was still over 2% faster", output)
+        more = re.findall(rf"{r.id}: warm-up call (\d+) of at most 10 \(still getting faster\)", output)
         assert len(more) == len(re.findall(rf"{r.id}: warm-up call", output)) and all(int(k) > 2 for k in more)
     assert re.search(r"bs8-bf16: round 1/2, ~\d+s left in the run", output), output
     assert re.search(r"bs1-fp32: round 2/2, ~\d+s left in the run", output), output

@@ -515,11 +515,7 @@ class Run:
                 self._clock.say(self, f"{case.id}: warm-up (until steady: {least} to {WARMUP_CAP} calls)")
             elif calls > least:
                 self._clock.expected += 1
-                self._clock.say(
-                    self,
-                    f"{case.id}: warm-up call {calls} of at most {WARMUP_CAP}: "
-                    f"the last was still over {WARMUP_TOLERANCE:.0%} faster than every earlier one",
-                )
+                self._clock.say(self, f"{case.id}: warm-up call {calls} of at most {WARMUP_CAP} (still getting faster)")
             latency = measurer.call()["latency_s"]
             self._clock.tick()
             return latency
