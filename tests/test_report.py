@@ -3,6 +3,7 @@ its parts on synthetic runs (a regressed benchmark is red; trends; the CLI's rep
 
 import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -228,6 +229,56 @@ def test_a_latency_change_names_the_stage_that_moved(tmp_path, monkeypatch):
     rows = table_rows(text, "## Where the time goes")
     assert rows["bs1-bf16"][:4] == ["0.300 (20%) +0%", "**0.600 (40%) +100%**", "0.300 (20%) +0%", "0.300 (20%) +0%"]
     assert not any("**" in cell for bid, cells in rows.items() if bid != "bs1-bf16" for cell in cells)
+
+
+def test_the_report_shows_what_each_verdict_not_unchanged_was_built_from(tmp_path, monkeypatch):
+    """Why is a benchmark noisy? Answered in the report, not by reading two run.json files: for each benchmark not
+    unchanged, each side's invocations (a baseline's sessions apart) and whether they differ beyond their rounds
+    (the interval then widened), every metric's change, interval and verdict, the drift counted. None for an
+    unchanged benchmark; a paired comparison says its change is the trials' ratios."""
+    from perf_utils.gate.decide import GateOptions, judge
+    from perf_utils.report import details
+
+    monkeypatch.setattr(plots, "save", lambda fig, path: path)
+
+    def result(config: str, levels: list[float], sessions: list[int] | None = None) -> BenchmarkResult:
+        stages = {f"stage_{s}_s": 0.25 for s in STAGES}
+        rounds = [{"latency_s": lvl * f, "host_peak_mb": 20.0, "throughput_sps": 1 / (lvl * f), **stages}
+                  for lvl in levels for f in (0.99, 1.01)]  # fmt: skip
+        labels = [i for i in range(len(levels)) for _ in (0.99, 1.01)]
+        in_session = [sessions[i] for i in labels] if sessions else None
+        return BenchmarkResult(config, 1, "ok", rounds=rounds, invocations=labels, sessions=in_session)
+
+    def record(results: list[BenchmarkResult]) -> RunRecord:
+        workload = {"n_tokens": 32, "prompts_sha256": "p", "seed": 0, "sampling": {}}
+        return RunRecord("hw", "cpu", {"key": "tiny", "kind": "tiny"}, workload, {}, results, created="2026-11-02")
+
+    base = record([result("fp32", [1.0, 1.0, 1.0]), result("bf16", [1.0, 1.01, 0.99, 1.0], sessions=[0, 0, 1, 1])])
+    now = record([result("fp32", [1.0, 1.0, 1.0]), result("bf16", [1.3, 1.6, 1.9])])  # levels far apart
+    outcome = judge(base, now, GateOptions(tmp_path, Thresholds()), "b.json")
+    verdict = outcome.comparison.verdicts[1]
+    assert verdict.id == "bs1-bf16" and verdict.verdict != "unchanged"
+    text = report.write(tmp_path, now, outcome).markdown.read_text()
+    section = text.split(details.HEADING, 1)[1]
+    assert f"<summary><code>bs1-bf16</code>: {verdict.verdict}</summary>" in section
+    assert "<code>bs1-fp32</code>" not in section  # unchanged: nothing to explain
+    block = section.split("</details>", 1)[0]
+    rows = {
+        c[0]: c[1:]
+        for ln in block.splitlines()
+        if ln.startswith("| ")
+        for c in [[x.strip() for x in ln.strip("|").split("|")]]
+    }
+    assert rows["baseline"][:2] == ["4 x 2", "session 1: 1, 1.01; session 2: 0.99, 1"]
+    widened = "differ beyond their rounds (F test at 0.001); interval widened as Student's t over 3"
+    assert rows["now"] == ["3 x 2", "1.3, 1.6, 1.9", widened]
+    latency = verdict.metric("latency_s")
+    assert rows["latency"] == ["s", "0.9999", "1.6", "+60.0%", latency.interval, latency.verdict]  # medians of rounds
+    assert rows["coarse"][-1] == "not gated"
+    assert "drift between sessions" in section and "the baseline's 2 sessions" in section
+
+    paired = details.block(verdict, base.results[1], now.results[1], replace(outcome.comparison, paired=True), False)
+    assert "paired change (median of the trials' ratios)" in paired and "resampled over invocations" in paired
 
 
 def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):

@@ -2,7 +2,8 @@
 
 The Markdown leads with the verdict, then the tables in the shape of the optimizing-bark blog post (each
 configuration against `fp32` in the same run, per batch size), where the time goes per stage, what could
-not run and why, and the history of kept runs. Every number in it is read from the run record itself.
+not run and why, what each verdict other than unchanged was built from (`details`), and the history of kept
+runs. Every number in it is read from the run record itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from perf_utils.record.metrics import STAGE_METRICS, STAGES, memory_metric
 from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
-from perf_utils.report import plots
+from perf_utils.report import details, plots
 from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, num
 
 REPORT_FILE = "report.md"
@@ -240,6 +241,8 @@ def markdown(
     parts += [_stages_heading(comparison), stages_table(record, comparison)]
     if any(not r.ran for r in record.results):
         parts += ["## Not measured in this run", unavailable_table(record)]
+    if drill_down := details.section(outcome):
+        parts += [drill_down]
     if runs or skipped:  # no kept runs at all: none were asked for (compare-stacks' report), nothing to say
         parts += ["## History", history_section(history, runs, skipped or [])]
     if figures:
