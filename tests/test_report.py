@@ -226,6 +226,7 @@ def test_a_latency_change_names_the_stage_that_moved(tmp_path, monkeypatch):
     written = report.write(tmp_path, now, outcome)
     text = written.markdown.read_text()
     assert "in bold, where latency changed, the stage that moved most" in text
+    assert "`bs1-bf16` (latency +25%, most in coarse: +0.250 s, +100.0%)" in text.split("\n\n")[1]  # the headline
     rows = table_rows(text, "## Where the time goes")
     assert rows["bs1-bf16"][:4] == ["0.300 (20%) +0%", "**0.600 (40%) +100%**", "0.300 (20%) +0%", "0.300 (20%) +0%"]
     assert not any("**" in cell for bid, cells in rows.items() if bid != "bs1-bf16" for cell in cells)

@@ -25,7 +25,7 @@ from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
 from perf_utils.report import details, plots
-from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, num
+from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, moved_most, num
 
 REPORT_FILE = "report.md"
 FIGURES_HEADING = "## Figures"
@@ -179,7 +179,10 @@ def headline(outcome: GateOutcome | None) -> str:
         return "**passed**: nothing regressed or lost against the baseline." + (noisy_text if noisy else "")
     parts = []
     for v in bad:
-        worse = [f"{m.info.label} {m.change:+.0%}" for m in v.called(REGRESSED)]
+        worse = [
+            f"{m.info.label} {m.change:+.0%}" + (f", {s}" if (s := moved_most(v, m)) else "")
+            for m in v.called(REGRESSED)
+        ]
         parts.append(f"`{v.id}` ({', '.join(worse) or v.reason})")
     text = f"**FAILED**: {len(bad)} {'benchmark' if len(bad) == 1 else 'benchmarks'} " + "; ".join(parts) + "."
     return text + (noisy_text if noisy else "")

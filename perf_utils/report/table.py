@@ -55,9 +55,14 @@ def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") ->
 
 def _where(v: BenchmarkVerdict, m: MetricChange) -> str:
     """After a called latency change: the stage that moved the most seconds, where to look first."""
+    return f"; {where}" if (where := moved_most(v, m)) else ""
+
+
+def moved_most(v: BenchmarkVerdict, m: MetricChange) -> str | None:
+    """For a called latency change `m` of `v`: which of Bark's stages moved the most seconds, and by how much."""
     if m.metric != "latency_s" or m.verdict not in (REGRESSED, IMPROVED) or (stage := v.moved_most()) is None:
-        return ""
-    return f"; most in {stage.info.label}: {stage.current - stage.baseline:+.3f} s, {_pct(stage.change)}"
+        return None
+    return f"most in {stage.info.label}: {stage.current - stage.baseline:+.3f} s, {_pct(stage.change)}"
 
 
 def _why(m: MetricChange, row: str) -> str:
