@@ -215,21 +215,24 @@ def test_a_latency_change_names_the_stage_that_moved(tmp_path, monkeypatch):
     base = on_host(synthetic("2026-11-01T00:00:00+00:00", {"fp32": 1.0, "bf16": 1.0}), 1.0)
     now = synthetic("2026-11-02T00:00:00+00:00", {"fp32": 1.0, "bf16": 1.0})
     for r in now.results:
-        if r.config == "bf16" and r.batch_size == 1:
-            r.rounds = [{**x, "stage_coarse_s": 2 * x["stage_coarse_s"], "latency_s": 1.25 * x["latency_s"]}
+        if r.config == "bf16":  # at batch 1 in coarse; at batch 8 outside the stages (a sleep in generate)
+            coarse = 2 if r.batch_size == 1 else 1
+            r.rounds = [{**x, "stage_coarse_s": coarse * x["stage_coarse_s"], "latency_s": 1.25 * x["latency_s"]}
                         for x in r.rounds]  # fmt: skip
     outcome = judge(base, on_host(now, 1.2), GateOptions(tmp_path, Thresholds(), per_host_probe=True), "b.json")
     table = verdict_table(outcome.comparison)
     (row,) = [line for line in table.splitlines() if line.startswith("bs1-bf16")]
     assert "REGRESSED" in row and "most in coarse: +0.250 s, +100.0%" in row, table
-    assert "most in" not in table.replace(row, "")
+    (row8,) = [line for line in table.splitlines() if line.startswith("bs8-bf16")]
+    assert "in no one stage: " in row8 and "the four moved +0.000 s of +0.707 s" in row8, table
+    assert "most in" not in table.replace(row, "") and "in no one stage" not in table.replace(row8, "")
     written = report.write(tmp_path, now, outcome)
     text = written.markdown.read_text()
-    assert "in bold, where latency changed, the stage that moved most" in text
+    assert "in bold, where latency changed, the stage that made most of it" in text
     assert "`bs1-bf16` (latency +25%, most in coarse: +0.250 s, +100.0%)" in text.split("\n\n")[1]  # the headline
     rows = table_rows(text, "## Where the time goes")
     assert rows["bs1-bf16"][:4] == ["0.300 (20%) +0%", "**0.600 (40%) +100%**", "0.300 (20%) +0%", "0.300 (20%) +0%"]
-    assert not any("**" in cell for bid, cells in rows.items() if bid != "bs1-bf16" for cell in cells)
+    assert not any("**" in cell for bid, cells in rows.items() if bid != "bs1-bf16" for cell in cells)  # nor bs8
 
 
 def test_the_report_shows_what_each_verdict_not_unchanged_was_built_from(tmp_path, monkeypatch):

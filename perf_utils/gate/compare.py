@@ -29,6 +29,9 @@ NOT_JUDGED = "not judged"  # a metric's: shown, but the two runs' figures differ
 FAILING = {REGRESSED, LOST}
 
 
+# A stage is where latency moved when it made at least this share of latency's move in seconds; a slowdown outside
+# the four stages (between them, in `generate` itself) moves none of them, and the largest noise among them is not it.
+ONE_STAGE = 0.5
 SHOWN_UP_TO = 10.0  # an interval's end beyond +1000% says only "no idea how large": printed as `>+1000%`
 
 
@@ -91,6 +94,13 @@ class BenchmarkVerdict:
         upgrade that breaks one sub-model's attention moves that stage, not the others). None without stage times."""
         stages = [m for name in STAGE_METRICS if (m := self.metric(name)) is not None]
         return max(stages, key=lambda m: abs(m.current - m.baseline), default=None)
+
+    def stage_share(self) -> float | None:
+        """The share of latency's move in seconds that the stage which moved most made (`ONE_STAGE`)."""
+        latency, stage = self.metric("latency_s"), self.moved_most()
+        if latency is None or stage is None or latency.current == latency.baseline:
+            return None
+        return (stage.current - stage.baseline) / (latency.current - latency.baseline)
 
     def called(self, *verdicts: str) -> list[MetricChange]:
         """The gated metrics at one of `verdicts`, as a reader is told them: throughput is samples per second of
