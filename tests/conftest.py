@@ -91,7 +91,8 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def regressed(healthy: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real run with a 4x slowdown of `fp32` and a new `bf16`, gated against `healthy` (suite.regressed_run)."""
+    """A real run with `fp32` about 4x slower (in its coarse stage) and a new `bf16`, gated against `healthy`
+    (suite.regressed_run)."""
     import suite
 
     return suite.regressed_run(healthy, tmp_path_factory.mktemp("regressed"))

@@ -96,8 +96,8 @@ def healthy_run(tmp: Path) -> SimpleNamespace:
 
 
 def regressed_run(healthy: SimpleNamespace, tmp: Path) -> SimpleNamespace:
-    """Against a copy of the healthy baseline: `fp32` got 4x slower and `bf16` is new, compared in CI style, with
-    pytest-benchmark's own gate beside ours and progress shown."""
+    """Against a copy of the healthy baseline: `fp32`'s coarse stage got 7x slower (the call about 4x) and `bf16` is
+    new, compared in CI style, with pytest-benchmark's own gate beside ours and progress shown."""
     from perf_utils.record import store
 
     shutil.copytree(healthy.tmp / "baselines", tmp / "baselines")
@@ -106,7 +106,7 @@ def regressed_run(healthy: SimpleNamespace, tmp: Path) -> SimpleNamespace:
     shutil.copytree(healthy.tmp / "results", tmp / "results")  # the healthy run is this one's history
     summary = tmp / "job-summary.md"
     proc = bench(tmp, "--bark-configs", "fp32,bf16", "--benchmark-compare", "--benchmark-compare-fail=median:100%",
-                 "-v", fault="slowdown:3", GITHUB_STEP_SUMMARY=str(summary))  # fmt: skip
+                 "-v", fault="slowdown:6:coarse", GITHUB_STEP_SUMMARY=str(summary))  # fmt: skip
     folder = max((tmp / "results").glob("*/run.json")).parent
     return SimpleNamespace(
         proc=proc,

@@ -526,6 +526,7 @@ def test_pytest_benchmarks_gates_reports_and_sets_the_exit_status(regressed):
     for bid in ("bs1-fp32", "bs8-fp32"):
         line = row(output, bid)
         assert "REGRESSED" in line and "latency" in line
+        assert "; most in coarse: +" in line, output  # the stage the injected slowdown sat in
     assert " new " in row(output, "bs1-bf16") + " "
     assert "bark gate FAILED" in output and "Performance has regressed" in output
     lines = output.splitlines()

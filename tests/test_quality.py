@@ -394,3 +394,13 @@ def test_gate_quality_cut_in_its_separate_processes_prints_them_beside_the_runs_
     # one run judged; at the project's 15% its verdict is this machine's noise (a cold first run read -34%)
     assert re.search(r"\| bs1 +\| unchanged \(false alarms\) +\| +[01]/1 ", out), out
     assert re.search(r"\| bs1 +\| unchanged, separate `run` processes \(false alarms\) +\| +0/1 ", out), out
+
+
+def test_a_stage_slowdown_fault_names_its_stage_or_lists_the_stages():
+    """`slowdown:F:STAGE` slows one of Bark's stages (the suite's own regressed run uses it to show the gate naming
+    the stage); a stage that does not exist is an error that lists those that do."""
+    from perf_utils.measure import faults
+
+    assert callable(faults.parse("slowdown:0.5:coarse")) and callable(faults.parse("slowdown:0.5"))
+    with pytest.raises(ValueError, match="no stage 'codex'; stages: semantic, coarse, fine, codec"):
+        faults.parse("slowdown:0.5:codex")

@@ -48,7 +48,8 @@ def median(result: BenchmarkResult, metric: str) -> float:
 
 @pytest.fixture(scope="module")
 def regressed_run(regressed) -> SimpleNamespace:
-    """The shared real regressed run (conftest): a healthy baseline, then `fp32` 4x slower and `bf16` new."""
+    """The shared real regressed run (conftest): a healthy baseline, then `fp32` about 4x slower (in its coarse
+    stage) and `bf16` new."""
     assert regressed.proc.returncode == EXIT_REGRESSION, regressed.output
     return regressed
 
@@ -63,6 +64,7 @@ def test_report_leads_with_what_regressed(regressed_run):
     first_lines = regressed_run.markdown.split("## ", 1)[0]
     assert "**FAILED**" in first_lines
     assert "`bs1-fp32` (latency +" in first_lines and "`bs8-fp32` (latency +" in first_lines
+    assert first_lines.count(", most in coarse: +") == 2, first_lines  # where the injected slowdown sat
     assert "throughput" not in first_lines  # it regressed too, but it is latency's rounds: said once
     verdicts = table_rows(regressed_run.markdown, "## Verdict against the stored baseline")
     assert "REGRESSED" in verdicts["bs1-fp32"] and "new" in verdicts["bs1-bf16"]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from perf_utils.bark.configs import OptimizationConfig
+from perf_utils.measure.trackers.stages import STAGE_METHODS
 from perf_utils.record.metrics import MB
 
 
@@ -48,19 +49,24 @@ def extra_buffer(megabytes: int = 64) -> Callable[[Any], None]:
     return patch
 
 
-def slowdown(fraction: float) -> Callable[[Any], None]:
-    """Make each `generate` take `fraction` longer than it did (sleeps in proportion to the real call)."""
+def slowdown(fraction: float, stage: str | None = None) -> Callable[[Any], None]:
+    """Make each `generate` take `fraction` longer than it did (sleeps in proportion to the real call), or only one
+    of its stages (`record.metrics.STAGES`): where the gate should say the time went."""
 
     def patch(model: Any) -> None:
-        inner = model.generate
+        owner, method = model, "generate"
+        if stage is not None:
+            path, method = STAGE_METHODS[stage]
+            owner = model.get_submodule(path) if path else model
+        inner = getattr(owner, method)
 
-        def generate(*args: Any, **kwargs: Any) -> Any:
+        def slower(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             out = inner(*args, **kwargs)
             time.sleep((time.perf_counter() - start) * fraction)
             return out
 
-        model.generate = generate
+        setattr(owner, method, slower)
 
     return patch
 
@@ -115,15 +121,19 @@ FAULTS: dict[str, Callable[[Any], None]] = {
 
 
 def parse(spec: str) -> Callable[[Any], None]:
-    """`double_attention`, `extra_buffer`, `extra_buffer:128` (MB) or `slowdown:0.2`."""
+    """`double_attention`, `extra_buffer`, `extra_buffer:128` (MB), `slowdown:0.2` or `slowdown:0.2:coarse` (one
+    stage)."""
     name, _, arg = spec.partition(":")
     if name == "slowdown" and arg:
-        return slowdown(float(arg))
+        fraction, _, stage = arg.partition(":")
+        if stage and stage not in STAGE_METHODS:
+            raise ValueError(f"fault {spec!r}: no stage {stage!r}; stages: {', '.join(STAGE_METHODS)}")
+        return slowdown(float(fraction), stage or None)
     if name == "extra_buffer" and arg:
         return extra_buffer(int(arg))
     if name in FAULTS and not arg:
         return FAULTS[name]
-    known = ", ".join([*FAULTS, "extra_buffer:MB", "slowdown:FRACTION"])
+    known = ", ".join([*FAULTS, "extra_buffer:MB", "slowdown:FRACTION", "slowdown:FRACTION:STAGE"])
     raise ValueError(f"unknown fault {spec!r}; known: {known}")
 
 
