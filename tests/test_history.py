@@ -39,6 +39,7 @@ def test_a_step_held_for_several_nights_is_called_where_it_happened():
     assert trend.verdict == REGRESSED
     assert trend.steps[-1] == 20
     assert "stepped +" in trend.why and "2026-11-21" in trend.why and "held for 5 runs" in trend.why
+    assert trend.span == (range(0, 20), range(20, 25))
 
 
 def test_the_latest_night_alone_is_called_against_recent_history():
@@ -46,6 +47,7 @@ def test_the_latest_night_alone_is_called_against_recent_history():
     trend = analyze("bs8-fp32", "latency_s", points(values), TH)
     assert trend.verdict == REGRESSED
     assert "latest run +" in trend.why and trend.z > history.Z_LIMIT
+    assert trend.span == (range(4, 24), range(24, 25))  # the 20 runs it is judged against, then itself
 
 
 def test_a_creeping_slowdown_below_the_threshold_each_step_is_called_as_drift():
@@ -55,6 +57,7 @@ def test_a_creeping_slowdown_below_the_threshold_each_step_is_called_as_drift():
     assert trend.verdict == REGRESSED
     assert trend.steps == [8, 16]
     assert trend.why.startswith("drifted +21") and "over 2 steps since 2026-11-01" in trend.why
+    assert trend.span == (range(0, 8), range(16, 24))  # the first level against the last
 
 
 def test_a_figure_dashes_only_the_steps_the_report_could_call():
@@ -193,3 +196,27 @@ def test_the_history_reads_time_per_host_probe_as_the_gate_does(tmp_path):
     found, calls = called(runs, per_probe=True)
     assert found.without_probe == 1 and calls == {}
     assert [len(t.points) for t in found.trends] == [7, 8, 7]
+
+
+def test_a_called_latency_trend_says_which_stage_made_it(tmp_path):
+    """Nights 5-7 with the coarse stage 3x slower: the step names coarse and its seconds; the same step outside
+    the stages (time between them) says no one stage made it; a series without stage times says nothing more."""
+
+    def kept(folder: str, coarse_late: float, with_stages: bool = True) -> list:
+        for day in range(1, 8):
+            record = _record(f"2026-11-0{day}T02:00:00+00:00", 1.0 if day < 5 else 1.5)
+            stages = {"stage_semantic_s": 0.2, "stage_coarse_s": 0.25 * (coarse_late if day >= 5 else 1.0),
+                      "stage_fine_s": 0.2, "stage_codec_s": 0.05}  # fmt: skip
+            if with_stages:
+                record.results[0].rounds = [{**r, **stages} for r in record.results[0].rounds]
+            store.keep_run(tmp_path / folder, record)
+        return kept_runs(tmp_path / folder)[0]
+
+    def latency_trend(runs):
+        [trend] = history.trends(runs, runs[-1].record, TH, ["latency_s"])
+        assert trend.verdict == REGRESSED and trend.why.startswith("stepped +50.0% on 2026-11-05"), trend.why
+        return trend.why
+
+    assert latency_trend(kept("coarse", 3.0)).endswith("; most in coarse: +0.500 s")
+    assert latency_trend(kept("between", 1.0)).endswith("; in no one stage: the four moved +0.000 s of +0.500 s")
+    assert latency_trend(kept("no-stages", 1.0, with_stages=False)).endswith("held for 3 runs")

@@ -18,9 +18,9 @@ import numpy as np
 import ruptures
 
 from perf_utils.gate import hostspeed
-from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED
+from perf_utils.gate.compare import IMPROVED, ONE_STAGE, REGRESSED, UNCHANGED
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import METRICS
+from perf_utils.record.metrics import METRICS, STAGE_METRICS
 from perf_utils.record.record import RunRecord
 from perf_utils.record.store import KeptRun
 
@@ -79,6 +79,8 @@ class Trend:
     verdict: str = UNCHANGED
     why: str = ""
     z: float | None = None
+    # The runs a called trend compares, as indices into `points`: before and after its move (`_where`).
+    span: tuple[range, range] | None = None
 
     def levels(self) -> list[float]:
         """The median of each level, oldest first."""
@@ -111,7 +113,10 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
     trend.z = (values[-1] - mean) / stdev if stdev > 0 else (0.0 if values[-1] == mean else math.inf)
     latest = _called(metric, mean, values[-1], th)
     if latest and abs(trend.z) >= Z_LIMIT:
-        trend.verdict = latest
+        trend.verdict, trend.span = (
+            latest,
+            (range(len(values) - 1 - len(earlier), len(values) - 1), range(len(values) - 1, len(values))),
+        )
         trend.why = (
             f"latest run {values[-1] / mean - 1:+.1%} against the mean of the {len(earlier)} before (z={trend.z:.1f})"
         )
@@ -121,6 +126,7 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
         since = points[trend.steps[-1]].created[:10]
         if step:
             trend.verdict = step
+            trend.span = (range(([0, *trend.steps])[-2], trend.steps[-1]), range(trend.steps[-1], len(values)))
             trend.why = (
                 f"stepped {levels[-1] / levels[-2] - 1:+.1%} on {since}, held for {len(points) - trend.steps[-1]} runs"
             )
@@ -128,6 +134,7 @@ def analyze(benchmark: str, metric: str, points: list[Point], th: Thresholds) ->
         drift = _called(metric, levels[0], levels[-1], th)
         if drift:
             trend.verdict, trend.marked = drift, list(trend.steps)
+            trend.span = (range(0, trend.steps[0]), range(trend.steps[-1], len(values)))
             trend.why = (
                 f"drifted {levels[-1] / levels[0] - 1:+.1%} over {len(levels) - 1} steps since {points[0].created[:10]}"
             )
@@ -170,5 +177,35 @@ def trends(runs: list[KeptRun], latest: RunRecord, th: Thresholds, metrics: list
         names = metrics or [m for m in result.metrics() if METRICS.get(m) and METRICS[m].gated]
         for metric in names:
             if metric in result.metrics():
-                out.append(analyze(result.id, metric, series(runs, result.id, metric), th))
+                trend = analyze(result.id, metric, series(runs, result.id, metric), th)
+                trend.why += _where(trend, runs)
+                out.append(trend)
     return out
+
+
+def _where(trend: Trend, runs: list[KeptRun]) -> str:
+    """For a called latency trend: which of Bark's stages made most of its move over the same runs (as the gate
+    says of one run, `compare.ONE_STAGE`), so "stepped +20% on 11-28" also says where; "" where the runs carry no
+    stage times."""
+    if trend.metric != "latency_s" or trend.span is None:
+        return ""
+    before, after = trend.span
+    dates = [p.created for p in trend.points]
+
+    def move(values: dict[str, float]) -> float | None:
+        if not all(dates[i] in values for i in (*before, *after)):
+            return None
+        return statistics.median(values[dates[i]] for i in after) - statistics.median(values[dates[i]] for i in before)
+
+    moved = move({p.created: p.median for p in trend.points})
+    stages = {
+        m: s
+        for m in STAGE_METRICS
+        if (s := move({p.created: p.median for p in series(runs, trend.benchmark, m)})) is not None
+    }
+    if not stages or not moved:
+        return ""
+    stage, delta = max(stages.items(), key=lambda kv: abs(kv[1]))
+    if delta / moved >= ONE_STAGE:
+        return f"; most in {METRICS[stage].label}: {delta:+.3f} s"
+    return f"; in no one stage: the four moved {sum(stages.values()):+.3f} s of {moved:+.3f} s"
