@@ -68,12 +68,16 @@ def test_the_hosts_speed_is_taken_per_invocation_so_one_probes_own_noise_stays_o
     for inv in range(3):
         level = 1 + 0.1 * inv
         for jitter in (0.9, 1.1, 0.9, 1.1):
-            rounds.append({"latency_s": level, "throughput_sps": 1 / level, HOST_PROBE: 0.02 * level * jitter})
+            times = {"latency_s": level, "stage_fine_s": level, "rtf": level}
+            rates = {"throughput_sps": 1 / level, "fine_tok_per_s": 1 / level}
+            rounds.append({**times, **rates, HOST_PROBE: 0.02 * level * jitter, "host_peak_mb": level})
             labels.append(inv)
     adjusted = hostspeed.adjusted(BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=labels), speed=0.02)
-    for metric in ("latency_s", "throughput_sps"):
-        assert all(abs(v - 1.0) < 1e-9 for v in adjusted.values(metric)), adjusted.values(metric)
+    # every time and rate the host moves, a stage's and its tokens per second too, so they read as latency does
+    for metric in ("latency_s", "throughput_sps", "stage_fine_s", "fine_tok_per_s", "rtf"):
+        assert all(abs(v - 1.0) < 1e-9 for v in adjusted.values(metric)), (metric, adjusted.values(metric))
     assert [r[HOST_PROBE] for r in adjusted.rounds] == [r[HOST_PROBE] for r in rounds]  # the probe itself kept
+    assert adjusted.values("host_peak_mb") == [r["host_peak_mb"] for r in rounds]  # memory as measured
 
 
 def with_invocation_probe(res: BenchmarkResult, host: float, own: float) -> BenchmarkResult:

@@ -69,6 +69,21 @@ class MetricChange:
         return METRICS[self.metric]
 
 
+def where_moved(latency: float, stages: dict[str, float], relative: dict[str, float] | None = None) -> str | None:
+    """Where a latency move of `latency` seconds happened, from each stage's move in seconds (by its metric): the
+    stage that made at least `ONE_STAGE` of it (with its `relative` change where given), else whether the four
+    together did (spread over them) or not (outside them: in `generate` between them). None without stage times."""
+    if not stages or not latency:
+        return None
+    name, moved = max(stages.items(), key=lambda kv: abs(kv[1]))
+    if moved / latency >= ONE_STAGE:
+        change = f", {relative[name]:+.1%}" if relative and name in relative else ""
+        return f"most in {METRICS[name].label}: {moved:+.3f} s{change}"
+    total = sum(stages.values())
+    where = "spread over the stages" if total / latency >= ONE_STAGE else "outside the stages"
+    return f"{where}: the four moved {total:+.3f} s of {latency:+.3f} s"
+
+
 @dataclass
 class BenchmarkVerdict:
     id: str
@@ -89,18 +104,27 @@ class BenchmarkVerdict:
     def metric(self, name: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.metric == name), None)
 
-    def moved_most(self) -> MetricChange | None:
-        """The stage whose median time per call moved the most seconds: where a latency change happened (an
-        upgrade that breaks one sub-model's attention moves that stage, not the others). None without stage times."""
-        stages = [m for name in STAGE_METRICS if (m := self.metric(name)) is not None]
-        return max(stages, key=lambda m: abs(m.current - m.baseline), default=None)
+    def stage_moves(self) -> dict[str, MetricChange]:
+        """Each stage's change, by its metric: where a latency change happened (an upgrade that breaks one
+        sub-model's attention moves that stage, not the others)."""
+        return {name: m for name in STAGE_METRICS if (m := self.metric(name)) is not None}
 
-    def stage_share(self) -> float | None:
-        """The share of latency's move in seconds that the stage which moved most made (`ONE_STAGE`)."""
-        latency, stage = self.metric("latency_s"), self.moved_most()
-        if latency is None or stage is None or latency.current == latency.baseline:
+    def where(self) -> str | None:
+        """Which stage made latency's change (`where_moved`); None without latency or stage times."""
+        latency, stages = self.metric("latency_s"), self.stage_moves()
+        if latency is None:
             return None
-        return (stage.current - stage.baseline) / (latency.current - latency.baseline)
+        seconds = {name: m.current - m.baseline for name, m in stages.items()}
+        return where_moved(latency.current - latency.baseline, seconds, {n: m.change for n, m in stages.items()})
+
+    def moved_most(self) -> MetricChange | None:
+        """The stage that made at least `ONE_STAGE` of latency's change in seconds, if one did."""
+        latency, stages = self.metric("latency_s"), self.stage_moves().values()
+        most = max(stages, key=lambda m: abs(m.current - m.baseline), default=None)
+        if latency is None or most is None or latency.current == latency.baseline:
+            return None
+        share = (most.current - most.baseline) / (latency.current - latency.baseline)
+        return most if share >= ONE_STAGE else None
 
     def called(self, *verdicts: str) -> list[MetricChange]:
         """The gated metrics at one of `verdicts`, as a reader is told them: throughput is samples per second of

@@ -18,7 +18,7 @@ import numpy as np
 import ruptures
 
 from perf_utils.gate import hostspeed
-from perf_utils.gate.compare import IMPROVED, ONE_STAGE, REGRESSED, UNCHANGED
+from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED, where_moved
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.record.metrics import METRICS, STAGE_METRICS
 from perf_utils.record.record import RunRecord
@@ -185,7 +185,7 @@ def trends(runs: list[KeptRun], latest: RunRecord, th: Thresholds, metrics: list
 
 def _where(trend: Trend, runs: list[KeptRun]) -> str:
     """For a called latency trend: which of Bark's stages made most of its move over the same runs (as the gate
-    says of one run, `compare.ONE_STAGE`), so "stepped +20% on 11-28" also says where; "" where the runs carry no
+    says of one run, `compare.where_moved`), so "stepped +20% on 11-28" also says where; "" where the runs carry no
     stage times."""
     if trend.metric != "latency_s" or trend.span is None:
         return ""
@@ -198,14 +198,6 @@ def _where(trend: Trend, runs: list[KeptRun]) -> str:
         return statistics.median(values[dates[i]] for i in after) - statistics.median(values[dates[i]] for i in before)
 
     moved = move({p.created: p.median for p in trend.points})
-    stages = {
-        m: s
-        for m in STAGE_METRICS
-        if (s := move({p.created: p.median for p in series(runs, trend.benchmark, m)})) is not None
-    }
-    if not stages or not moved:
-        return ""
-    stage, delta = max(stages.items(), key=lambda kv: abs(kv[1]))
-    if delta / moved >= ONE_STAGE:
-        return f"; most in {METRICS[stage].label}: {delta:+.3f} s"
-    return f"; in no one stage: the four moved {sum(stages.values()):+.3f} s of {moved:+.3f} s"
+    stages = {m: move({p.created: p.median for p in series(runs, trend.benchmark, m)}) for m in STAGE_METRICS}
+    where = where_moved(moved or 0.0, {m: s for m, s in stages.items() if s is not None})
+    return f"; {where}" if where else ""

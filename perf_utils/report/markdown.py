@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from tabulate import tabulate
 
 from perf_utils.gate import trends
-from perf_utils.gate.compare import IMPROVED, NOISY, ONE_STAGE, REGRESSED, Comparison
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, Comparison
 from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import History, Trend
@@ -115,8 +115,8 @@ def stages_table(record: RunRecord, comparison: Comparison | None = None) -> str
         total = sum(stages)
         cells = [f"{s:.3f} ({s / total:.0%})" for s in stages]
         if (v := verdicts.get(r.id)) is not None:
-            latency, most, share = v.metric("latency_s"), v.moved_most(), v.stage_share()
-            called = latency is not None and latency.verdict in (REGRESSED, IMPROVED) and (share or 0) >= ONE_STAGE
+            latency, most = v.metric("latency_s"), v.moved_most()
+            called = latency is not None and latency.verdict in (REGRESSED, IMPROVED)
             for i, m in enumerate(v.metric(name) for name in STAGE_METRICS):
                 if m is not None:
                     cells[i] += f" {m.change:+.0%}"

@@ -14,14 +14,13 @@ from perf_utils.gate.compare import (
     NOISY,
     NOT_JUDGED,
     NOT_RUN,
-    ONE_STAGE,
     REGRESSED,
     UNAVAILABLE,
     BenchmarkVerdict,
     Comparison,
     MetricChange,
 )
-from perf_utils.record.metrics import STAGE_METRICS, memory_metric
+from perf_utils.record.metrics import memory_metric
 from perf_utils.record.record import RunRecord
 
 # How each verdict is written: plain for a terminal, with a coloured mark in Markdown.
@@ -60,14 +59,8 @@ def _where(v: BenchmarkVerdict, m: MetricChange) -> str:
 
 
 def moved_most(v: BenchmarkVerdict, m: MetricChange) -> str | None:
-    """For a called latency change `m` of `v`: which of Bark's stages moved the most seconds, and by how much."""
-    if m.metric != "latency_s" or m.verdict not in (REGRESSED, IMPROVED) or (stage := v.moved_most()) is None:
-        return None
-    moved = stage.current - stage.baseline
-    if (share := v.stage_share()) is not None and share >= ONE_STAGE:
-        return f"most in {stage.info.label}: {moved:+.3f} s, {_pct(stage.change)}"
-    stages = sum(s.current - s.baseline for s in v.metrics if s.metric in STAGE_METRICS)
-    return f"in no one stage: the four moved {stages:+.3f} s of {m.current - m.baseline:+.3f} s"
+    """For a called latency change `m` of `v`: which of Bark's stages made it (`BenchmarkVerdict.where`)."""
+    return v.where() if m.metric == "latency_s" and m.verdict in (REGRESSED, IMPROVED) else None
 
 
 def _why(m: MetricChange, row: str) -> str:
