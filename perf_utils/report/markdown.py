@@ -106,8 +106,8 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
 
 def stages_table(record: RunRecord, comparison: Comparison | None = None) -> str:
     """Each stage's median seconds per call and share of their sum; against a baseline, each stage's change too,
-    as the gate judged time (per host probe where it did), and in bold the stage that moved the most seconds where
-    latency changed: Bark is four models, and a regression is looked for in the one that moved."""
+    as the gate judged time (per host probe where it did), and in bold, where latency changed, the stage that made
+    most of it (`BenchmarkVerdict.moved_most`): Bark is four models, and a regression is looked for in that one."""
     verdicts = {v.id: v for v in comparison.verdicts} if comparison else {}
     rows = []
     for r in (r for r in record.measured() if r.values(STAGE_METRICS[0])):
