@@ -285,6 +285,9 @@ def test_the_report_shows_what_each_verdict_not_unchanged_was_built_from(tmp_pat
 
     paired = details.block(verdict, base.results[1], now.results[1], replace(outcome.comparison, paired=True), False)
     assert "paired change (median of the trials' ratios)" in paired and "resampled over invocations" in paired
+    # what a paired change is built from: each trial's ratio by invocation, and whether those differ beyond trials
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in paired.splitlines() if line.startswith("| ")]
+    assert ["latency now / base, per trial", "3 x 2", "1.3, 1.584, 1.919", widened] in cells, paired
 
 
 def test_trend_figures_and_table_appear_once_the_history_is_long_enough(tmp_path):

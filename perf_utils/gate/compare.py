@@ -227,7 +227,7 @@ def _ran(result: BenchmarkResult | None) -> bool:
     return result is not None and result.ran
 
 
-def _pairs(base: BenchmarkResult, now: BenchmarkResult, metric: str) -> list[list[float]]:
+def trial_ratios(base: BenchmarkResult, now: BenchmarkResult, metric: str) -> list[list[float]]:
     """now / base of the rounds measured in the same trial of the same invocation, grouped by invocation."""
     base_trials = base.by_trial()
     grouped: dict[int, list[float]] = {}
@@ -310,7 +310,7 @@ def compare_result(
         th, v.drift = sessions.thresholds_for(base, th)  # measured when the baseline holds several sessions
     moved = host_moved(base, now, th) if per_probe else None
     for metric in METRICS.values():
-        pairs = _pairs(base, now, metric.name) if paired else None
+        pairs = trial_ratios(base, now, metric.name) if paired else None
         scale = _fp32_peak_mb(now) if metric.name == PEAK_RATIO else None
         change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs, scale)
         if change is not None and moved is not None and metric.kind in ("time", "throughput"):

@@ -11,7 +11,7 @@ import statistics
 from tabulate import tabulate
 
 from perf_utils.gate.bootstrap import DOMINANCE, FEW_INVOCATIONS, invocations_dominate
-from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, Comparison
+from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, Comparison, trial_ratios
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import BenchmarkResult
 
@@ -38,8 +38,12 @@ def block(
 ) -> str:
     """One benchmark, folded (`<details>`): its two sides' invocations, then every metric compared."""
     unit = "s at the baseline's host speed" if per_probe else "s"
+    rows = [_side("baseline", base, comparison.paired), _side("now", now, comparison.paired)]
+    if comparison.paired:  # what a paired change is built from: each trial's ratio, grouped by invocation
+        ratios = trial_ratios(base, now, "latency_s")
+        rows.append(["latency now / base, per trial", _shape(ratios), _medians([ratios]), _dominance(ratios)])
     sides = tabulate(
-        [_side("baseline", base, comparison.paired), _side("now", now, comparison.paired)],
+        rows,
         headers=["", "invocations x rounds", f"latency per invocation ({unit}, median of its rounds)", "their levels"],
         tablefmt="github",
         disable_numparse=True,
@@ -70,12 +74,19 @@ def block(
 def _side(name: str, result: BenchmarkResult, paired: bool) -> list[str]:
     """Each invocation's median latency, a baseline's sessions apart: where its level moved between them."""
     groups = result.groups("latency_s")
-    shape = f"{len(groups)} x {'/'.join(sorted({str(len(g)) for g in groups}))}"
-    sessions = result.session_groups("latency_s")
+    return [name, _shape(groups), _medians(result.session_groups("latency_s")), "-" if paired else _dominance(groups)]
+
+
+def _shape(groups: list[list[float]]) -> str:
+    return f"{len(groups)} x {'/'.join(sorted({str(len(g)) for g in groups}))}"
+
+
+def _medians(sessions: list[list[list[float]]]) -> str:
+    """Each invocation's median, by session where there are several."""
     medians = [", ".join(_num(statistics.median(g)) for g in s) for s in sessions]
     if len(medians) > 1:
         medians = [f"session {i}: {m}" for i, m in enumerate(medians, 1)]
-    return [name, shape, "; ".join(medians), "-" if paired else _dominance(groups)]
+    return "; ".join(medians)
 
 
 def _dominance(groups: list[list[float]]) -> str:
