@@ -13,19 +13,19 @@ from perf_utils.gate.compare import UNCHANGED, BenchmarkVerdict
 from perf_utils.record.metrics import METRICS, probe_of
 from perf_utils.record.record import BenchmarkResult, RunRecord
 
-# Read in units of the host's speed: every time and rate the host moves (`Metric.host`), so a stage's change, or the
-# tokens per second of one, reads as latency's does.
-MOVED = {name: m.host for name, m in METRICS.items() if m.host}
+# Read in units of the host's speed: every time and rate the host moves (`Metric.host_power`), so a stage's change,
+# or the tokens per second of one, reads as latency's does.
+MOVED = {name: m.host_power for name, m in METRICS.items() if m.host_power}
 
 
 def adjusted(result: BenchmarkResult, speed: float = 1.0) -> BenchmarkResult | None:
     """`result` with every time (latency, each stage's) and rate (throughput, tokens per second) per round divided /
-    multiplied by the host's slowness in that round's invocation (`Metric.host`): the median of the invocation's
-    probes (`metrics.probe_of`; times `speed`, a probe time: at `speed`, latency stays in seconds). Per invocation,
-    not per round: the drift lives between invocations (minutes), and dividing by each round's own probe adds that
-    probe's noise to the round (replayed on 30 processes: 80% of unchanged runs noisy at 15% per round, 61% per
-    invocation, 68% as measured; README). Every other metric as it was; None when a round has no probe (a run of an
-    older suite)."""
+    multiplied by the host's slowness in that round's invocation (`Metric.host_power`): the median of the
+    invocation's probes (`metrics.probe_of`; times `speed`, a probe time: at `speed`, latency stays in seconds).
+    Per invocation, not per round: the drift lives between invocations (minutes), and dividing by each round's own
+    probe adds that probe's noise to the round (replayed on 30 processes: 80% of unchanged runs noisy at 15% per
+    round, 61% per invocation, 68% as measured; README). Every other metric as it was; None when a round has no
+    probe (a run of an older suite)."""
     key = probe_of(result.rounds)
     if key is None:
         return None

@@ -59,14 +59,14 @@ class Metric:
     per_process: bool = False
     # How the host's speed moves it, as the power of the host's slowness (`gate.hostspeed`): 1 a time the host
     # stretches, -1 a rate it slows, 0 neither (memory, energy, ratios to fp32 of the same trial, the probe itself).
-    host: int = 0
+    host_power: int = 0
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("latency_s", "latency", "s", "lower", "time", host=1),
-        Metric("throughput_sps", "throughput", "samples/s", "higher", "throughput", host=-1),
+        Metric("latency_s", "latency", "s", "lower", "time", host_power=1),
+        Metric("throughput_sps", "throughput", "samples/s", "higher", "throughput", host_power=-1),
         Metric("host_peak_mb", "host peak (over pre-call)", "MB", "lower", "memory", per_process=True),
         Metric("accel_peak_mb", "accelerator peak (allocator)", "MB", "lower", "memory"),
         Metric("nvml_device_peak_mb", "GPU peak (NVML, device)", "MB", "lower", "memory"),
@@ -75,14 +75,14 @@ METRICS: dict[str, Metric] = {
         # Paired with fp32's round of the same trial (record.ratios): drift-free, gated on any machine.
         Metric("latency_vs_fp32", "latency / fp32", "x", "lower", "ratio"),
         Metric("peak_vs_fp32", "peak memory / fp32", "x", "lower", "ratio"),
-        Metric("rtf", "real-time factor", "s/s", "lower", "info", gated=False, host=1),
-        *(Metric(stage_metric(s), s, "s", "lower", "info", gated=False, host=1) for s in STAGES),
-        Metric("semantic_tok_per_s", "semantic tokens/s", "tok/s", "higher", "info", gated=False, host=-1),
-        Metric("coarse_tok_per_s", "coarse tokens/s", "tok/s", "higher", "info", gated=False, host=-1),
-        Metric("fine_tok_per_s", "fine tokens/s", "tok/s", "higher", "info", gated=False, host=-1),
-        Metric("codec_samples_per_s", "codec samples/s", "samples/s", "higher", "info", gated=False, host=-1),
+        Metric("rtf", "real-time factor", "s/s", "lower", "info", gated=False, host_power=1),
+        *(Metric(stage_metric(s), s, "s", "lower", "info", gated=False, host_power=1) for s in STAGES),
+        Metric("semantic_tok_per_s", "semantic tokens/s", "tok/s", "higher", "info", gated=False, host_power=-1),
+        Metric("coarse_tok_per_s", "coarse tokens/s", "tok/s", "higher", "info", gated=False, host_power=-1),
+        Metric("fine_tok_per_s", "fine tokens/s", "tok/s", "higher", "info", gated=False, host_power=-1),
+        Metric("codec_samples_per_s", "codec samples/s", "samples/s", "higher", "info", gated=False, host_power=-1),
         Metric("host_rss_peak_mb", "host RSS peak", "MB", "lower", "info", gated=False, per_process=True),
-        Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False, host=1),
+        Metric("overhead_s", "instrumentation overhead", "s", "lower", "info", gated=False, host_power=1),
         Metric(HOST_PROBE, "host speed probe", "s", "lower", "info", gated=False),
         Metric(INVOCATION_PROBE, "host speed probe, invocation's median", "s", "lower", "info", gated=False),
     )
