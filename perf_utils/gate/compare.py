@@ -69,16 +69,24 @@ class MetricChange:
         return METRICS[self.metric]
 
 
-def where_moved(latency: float, stages: dict[str, float], relative: dict[str, float] | None = None) -> str | None:
-    """Where a latency move of `latency` seconds happened, from each stage's move in seconds (by its metric): the
-    stage that made at least `ONE_STAGE` of it (with its `relative` change where given), else whether the four
-    together did (spread over them) or not (outside them: in `generate` between them). None without stage times."""
+def made_by(latency: float, stages: dict[str, float]) -> str | None:
+    """The stage (its metric) that made at least `ONE_STAGE` of a latency move of `latency` seconds, from each
+    stage's move in seconds; None where none did or nothing moved."""
     if not stages or not latency:
         return None
     name, moved = max(stages.items(), key=lambda kv: abs(kv[1]))
-    if moved / latency >= ONE_STAGE:
+    return name if moved / latency >= ONE_STAGE else None
+
+
+def where_moved(latency: float, stages: dict[str, float], relative: dict[str, float] | None = None) -> str | None:
+    """Where a latency move of `latency` seconds happened, from each stage's move in seconds (by its metric): the
+    stage that made it (`made_by`, with its `relative` change where given), else whether the four together did
+    (spread over them) or not (outside them: in `generate` between them). None without stage times."""
+    if not stages or not latency:
+        return None
+    if (name := made_by(latency, stages)) is not None:
         change = f", {relative[name]:+.1%}" if relative and name in relative else ""
-        return f"most in {METRICS[name].label}: {moved:+.3f} s{change}"
+        return f"most in {METRICS[name].label}: {stages[name]:+.3f} s{change}"
     total = sum(stages.values())
     where = "spread over the stages" if total / latency >= ONE_STAGE else "outside the stages"
     return f"{where}: the four moved {total:+.3f} s of {latency:+.3f} s"
@@ -109,22 +117,24 @@ class BenchmarkVerdict:
         sub-model's attention moves that stage, not the others)."""
         return {name: m for name in STAGE_METRICS if (m := self.metric(name)) is not None}
 
-    def where(self) -> str | None:
-        """Which stage made latency's change (`where_moved`); None without latency or stage times."""
-        latency, stages = self.metric("latency_s"), self.stage_moves()
+    def _latency_and_stage_seconds(self) -> tuple[float, dict[str, float]] | None:
+        """Latency's move and each stage's, in seconds; None without latency."""
+        latency = self.metric("latency_s")
         if latency is None:
             return None
-        seconds = {name: m.current - m.baseline for name, m in stages.items()}
-        return where_moved(latency.current - latency.baseline, seconds, {n: m.change for n, m in stages.items()})
+        stages = {name: m.current - m.baseline for name, m in self.stage_moves().items()}
+        return latency.current - latency.baseline, stages
+
+    def where(self) -> str | None:
+        """Which stage made latency's change (`where_moved`); None without latency or stage times."""
+        if (moves := self._latency_and_stage_seconds()) is None:
+            return None
+        return where_moved(*moves, {n: m.change for n, m in self.stage_moves().items()})
 
     def moved_most(self) -> MetricChange | None:
-        """The stage that made at least `ONE_STAGE` of latency's change in seconds, if one did."""
-        latency, stages = self.metric("latency_s"), self.stage_moves().values()
-        most = max(stages, key=lambda m: abs(m.current - m.baseline), default=None)
-        if latency is None or most is None or latency.current == latency.baseline:
-            return None
-        share = (most.current - most.baseline) / (latency.current - latency.baseline)
-        return most if share >= ONE_STAGE else None
+        """The stage that made latency's change (`made_by`), if one did."""
+        name = made_by(*moves) if (moves := self._latency_and_stage_seconds()) is not None else None
+        return self.metric(name) if name else None
 
     def called(self, *verdicts: str) -> list[MetricChange]:
         """The gated metrics at one of `verdicts`, as a reader is told them: throughput is samples per second of

@@ -504,8 +504,8 @@ class Run:
 
     def _warm(self, case: Case, measurer: Measurer) -> int:
         """Warm `case` up to a steady state (`warm_up`), said in a line as it starts and a line per call past the
-        least, which says why it goes on (a line per call made ~430 lines of one compare-stacks session), each
-        such call added to the time left (it stayed at "~0s left" through them)."""
+        least, which says why it goes on (compare-stacks relayed a line per warm-up call), each such call added to
+        the time left (it stayed at "~0s left" through them)."""
         calls, least = 0, self._least_warmup()
 
         def call() -> float:

@@ -5,7 +5,6 @@ it noisy?" or "is this regression one odd process?" is answered in the report, n
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from tabulate import tabulate
@@ -14,6 +13,7 @@ from perf_utils.gate.bootstrap import DOMINANCE, FEW_INVOCATIONS, invocations_do
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, Comparison, trial_ratios
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import BenchmarkResult
+from perf_utils.report.table import num
 
 HEADING = "## What each verdict other than unchanged was built from"
 SHOWN = (REGRESSED, IMPROVED, NOISY)
@@ -54,7 +54,7 @@ def block(
             m.info.unit,
             _num(m.baseline),
             _num(m.current),
-            "-" if math.isnan(m.change) else f"{m.change:+.1%}",
+            num(m.change, "+.1%"),
             m.interval,
             (m.verdict if m.info.gated else "not gated") + (f": {m.why}" if m.why else ""),
         ]
@@ -114,6 +114,4 @@ def _notes(v: BenchmarkVerdict, comparison: Comparison) -> list[str]:
 
 def _num(value: float) -> str:
     """Four significant digits, a large number whole (a codec's samples per second)."""
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    return num(value, ",.0f" if value is not None and abs(value) >= 10_000 else ".4g")

@@ -54,7 +54,7 @@ def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") ->
 
 
 def _where(v: BenchmarkVerdict, m: MetricChange) -> str:
-    """After a called latency change: the stage that moved the most seconds, where to look first."""
+    """After a called latency change: where it happened (`moved_most`), where to look first."""
     return f"; {where}" if (where := moved_most(v, m)) else ""
 
 
