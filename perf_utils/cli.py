@@ -20,12 +20,16 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perf_utils import options
 from perf_utils.finish import Finish, Finished, check_before_measuring, finish
 from perf_utils.options import FinishChoices, RunOptions
 from perf_utils.record.record import RunRecord
+
+if TYPE_CHECKING:
+    from perf_utils.gate.compare import Comparison
+    from perf_utils.tools.by_package import Chain
 
 EXIT_USAGE = 2  # argparse's own: a bad option, an unknown configuration, checkpoint or device
 EXIT_INTERRUPTED = 130  # the shell's for Ctrl-C: the run kept and judged what it measured before
@@ -141,20 +145,43 @@ def _compare_stacks(args: argparse.Namespace) -> int:
             specs[name] = replace(specs[name], torch=None)
     pinned, candidate = specs["pinned"], specs["candidate"]
     stderr_progress(f"pinned: {pinned.describe()}; candidate: {candidate.describe()}")
-    old, new, folder = upgrade.run_stacks(
-        pinned,
-        candidate,
-        args.venvs_dir.resolve(),
-        args.bark_results_dir.resolve(),
-        pytest_args,
-        args.torch or upgrade.TORCH_REQUIREMENT,
-        stderr_progress,
-    )
+    venvs, torch = args.venvs_dir.resolve(), args.torch or upgrade.TORCH_REQUIREMENT
+    chain = None
+    if args.by_package is None:
+        old, new, folder = upgrade.run_stacks(
+            pinned, candidate, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress
+        )
+    else:
+        from perf_utils.tools import by_package
+
+        order = [p.strip() for p in args.by_package.split(",") if p.strip()]
+        chain = by_package.run(
+            pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress
+        )
+        old, new, folder = chain.records[0], chain.records[-1], chain.folder
     label = f"pinned stack ({upgrade.versions_line(old)})"
     header = [f"pinned:    {upgrade.versions_line(old)}", f"candidate: {upgrade.versions_line(new)}"]
     args.bark_compare, args.bark_results_dir = True, None
-    code = _finish(new, args, against=old, against_label=label, header=header, report_dir=folder)
+    done = finish(new, _how(args, against=old, against_label=label, header=header, report_dir=folder))
+    code = _print(done)
+    if chain is not None and done.outcome is not None and done.outcome.comparison is not None:
+        _print_steps(chain, done.outcome.comparison, folder)
     return EXIT_INTERRUPTED if new.interrupted else code
+
+
+def _print_steps(chain: Chain, total: Comparison, folder: Path) -> None:
+    """`--by-package`: each step judged against the one before it, the table and which step made each change."""
+    from perf_utils.gate.steps import judge_steps
+    from perf_utils.report import steps
+
+    judged = judge_steps(chain.records, chain.labels, total.thresholds)
+    print("\npackage by package (each stack against the one before it, paired in the same session):")
+    print(steps.steps_table(total, judged))
+    for line in steps.attribution_lines(total, judged):
+        print(line)
+    path = folder / steps.MARKDOWN_FILE
+    path.write_text(steps.markdown(total, judged, "The upgrade package by package"), encoding="utf-8")
+    print(f"package by package: {path}")
 
 
 def _gate_quality(args: argparse.Namespace) -> int:
@@ -326,6 +353,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--venvs-dir", type=Path, default=Path(".stacks"), help="venvs are cached here by requirements")
     s.add_argument("--torch", default=None, help="torch requirement for both venvs (default: torch==2.13.0, CPU; "
                    "a stack taken from a record: the torch version it was measured with)")  # fmt: skip
+    s.add_argument("--by-package", nargs="?", const="", default=None, metavar="ORDER",
+                   help="also measure the stacks between, one more package changed at each step, and say which "
+                        "package made each change (ORDER: packages changed first, comma-separated; default torch, "
+                        "transformers, optimum, accelerate, then the rest)")  # fmt: skip
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to `pytest benchmarks`")
     s.set_defaults(bark_results_dir=Path("results/stacks"))
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)

@@ -38,7 +38,7 @@ def num(value: float | None, fmt: str) -> str:
     return "-" if value is None or math.isnan(value) else format(value, fmt)
 
 
-def _pct(change: float) -> str:
+def pct(change: float) -> str:
     return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
 
 
@@ -50,7 +50,7 @@ def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") ->
     shown = v.called(REGRESSED, IMPROVED, NOISY)
     if peak is not None and peak.verdict == NOT_JUDGED:  # its change is in the row: say why it does not count
         shown.append(peak)
-    return joiner.join(f"{m.info.label} {_pct(m.change)} ({_why(m, v.verdict)}{_where(v, m)})" for m in shown)
+    return joiner.join(f"{m.info.label} {pct(m.change)} ({_why(m, v.verdict)}{_where(v, m)})" for m in shown)
 
 
 def _where(v: BenchmarkVerdict, m: MetricChange) -> str:
@@ -90,10 +90,10 @@ def verdict_rows(comparison: Comparison, measured_only: bool = False, joiner: st
                 v.id,
                 num(lat.baseline, ".3f") if lat else "-",
                 num(lat.current, ".3f") if lat else "-",
-                _pct(lat.change) if lat else "-",
+                pct(lat.change) if lat else "-",
                 num(mem.baseline, ".1f") if mem else "-",
                 num(mem.current, ".1f") if mem else "-",
-                _pct(mem.change) if mem else "-",
+                pct(mem.change) if mem else "-",
                 v.fidelity,
                 verdict,
                 _note(v, mem, joiner),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -119,7 +120,11 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     progress(f"[{spec.name}] creating {venv} with {' '.join(spec.requirements)}")
     _run([sys.executable, "-m", "venv", "--clear", str(venv)], f"creating the {spec.name} venv")
     pip = [str(python), "-m", "pip", "install", "--quiet"]
-    _run([*pip, torch_requirement, "-e", str(REPO), *spec.requirements], f"installing the {spec.name} stack")
+    try:
+        _run([*pip, torch_requirement, "-e", str(REPO), *spec.requirements], f"installing the {spec.name} stack")
+    except StackError:
+        shutil.rmtree(venv, ignore_errors=True)  # a stack pip cannot make leaves nothing behind
+        raise
     done.write_text("\n".join(spec.requirements) + "\n")
     return python
 
@@ -173,6 +178,21 @@ def run_stacks(
     the candidate's records and the candidate's kept folder (its report goes there). The two runs are checked to be
     comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint). Interrupted after
     a whole invocation, it returns the whole invocations, marked interrupted."""
+    pythons = [ensure_venv(spec, root, torch_requirement, progress) for spec in (pinned, candidate)]
+    records, folder = run_chain([pinned, candidate], pythons, out_dir, pytest_args, progress)
+    return records[0], records[1], folder
+
+
+def run_chain(
+    specs: list[StackSpec],
+    pythons: list[Path],
+    out_dir: Path,
+    pytest_args: list[str],
+    progress: Callable[[str], None] = print,
+) -> tuple[list[RunRecord], Path]:
+    """Every stack of `specs` (each with its Python) in one session of alternating trials, so any two of them are
+    paired; each record kept under `out_dir/<stack>/`. Returns the records in order and the last one's kept folder.
+    The two ends are checked to be comparable."""
     from perf_utils.bark import configs
     from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
     from perf_utils.measure.run import cases
@@ -180,9 +200,8 @@ def run_stacks(
     o = run_options(pytest_args)
     plan = plan_for_pairs(o)
     selected = cases(configs.select(o.configs or None), o.batch_sizes)
-    sides = [Side(spec.name, str(ensure_venv(spec, root, torch_requirement, progress)), selected)
-             for spec in (pinned, candidate)]  # fmt: skip
-    progress(f"both stacks, alternating trials: {plan.describe()}")
+    sides = [Side(spec.name, str(python), selected) for spec, python in zip(specs, pythons, strict=True)]
+    progress(f"{'both stacks' if len(sides) == 2 else f'{len(sides)} stacks'}, alternating trials: {plan.describe()}")
     try:
         records = alternate(plan, sides, o.fidelity, progress)
     except SessionInterrupted as stop:  # its whole invocations: kept and judged as interrupted (`finish`)
@@ -191,8 +210,8 @@ def run_stacks(
     for side in sides:
         kept[side.name] = store.keep_run(out_dir / side.name, records[side.name])
         progress(f"[{side.name}] {versions_line(records[side.name])}: {kept[side.name]}")
-    old, new = records[pinned.name], records[candidate.name]
+    old, new = records[sides[0].name], records[sides[-1].name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
         raise StackError("the two runs are not comparable: " + "; ".join(problems))
-    return old, new, kept[candidate.name].parent
+    return [records[side.name] for side in sides], kept[sides[-1].name].parent

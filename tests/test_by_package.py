@@ -1,0 +1,214 @@
+"""`compare-stacks --by-package`: an upgrade measured one package at a time, and which package made each change.
+
+The chain's stacks from the requirements (pure), a stack pip cannot install joined to the next package's, the
+verdicts of each step through the command on sessions of fake workers (latencies known), and one real session of
+serving workers with one stack's calls made slower."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from perf_utils import cli
+from perf_utils.measure import alternate as alternate_module
+from perf_utils.measure.faults import inject
+from perf_utils.measure.run import Case, Invocation
+from perf_utils.record import store
+from perf_utils.record.record import OK, BenchmarkResult
+from perf_utils.tools import by_package
+from perf_utils.tools.by_package import Change, changes, requirements_by_package
+from perf_utils.tools.upgrade import StackError, StackSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGACY = str(ROOT / "stacks/legacy.txt")
+CURRENT = str(ROOT / "stacks/current.txt")
+TORCH = "torch==2.13.0"
+
+
+def test_the_changes_from_the_legacy_stack_to_the_current_one_one_package_each():
+    pinned = requirements_by_package(StackSpec.parse("pinned", LEGACY), TORCH)
+    candidate = requirements_by_package(StackSpec.parse("candidate", CURRENT), TORCH)
+    steps = changes(pinned, candidate)
+    assert [c.package for c in steps] == ["transformers", "optimum", "accelerate"]  # torch is the same on both
+    assert steps[0].label == "transformers 4.48.3 -> 5.24.0"
+    # a given order goes first, the rest after it in the stack's own order
+    assert [c.package for c in changes(pinned, candidate, ["Accelerate"])] == ["accelerate", "transformers", "optimum"]
+    with pytest.raises(StackError, match=r"--by-package torch: not changed .* transformers, optimum, accelerate"):
+        changes(pinned, candidate, ["torch"])
+
+
+def test_what_counts_as_a_change():
+    """A local label names an index, not a release; a range admits the version it contains; a package one side
+    leaves unpinned is a change from or to what pip picks."""
+    assert not changes({"torch": "torch==2.13.0+cu130"}, {"torch": "torch==2.13.0"})
+    assert not changes({"transformers": "transformers>=4.48"}, {"transformers": "transformers==5.24.0"})
+    assert changes({"transformers": "transformers>=4.48,<5"}, {"transformers": "transformers==5.24.0"})
+    [added] = changes({}, {"tokenizers": "tokenizers==0.22.1"})
+    assert (
+        added == Change("tokenizers", None, "tokenizers==0.22.1") and added.label == "tokenizers (unpinned) -> 0.22.1"
+    )
+    assert changes({"a": "a>=1"}, {"a": "a>=2"})[0].label == "a >=1 -> >=2"
+    with pytest.raises(StackError, match=r"--pinned: 'transformers=4\.48' is not a requirement pip reads"):
+        requirements_by_package(StackSpec("pinned", ("transformers=4.48",)), TORCH)
+
+
+def test_the_running_environment_as_a_stack_pins_what_is_installed():
+    spec = by_package.of_environment("candidate", ["torch", "transformers", "not-a-package-here"])
+    assert spec.requirements == (f"transformers=={metadata.version('transformers')}",)
+    assert spec.torch == f"torch=={metadata.version('torch').split('+')[0]}"  # no local label
+
+
+def _fake_stacks(monkeypatch, tmp_path, refuse=lambda spec: False):
+    """Stacks are not built: each is a folder named after it; `refuse(spec)` makes its install fail as pip's would.
+    Returns the list of stacks asked for."""
+    asked = []
+
+    def ensure_venv(spec, root, torch_requirement, progress):
+        asked.append(spec)
+        if refuse(spec):
+            raise StackError(f"installing the {spec.name} stack failed (exit 1): pip ...\nResolutionImpossible: no")
+        return tmp_path / "venvs" / spec.name / "python"
+
+    monkeypatch.setattr(by_package, "ensure_venv", ensure_venv)
+    return asked
+
+
+class _Stack:
+    """A serving worker without a process: its latency is the stack's (by the folder of its Python, `speed`), with
+    1% noise per call."""
+
+    speed: dict[str, float] = {}
+
+    def __init__(self, python, plan, cases, index, check_fidelity, progress=None):
+        self.cases, self.rounds = cases, []
+        self.level = self.speed.get(Path(python).parent.name, 1.0)
+        self.rng = random.Random(f"{python}-{index}")
+
+    def trial(self):
+        self.rounds.append({"latency_s": 0.3 * self.level * self.rng.gauss(1, 0.01)})
+
+    def finish(self):
+        return Invocation(
+            [BenchmarkResult(c.config.name, c.batch_size, OK, rounds=self.rounds) for c in self.cases], True
+        )
+
+    def close(self):
+        pass
+
+
+def _changes(row: str) -> list[float]:
+    """A table row's latency changes in %, step by step then the whole upgrade's."""
+    return [float(x) for x in re.findall(r"([+-]\d+\.\d)%", row)]
+
+
+def _by_package(tmp_path, speed, *extra):
+    _Stack.speed = speed
+    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--by-package", *extra,
+            "--venvs-dir", str(tmp_path / "venvs"), "--results-dir", str(tmp_path / "results"), "--",
+            "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--bark-rounds", "8", "--bark-invocations", "3",
+            "--bark-no-fidelity"]  # fmt: skip
+    return cli.main(argv)
+
+
+def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """transformers 5 with optimum 1.27 cannot be installed (as if pip refused it): the two change in one step,
+    which makes the whole upgrade's 25%; accelerate's step changes nothing. The command fails, as the upgrade gate
+    does, and says which step made it, in the terminal and in `by-package.md` beside the report."""
+    monkeypatch.setattr(alternate_module, "Worker", _Stack)
+
+    def refuse(spec):
+        return "transformers==5.24.0" in spec.requirements and "optimum==1.27.0" in spec.requirements
+
+    asked = _fake_stacks(monkeypatch, tmp_path, refuse)
+    code = _by_package(tmp_path, {"+transformers+optimum": 1.25, "candidate": 1.25})
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    assert [s.name for s in asked] == ["pinned", "+transformers", "+transformers+optimum", "candidate"]
+    assert asked[2].requirements == ("transformers==5.24.0", "optimum==2.3.0", "accelerate==1.9.0")
+    assert "[+transformers] cannot be installed before optimum changes too (ResolutionImpossible: no)" in err
+    assert "package by package: [+transformers+optimum] transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0; " \
+           "[candidate] accelerate 1.9.0 -> 1.15.0" in err  # fmt: skip
+    assert "3 stacks, alternating trials" in err
+    table = out[out.index("package by package (each stack") :]
+    row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
+    step, accelerate, whole = _changes(row)
+    assert 22 < step < 28 and abs(accelerate) < 2 and 22 < whole < 28, table
+    assert row.split()[-1] == "REGRESSED" and "NOISY" not in row, table
+    said = next(line for line in out.splitlines() if line.startswith("bs1-fp32 latency +2"))
+    assert re.search(
+        r"regressed: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 \(\+2\d\.\d%\)$", said
+    )
+    (md,) = (tmp_path / "results" / "candidate").glob("*/by-package.md")
+    assert f"package by package: {md}" in out
+    text = md.read_text()
+    assert "| benchmark | transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 |" in re.sub(" +", " ", text)
+    assert "came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0" in text
+    # every stack's run is kept, each under its own name, all of one session
+    runs = {p.parent.parent.name: store.load(p) for p in (tmp_path / "results").glob("*/*/run.json")}
+    assert set(runs) == {"pinned", "+transformers+optimum", "candidate"}
+    assert len({r.schedule.session for r in runs.values()}) == 1
+
+
+def test_steps_that_cancel_are_said_though_the_whole_upgrade_is_unchanged(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                           capsys):  # fmt: skip
+    """transformers 10% slower, optimum as much faster: the two ends alone say nothing changed."""
+    monkeypatch.setattr(alternate_module, "Worker", _Stack)
+    _fake_stacks(monkeypatch, tmp_path)
+    assert _by_package(tmp_path, {"+transformers": 1.10, "+optimum": 1.0, "candidate": 1.0}) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32: not called over the whole upgrade"))
+    assert re.search(
+        r"transformers 4.48.3 -> 5.24.0: latency \+\d+\.\d% regressed; optimum 1.27.0 -> 2.3.0: latency "
+        r"-\d+\.\d% improved$",
+        line,
+    ), line
+
+
+def test_a_stack_given_as_the_pinned_and_candidate_alike_is_refused(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    _fake_stacks(monkeypatch, tmp_path)
+    argv = ["compare-stacks", "--pinned", CURRENT, "--candidate", CURRENT, "--by-package", "--venvs-dir",
+            str(tmp_path), "--", "--bark-configs", "fp32"]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "--by-package: the pinned stack and the candidate pin the same versions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_session_of_three_stacks_names_the_slower_step(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """Three real serving workers per invocation, one per stack (each this environment, started through a script
+    named after its stack); the stack that changes optimum has its calls made 60% slower."""
+    here = {p: metadata.version(p).split("+")[0] for p in ("transformers", "accelerate")}
+    pinned = f"transformers=={here['transformers']} optimum==1.27.0 accelerate==1.9.0"
+
+    def ensure_venv(spec, root, torch_requirement, progress):
+        script = tmp_path / "venvs" / spec.name / "python"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+        script.chmod(0o755)
+        return script
+
+    real = alternate_module.Worker
+
+    def worker(python, plan, cases, *args, **kwargs):
+        if Path(python).parent.name == "+optimum":
+            cases = [Case(inject(c.config, "slowdown:0.6"), c.batch_size) for c in cases]
+        return real(python, plan, cases, *args, **kwargs)
+
+    monkeypatch.setattr(by_package, "ensure_venv", ensure_venv)
+    monkeypatch.setattr(alternate_module, "Worker", worker)
+    argv = ["compare-stacks", "--pinned", pinned, "--candidate", "current", "--by-package", "--venvs-dir",
+            str(tmp_path / "venvs"), "--results-dir", str(tmp_path / "results"), "--", "--bark-configs", "fp32",
+            "--bark-batch-sizes", "1", "--bark-rounds", "3", "--bark-invocations", "2", "--bark-warmup", "1",
+            "--bark-device", "cpu", "--bark-no-fidelity"]  # fmt: skip
+    cli.main(argv)
+    out, err = capsys.readouterr()
+    assert "3 stacks, alternating trials" in err, err
+    assert "optimum 1.27.0 -> " in out and "accelerate 1.9.0 -> " in out, out
+    table = out[out.index("package by package (each stack") :]
+    row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
+    optimum_step, accelerate_step, whole = _changes(row)
+    assert optimum_step > 30 and accelerate_step < -20 and abs(whole) < 20, table
