@@ -19,7 +19,7 @@ from perf_utils.measure import alternate as alternate_module
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, Invocation
 from perf_utils.record import store
-from perf_utils.record.record import OK, BenchmarkResult
+from perf_utils.record.record import OK, UNAVAILABLE, BenchmarkResult
 from perf_utils.tools import by_package
 from perf_utils.tools.by_package import Change, changes, requirements_by_package
 from perf_utils.tools.upgrade import StackError, StackSpec
@@ -83,19 +83,24 @@ class _Stack:
     1% noise per call."""
 
     speed: dict[str, float] = {}
+    lost_in: tuple[str, ...] = ()  # stacks where bettertransformer cannot run
 
     def __init__(self, python, plan, cases, index, check_fidelity, progress=None):
         self.cases, self.rounds = cases, []
-        self.level = self.speed.get(Path(python).parent.name, 1.0)
+        self.stack = Path(python).parent.name
+        self.level = self.speed.get(self.stack, 1.0)
         self.rng = random.Random(f"{python}-{index}")
 
     def trial(self):
         self.rounds.append({"latency_s": 0.3 * self.level * self.rng.gauss(1, 0.01)})
 
     def finish(self):
-        return Invocation(
-            [BenchmarkResult(c.config.name, c.batch_size, OK, rounds=self.rounds) for c in self.cases], True
-        )
+        return Invocation([self._result(c) for c in self.cases], True)
+
+    def _result(self, case):
+        if case.config.name == "bettertransformer" and self.stack in self.lost_in:
+            return BenchmarkResult(case.config.name, case.batch_size, UNAVAILABLE, reason="needs optimum<2.0")
+        return BenchmarkResult(case.config.name, case.batch_size, OK, rounds=self.rounds)
 
     def close(self):
         pass
@@ -106,11 +111,11 @@ def _changes(row: str) -> list[float]:
     return [float(x) for x in re.findall(r"([+-]\d+\.\d)%", row)]
 
 
-def _by_package(tmp_path, speed, *extra):
-    _Stack.speed = speed
-    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--by-package", *extra,
+def _by_package(tmp_path, speed, configs="fp32", lost_in=()):
+    _Stack.speed, _Stack.lost_in = speed, lost_in
+    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--by-package",
             "--venvs-dir", str(tmp_path / "venvs"), "--results-dir", str(tmp_path / "results"), "--",
-            "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--bark-rounds", "8", "--bark-invocations", "3",
+            "--bark-configs", configs, "--bark-batch-sizes", "1", "--bark-rounds", "8", "--bark-invocations", "3",
             "--bark-no-fidelity"]  # fmt: skip
     return cli.main(argv)
 
@@ -125,7 +130,12 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
         return "transformers==5.24.0" in spec.requirements and "optimum==1.27.0" in spec.requirements
 
     asked = _fake_stacks(monkeypatch, tmp_path, refuse)
-    code = _by_package(tmp_path, {"+transformers+optimum": 1.25, "candidate": 1.25})
+    code = _by_package(
+        tmp_path,
+        {"+transformers+optimum": 1.25, "candidate": 1.25},
+        "fp32,bettertransformer",
+        lost_in=("+transformers+optimum", "candidate"),
+    )
     out, err = capsys.readouterr()
     assert code == 1, out + err
     assert [s.name for s in asked] == ["pinned", "+transformers", "+transformers+optimum", "candidate"]
@@ -143,6 +153,8 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     assert re.search(
         r"regressed: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 \(\+2\d\.\d%\)$", said
     )
+    lost = "bs1-bettertransformer LOST: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0: needs"
+    assert f"{lost} optimum<2.0" in out.splitlines(), out
     (md,) = (tmp_path / "results" / "candidate").glob("*/by-package.md")
     assert f"package by package: {md}" in out
     text = md.read_text()

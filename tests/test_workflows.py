@@ -79,11 +79,20 @@ def test_every_measuring_step_hands_the_runners_interrupt_to_the_suite():
                     if command in run:
                         found += 1
                         assert f"exec {command}" in run, f"{workflow} {job}: {run}"
-    assert found == 6
+    assert found == 7
 
 
-def test_the_upgrade_gate_compares_two_stacks():
+def test_the_upgrade_gate_compares_two_stacks_and_when_it_fails_names_the_package():
     assert any("python -m perf_utils compare-stacks" in s for s in steps("upgrade-gate.yml", "compare-stacks"))
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / "upgrade-gate.yml").read_text())
+    job = data["jobs"]["compare-stacks"]["steps"]
+    gate = next(step for step in job if step.get("id") == "gate")
+    assert "--by-package" not in gate["run"]
+    which = next(step for step in job if "--by-package" in step.get("run", ""))
+    assert which["if"] == "failure() && steps.gate.outcome == 'failure'"  # not after a failed install
+    assert "--results-dir results/by-package" in which["run"]
+    uploaded = next(step for step in job if "upload-artifact" in step.get("uses", ""))["with"]["path"]
+    assert "results/stacks/" in uploaded and "results/by-package/" in uploaded
 
 
 def test_the_medium_cpu_lane_runs_the_real_shapes_nightly():

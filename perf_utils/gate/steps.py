@@ -51,6 +51,7 @@ class Attribution:
     metric: MetricChange | None
     came_with: list[str]
     shares: list[tuple[str, MetricChange | None]]
+    reason: str | None = None  # lost or new: why the step that made it could not run it (or could)
 
 
 def judge_steps(chain: list[RunRecord], labels: list[str], thresholds: Thresholds) -> list[Step]:
@@ -67,8 +68,9 @@ def attribute(total: Comparison, steps: list[Step]) -> list[Attribution]:
     out = []
     for v in total.verdicts:
         if v.verdict in WHOLE:
-            came = [s.label for s in steps if (sv := s.verdict(v.id)) is not None and sv.verdict == v.verdict]
-            out.append(Attribution(v.id, v.verdict, None, came, []))
+            made = [(s.label, sv) for s in steps if (sv := s.verdict(v.id)) is not None and sv.verdict == v.verdict]
+            reason = made[0][1].reason if made else None
+            out.append(Attribution(v.id, v.verdict, None, [label for label, _ in made], [], reason))
             continue
         for m in v.called(*CALLED):
             shares = [(s.label, _metric(s.verdict(v.id), m.metric)) for s in steps]

@@ -62,7 +62,7 @@ def _said(a: Attribution) -> str:
         came = " and ".join(
             label + (f" ({pct(m.change)})" if (m := shares.get(label)) is not None else "") for label in a.came_with
         )
-        return f"{a.benchmark} {what}: came with {came}"
+        return f"{a.benchmark} {what}: came with {came}" + (f": {a.reason}" if a.reason else "")
     if a.metric is None:
         return f"{a.benchmark} {what}: no one step made it (its steps' verdicts differ from the whole's)"
     each = ", ".join(f"{label} {pct(m.change)} {m.verdict}" if m else f"{label} -" for label, m in a.shares)
