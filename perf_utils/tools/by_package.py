@@ -38,9 +38,8 @@ class Change:
 
 @dataclass(frozen=True)
 class Chain:
-    """The stacks measured (pinned first, candidate last), their records, and what each step changed."""
+    """The records of the stacks measured (pinned first, candidate last) and what each step changed."""
 
-    specs: list[StackSpec]
     records: list[RunRecord]
     labels: list[str]  # labels[i]: from specs[i] to specs[i + 1]
     folder: Path  # the candidate's kept run (its report and `by-package.md` go there)
@@ -190,4 +189,4 @@ def run(
     said = (f"[{spec.name}] {label}" for spec, label in zip(specs[1:], labels, strict=True))
     progress("package by package: " + "; ".join(said))
     records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress)
-    return Chain(specs, records, labels, folder)
+    return Chain(records, labels, folder)
