@@ -224,3 +224,16 @@ def test_a_real_session_of_three_stacks_names_the_slower_step(tiny_checkpoint, t
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     optimum_step, accelerate_step, whole = _changes(row)
     assert optimum_step > 30 and accelerate_step < -20 and abs(whole) < 20, table
+
+
+def test_this_environment_as_the_pinned_end_pins_what_it_has(tmp_path, monkeypatch):
+    """`--pinned current --candidate stacks/legacy.txt` (is going back faster?): the stacks between keep this
+    environment's versions of the packages not yet changed, not whatever pip would pick."""
+    asked = _fake_stacks(monkeypatch, tmp_path)
+    here = {p: metadata.version(p) for p in ("transformers", "optimum", "accelerate")}
+    pinned = StackSpec("pinned", (), current=True)
+    specs, _, labels = by_package.build(pinned, StackSpec.parse("candidate", LEGACY), None, tmp_path, TORCH, print)
+    assert specs[0] is pinned and asked[0] is pinned  # measured as it is: no venv
+    assert labels[0] == f"transformers {here['transformers']} -> 4.48.3"
+    assert f"optimum=={here['optimum']}" in specs[1].requirements and "transformers==4.48.3" in specs[1].requirements
+    assert f"accelerate=={here['accelerate']}" in specs[1].requirements and not specs[1].current

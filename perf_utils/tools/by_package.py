@@ -132,6 +132,15 @@ def step_stack(pinned: StackSpec, base: dict[str, str], done: list[Change], name
     return replace(pinned, name=name, requirements=tuple(reqs.values()), torch=torch, current=False, source=None)
 
 
+def pinned_ends(pinned: StackSpec, candidate: StackSpec) -> tuple[StackSpec, StackSpec]:
+    """The two stacks as requirements: an end that is this environment (`current`) pins what it has installed of
+    the stack's packages and of every package the other end names."""
+    names = [_parse(r, f"--{s.name}").name for s in (pinned, candidate) if not s.current for r in s.requirements]
+    packages = list(dict.fromkeys([*STACK_PACKAGES, *(canonicalize_name(n) for n in names)]))
+    a, b = (of_environment(s.name, packages) if s.current else s for s in (pinned, candidate))
+    return a, b
+
+
 def build(
     pinned: StackSpec,
     candidate: StackSpec,
@@ -143,14 +152,13 @@ def build(
     """The chain's stacks, each built (cached like any stack), their Pythons, and each step's label. A step pip
     cannot install is joined to the next package's (said on `progress`); the last step ends at the candidate as
     given (`current` stays this environment)."""
-    before = requirements_by_package(pinned, torch_requirement)
-    target = candidate
-    if candidate.current:
-        target = of_environment(candidate.name, list(dict.fromkeys([*STACK_PACKAGES, *before])))
-    after = requirements_by_package(target, torch_requirement)
+    before, after = (requirements_by_package(s, torch_requirement) for s in pinned_ends(pinned, candidate))
     steps = changes(before, after, order)
     if not steps:
-        raise StackError("--by-package: the pinned stack and the candidate pin the same versions; nothing to compare")
+        raise StackError(
+            "--by-package: the pinned stack and the candidate pin the same versions, so no package made a change "
+            "between them (what else differs: the machine, its driver, this suite)"
+        )
     specs, pythons, labels = [pinned], [ensure_venv(pinned, root, torch_requirement, progress)], []
     group: list[Change] = []
     for i, change in enumerate(steps):
