@@ -79,20 +79,29 @@ def test_every_measuring_step_hands_the_runners_interrupt_to_the_suite():
                     if command in run:
                         found += 1
                         assert f"exec {command}" in run, f"{workflow} {job}: {run}"
-    assert found == 7
+    assert found == 8
 
 
-def test_the_upgrade_gate_compares_two_stacks_and_when_it_fails_names_the_package():
-    assert any("python -m perf_utils compare-stacks" in s for s in steps("upgrade-gate.yml", "compare-stacks"))
-    data = yaml.safe_load((ROOT / ".github" / "workflows" / "upgrade-gate.yml").read_text())
-    job = data["jobs"]["compare-stacks"]["steps"]
-    gate = next(step for step in job if step.get("id") == "gate")
-    assert "--by-package" not in gate["run"]
-    which = next(step for step in job if "--by-package" in step.get("run", ""))
-    assert which["if"] == "failure() && steps.gate.outcome == 'failure'"  # not after a failed install
-    assert "--results-dir results/by-package" in which["run"]
-    uploaded = next(step for step in job if "upload-artifact" in step.get("uses", ""))["with"]["path"]
-    assert "results/stacks/" in uploaded and "results/by-package/" in uploaded
+@pytest.mark.parametrize(
+    ("workflow", "job", "gate_id", "results"),
+    [
+        ("upgrade-gate.yml", "compare-stacks", "gate", "results/"),
+        ("nightly-gpu.yml", "shard", "paired", "shard-results/"),
+    ],
+)
+def test_a_failed_stack_gate_is_measured_again_package_by_package(workflow, job, gate_id, results):
+    """Only after the paired gate itself failed (not a failed install), into a folder of its own that is uploaded."""
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
+    job_steps = data["jobs"][job]["steps"]
+    gate = next(step for step in job_steps if step.get("id") == gate_id)
+    assert "python -m perf_utils compare-stacks" in gate["run"] and "--by-package" not in gate["run"]
+    which = next(step for step in job_steps if "--by-package" in step.get("run", ""))
+    assert which["if"] == f"failure() && steps.{gate_id}.outcome == 'failure'"
+    assert f"--results-dir {results}by-package" in which["run"]
+    for option in ("--pinned", "--candidate", "--venvs-dir", '-- --bark-checkpoint "$BARK_PERF_CHECKPOINT"'):
+        assert option in which["run"], option
+    uploaded = next(step for step in job_steps if "upload-artifact" in step.get("uses", ""))["with"]["path"]
+    assert {results, f"{results}by-package/"} & {line.strip() for line in uploaded.splitlines()}, uploaded
 
 
 def test_the_medium_cpu_lane_runs_the_real_shapes_nightly():
