@@ -28,7 +28,6 @@ from perf_utils.options import FinishChoices, RunOptions
 from perf_utils.record.record import RunRecord
 
 if TYPE_CHECKING:
-    from perf_utils.gate.compare import Comparison
     from perf_utils.tools.by_package import Chain
 
 EXIT_USAGE = 2  # argparse's own: a bad option, an unknown configuration, checkpoint or device
@@ -165,23 +164,27 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     done = finish(new, _how(args, against=old, against_label=label, header=header, report_dir=folder))
     code = _print(done)
     if chain is not None and done.outcome is not None and done.outcome.comparison is not None:
-        _print_steps(chain, done.outcome.comparison, folder)
+        _print_steps(chain, done)
     return EXIT_INTERRUPTED if new.interrupted else code
 
 
-def _print_steps(chain: Chain, total: Comparison, folder: Path) -> None:
-    """`--by-package`: each step judged against the one before it, the table and which step made each change."""
+def _print_steps(chain: Chain, done: Finished) -> None:
+    """`--by-package`: each step judged against the one before it; the table and which step made each change, said
+    and added to the candidate's report."""
     from perf_utils.gate.steps import judge_steps
     from perf_utils.report import steps
 
+    assert done.outcome is not None and done.outcome.comparison is not None
+    total = done.outcome.comparison
     judged = judge_steps(chain.records, chain.labels, total.thresholds)
-    print("\npackage by package (each stack against the one before it, paired in the same session):")
+    print(f"\n{steps.HEADING} (each stack against the one before it, paired in the same session):")
     print(steps.steps_table(total, judged))
     for line in steps.attribution_lines(total, judged):
         print(line)
-    path = folder / steps.MARKDOWN_FILE
-    path.write_text(steps.markdown(total, judged, "The upgrade package by package"), encoding="utf-8")
-    print(f"package by package: {path}")
+    if done.report is not None:
+        with done.report.markdown.open("a", encoding="utf-8") as report:
+            report.write("\n" + steps.markdown(total, judged))
+        print(f"{steps.HEADING}: also in {done.report.markdown}")
 
 
 def _gate_quality(args: argparse.Namespace) -> int:

@@ -144,7 +144,7 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     assert "package by package: [+transformers+optimum] transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0; " \
            "[candidate] accelerate 1.9.0 -> 1.15.0" in err  # fmt: skip
     assert "3 stacks, alternating trials" in err
-    table = out[out.index("package by package (each stack") :]
+    table = out[out.index("The upgrade package by package (each stack") :]
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     step, accelerate, whole = _changes(row)
     assert 22 < step < 28 and abs(accelerate) < 2 and 22 < whole < 28, table
@@ -155,11 +155,13 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     )
     lost = "bs1-bettertransformer LOST: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0: needs"
     assert f"{lost} optimum<2.0" in out.splitlines(), out
-    (md,) = (tmp_path / "results" / "candidate").glob("*/by-package.md")
-    assert f"package by package: {md}" in out
-    text = md.read_text()
-    assert "| benchmark | transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 |" in re.sub(" +", " ", text)
-    assert "came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0" in text
+    (report,) = (tmp_path / "results" / "candidate").glob("*/report.md")
+    assert f"The upgrade package by package: also in {report}" in out
+    text = report.read_text()
+    assert "## Verdict against the pinned stack" in text  # the report as written, the section added after it
+    section = text[text.index("## The upgrade package by package") :]
+    assert "| benchmark | transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 |" in re.sub(" +", " ", section)
+    assert "came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0" in section
     # every stack's run is kept, each under its own name, all of one session
     runs = {p.parent.parent.name: store.load(p) for p in (tmp_path / "results").glob("*/*/run.json")}
     assert set(runs) == {"pinned", "+transformers+optimum", "candidate"}
@@ -220,7 +222,7 @@ def test_a_real_session_of_three_stacks_names_the_slower_step(tiny_checkpoint, t
     out, err = capsys.readouterr()
     assert "3 stacks, alternating trials" in err, err
     assert "optimum 1.27.0 -> " in out and "accelerate 1.9.0 -> " in out, out
-    table = out[out.index("package by package (each stack") :]
+    table = out[out.index("The upgrade package by package (each stack") :]
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     optimum_step, accelerate_step, whole = _changes(row)
     assert optimum_step > 30 and accelerate_step < -20 and abs(whole) < 20, table

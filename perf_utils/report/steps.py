@@ -9,7 +9,7 @@ from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED, BenchmarkVer
 from perf_utils.gate.steps import WHOLE, Attribution, Step, attribute, called_in_steps_only
 from perf_utils.report.table import FOLDED, VERDICT_MARKDOWN, VERDICT_TEXT, pct
 
-MARKDOWN_FILE = "by-package.md"
+HEADING = "The upgrade package by package"
 
 
 def _cell(v: BenchmarkVerdict | None, words: dict[str, str], joiner: str) -> str:
@@ -69,7 +69,8 @@ def _said(a: Attribution) -> str:
     return f"{a.benchmark} {what}: no single step calls it ({each}); it is their sum"
 
 
-def markdown(total: Comparison, steps: list[Step], heading: str) -> str:
-    """`by-package.md`: the table and the lines, for the candidate's report folder."""
-    lines = "\n".join(f"- {line}" for line in attribution_lines(total, steps)) or "- nothing changed at any step"
-    return f"# {heading}\n\n{steps_table(total, steps, 'github')}\n\n{lines}\n"
+def markdown(total: Comparison, steps: list[Step]) -> str:
+    """The section added to the candidate's report: the table and the lines."""
+    lines = "\n".join(f"- {line}" for line in attribution_lines(total, steps)) or "- no step called a change"
+    intro = "Each stack against the one before it, paired in the same session of alternating trials."
+    return f"## {HEADING}\n\n{intro}\n\n{steps_table(total, steps, 'github')}\n\n{lines}\n"
