@@ -145,6 +145,9 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
            "[candidate] accelerate 1.9.0 -> 1.15.0" in err  # fmt: skip
     assert "3 stacks, alternating trials" in err
     table = out[out.index("The upgrade package by package (each stack") :]
+    head = [line.split() for line in table.splitlines()[1:5]]  # a step of two packages: one over the other
+    assert head == [["benchmark", "transformers", "accelerate", "all", "together"], ["4.48.3", "->", "5.24.0", "1.9.0",
+                    "->", "1.15.0"], ["optimum"], ["1.27.0", "->", "2.3.0"]], table  # fmt: skip
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     step, accelerate, whole = _changes(row)
     assert 22 < step < 28 and abs(accelerate) < 2 and 22 < whole < 28, table

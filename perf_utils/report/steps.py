@@ -41,8 +41,11 @@ def steps_table(total: Comparison, steps: list[Step], tablefmt: str = "simple") 
 
 
 def _header(label: str, lines: bool) -> str:
-    """`transformers 4.48.3 -> 5.24.0` over two lines on a terminal: a column no wider than its versions."""
-    return label.replace(" ", "\n", 1) if lines else label
+    """On a terminal each package's change over two lines (`transformers` / `4.48.3 -> 5.24.0`), and a step of
+    several packages one under the other: a column no wider than its versions."""
+    if not lines:
+        return label
+    return "\n".join(change.replace(" ", "\n", 1) for change in label.split(", "))
 
 
 def attribution_lines(total: Comparison, steps: list[Step]) -> list[str]:
