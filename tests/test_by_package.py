@@ -242,3 +242,37 @@ def test_this_environment_as_the_pinned_end_pins_what_it_has(tmp_path, monkeypat
     assert labels[0] == f"transformers {here['transformers']} -> 4.48.3"
     assert f"optimum=={here['optimum']}" in specs[1].requirements and "transformers==4.48.3" in specs[1].requirements
     assert f"accelerate=={here['accelerate']}" in specs[1].requirements and not specs[1].current
+
+
+def test_the_step_that_changed_fp32_eagers_numbers_is_named():
+    """The golden fingerprint's figures of each stack's fp32 eager reference against the stack's before it: the
+    accelerate step scales the fine model's logits by 1% (the golden tests' injected change)."""
+    from test_golden import prints
+
+    from perf_utils.gate.compare import compare
+    from perf_utils.gate.steps import judge_steps
+    from perf_utils.gate.thresholds import Thresholds
+    from perf_utils.record.record import RunRecord
+    from perf_utils.report.steps import attribution_lines
+
+    def stack(scale: float) -> RunRecord:
+        record = RunRecord("cpu-x", "cpu", {"key": "tiny"}, {"n_tokens": 8}, {},
+                           [BenchmarkResult("fp32", 1, OK, rounds=[{"latency_s": 0.3}] * 3)])  # fmt: skip
+        record.reference = prints()
+        fine = record.reference.submodels["fine"]
+        fine.values, fine.norm = [v * scale for v in fine.values], fine.norm * scale
+        return record
+
+    chain = [stack(1.0), stack(1.0), stack(1.01)]
+    labels = ["transformers 4.48.3 -> 5.24.0", "accelerate 1.9.0 -> 1.15.0"]
+    steps = judge_steps(chain, labels, Thresholds())
+    assert steps[0].numerics == [] and steps[1].numerics and steps[1].numerics[0].startswith("fine logits")
+    lines = attribution_lines(compare(chain[0], chain[-1], Thresholds()), steps)
+    assert [line for line in lines if line.startswith("numerics")] == [
+        "numerics changed at accelerate 1.9.0 -> 1.15.0: " + "; ".join(steps[1].numerics)
+    ]
+    chain[2] = stack(1.0)
+    same = attribution_lines(compare(chain[0], chain[-1], Thresholds()), judge_steps(chain, labels, Thresholds()))
+    assert same == ["numerics: fp32 eager computes the same at every step (golden fingerprint)"]
+    chain[1].reference = None  # the fidelity check off in one stack: neither of its steps is compared
+    assert [s.numerics for s in judge_steps(chain, labels, Thresholds())] == [None, None]

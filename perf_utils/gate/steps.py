@@ -3,8 +3,10 @@
 `compare-stacks --by-package` measures a chain of stacks in one session of alternating trials: the pinned stack,
 then one package changed to the candidate's version at each step, up to the candidate. Each stack is judged
 against the one before it, paired as the two ends are (`compare`), so a step's verdict is the change its
-package(s) made with the others held. A change of the whole upgrade is said to have come with the steps that call
-the same; where none does, it is the sum of steps each too small to call alone. torch-free.
+package(s) made with the others held; its fp32 eager numbers are held to the stack's before it by the golden
+fingerprint's figures, so a stack that changes what Bark computes is traced to its package too. A change of the
+whole upgrade is said to have come with the steps that call the same; where none does, it is the sum of steps each
+too small to call alone. torch-free.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from perf_utils.gate.compare import (
     compare,
 )
 from perf_utils.gate.thresholds import Thresholds
+from perf_utils.record.golden import differences
 from perf_utils.record.record import RunRecord
 
 CALLED = (REGRESSED, IMPROVED)
@@ -35,6 +38,9 @@ class Step:
 
     label: str
     comparison: Comparison
+    # How fp32 eager's numbers moved at this step (`record.golden.differences` of the two stacks' references):
+    # empty when they did not, None when either stack computed no reference (the fidelity check off).
+    numerics: list[str] | None = None
 
     def verdict(self, benchmark: str) -> BenchmarkVerdict | None:
         return next((v for v in self.comparison.verdicts if v.id == benchmark), None)
@@ -59,7 +65,16 @@ def judge_steps(chain: list[RunRecord], labels: list[str], thresholds: Threshold
     `labels[i]` names what changed from `chain[i]` to `chain[i + 1]`."""
     if len(labels) != len(chain) - 1:
         raise ValueError(f"{len(chain)} stacks make {len(chain) - 1} steps; got {len(labels)} labels")
-    return [Step(label, compare(a, b, thresholds)) for label, a, b in zip(labels, chain, chain[1:], strict=False)]
+    return [
+        Step(label, compare(a, b, thresholds), _numerics(a, b))
+        for label, a, b in zip(labels, chain, chain[1:], strict=False)
+    ]
+
+
+def _numerics(before: RunRecord, after: RunRecord) -> list[str] | None:
+    if before.reference is None or after.reference is None:
+        return None
+    return differences(before.reference, after.reference)
 
 
 def attribute(total: Comparison, steps: list[Step]) -> list[Attribution]:

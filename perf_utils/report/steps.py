@@ -49,9 +49,12 @@ def _header(label: str, lines: bool) -> str:
 
 
 def attribution_lines(total: Comparison, steps: list[Step]) -> list[str]:
-    """A line per change of the whole upgrade naming the step(s) that made it, and one per benchmark whose steps'
-    changes cancel."""
+    """A line per change of the whole upgrade naming the step(s) that made it, one per benchmark whose steps'
+    changes cancel, and one per step that changed fp32 eager's numbers."""
     out = [_said(a) for a in attribute(total, steps)]
+    out += [f"numerics changed at {s.label}: {'; '.join(s.numerics)}" for s in steps if s.numerics]
+    if steps and all(s.numerics == [] for s in steps):
+        out.append("numerics: fp32 eager computes the same at every step (golden fingerprint)")
     for benchmark, moved in called_in_steps_only(total, steps):
         each = "; ".join(f"{label}: {m.info.label} {pct(m.change)} {m.verdict}" for label, m in moved)
         out.append(f"{benchmark}: not called over the whole upgrade, but {each}")
