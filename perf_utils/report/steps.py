@@ -72,7 +72,7 @@ def _said(a: Attribution) -> str:
     if a.metric is None:
         return f"{a.benchmark} {what}: no one step made it (its steps' verdicts differ from the whole's)"
     each = ", ".join(f"{label} {pct(m.change)} {m.verdict}" if m else f"{label} -" for label, m in a.shares)
-    return f"{a.benchmark} {what}: no single step calls it ({each}); it is their sum"
+    return f"{a.benchmark} {what}: no single step calls it ({each}); together they make it"
 
 
 def markdown(total: Comparison, steps: list[Step]) -> str:

@@ -41,8 +41,8 @@ class Chain:
     """The records of the stacks measured (pinned first, candidate last) and what each step changed."""
 
     records: list[RunRecord]
-    labels: list[str]  # labels[i]: from specs[i] to specs[i + 1]
-    folder: Path  # the candidate's kept run (its report and `by-package.md` go there)
+    labels: list[str]  # labels[i]: what changed from records[i] to records[i + 1]
+    folder: Path  # the candidate's kept run (its report goes there)
 
 
 def _shown(requirement: str | None) -> str:
