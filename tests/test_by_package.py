@@ -276,3 +276,15 @@ def test_the_step_that_changed_fp32_eagers_numbers_is_named():
     assert same == ["numerics: fp32 eager computes the same at every step (golden fingerprint)"]
     chain[1].reference = None  # the fidelity check off in one stack: neither of its steps is compared
     assert [s.numerics for s in judge_steps(chain, labels, Thresholds())] == [None, None]
+
+
+def test_a_change_no_single_step_calls_is_said_to_be_the_steps_together(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                         capsys):  # fmt: skip
+    """Each package 3% slower, under the 4% threshold alone; the whole upgrade 9% slower and regressed."""
+    monkeypatch.setattr(alternate_module, "Worker", _Stack)
+    _fake_stacks(monkeypatch, tmp_path)
+    assert _by_package(tmp_path, {"+transformers": 1.03, "+optimum": 1.03**2, "candidate": 1.03**3}) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32 latency +"))
+    assert "regressed: no single step calls it (transformers 4.48.3 -> 5.24.0 +" in line, line
+    assert line.endswith("); together they make it") and "came with" not in line, line
