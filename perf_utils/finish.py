@@ -92,6 +92,8 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
     if kept is not None and added:
         kept = _keep(record, how, notes)  # the same folder, now with them
+    if kept is not None and how.choices.keep_runs:
+        _prune(record, how, kept, notes)
     exit_code = outcome.exit_code if outcome else EXIT_OK
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
@@ -123,6 +125,21 @@ def _keep(record: RunRecord, how: Finish, notes: list[str]) -> Path | None:
     except OSError as exc:
         notes.append(f"run NOT kept: {exc}")
         return None
+
+
+def _prune(record: RunRecord, how: Finish, kept: Path, notes: list[str]) -> None:
+    """`--bark-keep-runs N`: the oldest kept runs like this one beyond N removed, and said."""
+    assert how.results_dir is not None and how.choices.keep_runs is not None
+    try:
+        gone = store.prune_runs(how.results_dir, record, how.choices.keep_runs, spare=kept)
+    except OSError as exc:
+        notes.append(f"older kept runs NOT removed (--bark-keep-runs): {exc}")
+        return
+    if gone:
+        names = [p.parent.name if p.name == RUN_FILE else p.stem for p in gone]
+        span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+        notes.append(f"removed the {len(gone)} oldest kept run{'s' if len(gone) > 1 else ''} beyond "
+                     f"{how.choices.keep_runs} (--bark-keep-runs): {span}")  # fmt: skip
 
 
 def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:

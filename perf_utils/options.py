@@ -211,6 +211,12 @@ FINISH = (
         metavar="DIR",
     ),  # fmt: skip
     Option(
+        "keep-runs",
+        "keep at most N runs like this one (same hardware, checkpoint and workload) in the results folder: the oldest "
+        "beyond N are removed once this run is kept; other runs are never touched (default: keep all)",
+        positive_int,
+    ),  # fmt: skip
+    Option(
         "markdown",
         "append the report (or verdict) as Markdown here (default: $GITHUB_STEP_SUMMARY)",
         Path,
@@ -311,6 +317,7 @@ class FinishChoices:
     save_golden: bool
     golden_dir: Path | None
     results_dir: Path | None
+    keep_runs: int | None  # None: every kept run stays
     markdown: Path | None
     pyproject: Path | None
 
@@ -332,6 +339,7 @@ class FinishChoices:
             save_golden=bool(get("bark_save_golden")),
             golden_dir=get("bark_golden_dir"),
             results_dir=get("bark_results_dir"),
+            keep_runs=get("bark_keep_runs"),
             markdown=get("bark_markdown") or (Path(summary) if summary else None),
             pyproject=get("bark_pyproject"),
         )

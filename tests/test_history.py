@@ -132,6 +132,39 @@ def test_kept_runs_are_ordered_filtered_and_survive_a_broken_file(tmp_path):
     assert len(kept_runs(tmp_path)[0]) == 6  # without `like`: every readable run
 
 
+def test_keep_runs_removes_only_the_oldest_runs_like_this_one(tmp_path, capsys):
+    """`--bark-keep-runs 2` through the gate of a saved run: of five nights of this machine's tiny runs (one in the
+    flat layout of earlier versions) the three oldest go, the run just kept stays; another machine's run, another
+    workload's and an unreadable file are never touched."""
+    from perf_utils import cli
+
+    legacy = tmp_path / "history" / "2026-10-31-legacy.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps(_record("2026-10-31T02:00:00+00:00", 0.9).to_dict()))
+    for day in (1, 2, 3):
+        store.keep_run(tmp_path / "history", _record(f"2026-11-0{day}T02:00:00+00:00", 1.0))
+    other = [store.keep_run(tmp_path / "history", _record("2026-10-01T02:00:00+00:00", 9.0, hardware="nvidia-h100")),
+             store.keep_run(tmp_path / "history", _record("2026-10-02T02:00:00+00:00", 9.0, n_tokens=16))]  # fmt: skip
+    broken = tmp_path / "history" / "2026-10-03-broken" / "run.json"
+    broken.parent.mkdir()
+    broken.write_text("{not json")
+    tonight = tmp_path / "tonight.json"
+    store.write_atomic(tonight, _record("2026-11-04T02:00:00+00:00", 1.0))
+    assert cli.main(["gate", str(tonight), "--history", str(tmp_path / "history"), "--keep-runs", "2"]) == 0
+    out = capsys.readouterr().out
+    runs, skipped = kept_runs(tmp_path / "history", like=_record("2026-11-05T00:00:00+00:00", 1.0))
+    assert [r.record.created[:10] for r in runs] == ["2026-11-03", "2026-11-04"]
+    assert all(p.exists() for p in other) and broken.exists() and len(skipped) == 1
+    said = "removed the 3 oldest kept runs beyond 2 (--bark-keep-runs): 2026-10-31-legacy .. 2026-11-02T020000Z-cpu"
+    assert said + "-amd-epyc-2c-tiny" in out, out
+    # the run just kept is never removed, however old it says it is
+    spared = store.keep_run(tmp_path / "history", _record("2026-01-01T02:00:00+00:00", 1.0))
+    assert store.prune_runs(tmp_path / "history", _record("2026-11-05T00:00:00+00:00", 1.0), 1, spare=spared) == [
+        p.path for p in runs
+    ]
+    assert spared.exists()
+
+
 def test_keep_writes_a_valid_run_atomically(tmp_path):
     path = store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 1.0), suffix="-shard1of4")
     assert path.name == "run.json" and path.parent.name.endswith("-cpu-amd-epyc-2c-tiny-shard1of4")

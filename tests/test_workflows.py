@@ -62,6 +62,7 @@ def test_nightly_shards_measure_and_the_verdict_job_needs_no_torch():
     verdict = "\n".join(steps("nightly-gpu.yml", "verdict"))
     assert "python -m perf_utils merge" in verdict and "python -m perf_utils gate" in verdict
     assert "--history history/" in verdict  # the nightly keeps its runs ...
+    assert "--keep-runs 365" in verdict  # ... a year of them, so the cache entry stops growing ...
     assert "actions/cache/save@v4" in uses("nightly-gpu.yml", "verdict")  # ... across nights
     assert "pip install -r requirements/gate.txt" in verdict and "--no-deps" in verdict
     assert "torch" not in verdict  # judging saved records installs no torch

@@ -10,6 +10,7 @@ replaces the old one only once complete, so a crash or Ctrl-C never leaves a dam
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -471,6 +472,24 @@ def keep_run(results_dir: Path, record: RunRecord, suffix: str = "") -> Path:
     path = results_dir / name / RUN_FILE
     write_atomic(path, record)
     return path
+
+
+def prune_runs(results_dir: Path, like: RunRecord, keep: int, spare: Path | None = None) -> list[Path]:
+    """Remove the oldest kept runs comparable to `like` beyond the newest `keep` (a run's folder, or an earlier
+    version's flat file). `spare` (the run just kept) is never removed and counts as one of the `keep`; nor is a run
+    of other hardware, checkpoint or workload, nor a file that cannot be read. Returns what was removed, oldest
+    first. Why: a nightly's history (kept in a CI cache) otherwise grows by a run and its figures every night, and
+    trends read every one of them."""
+    runs, _ = kept_runs(results_dir, like=like)
+    others = [r.path for r in runs if r.path != spare]
+    room = keep - (len(others) < len(runs))  # the spared run is one of the `keep`
+    doomed = others[: max(len(others) - room, 0)]
+    for path in doomed:
+        if path.name == RUN_FILE:
+            shutil.rmtree(path.parent)
+        else:
+            path.unlink()
+    return doomed
 
 
 def kept_runs(results_dir: Path, like: RunRecord | None = None) -> tuple[list[KeptRun], list[str]]:
