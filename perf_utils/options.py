@@ -317,9 +317,9 @@ class FinishChoices:
     save_golden: bool
     golden_dir: Path | None
     results_dir: Path | None
-    keep_runs: int | None  # None: every kept run stays
     markdown: Path | None
     pyproject: Path | None
+    keep_runs: int | None = None  # None: every kept run stays
 
     @classmethod
     def read(cls, get: Get) -> FinishChoices:
