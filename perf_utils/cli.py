@@ -145,17 +145,18 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     pinned, candidate = specs["pinned"], specs["candidate"]
     stderr_progress(f"pinned: {pinned.describe()}; candidate: {candidate.describe()}")
     venvs, torch = args.venvs_dir.resolve(), args.torch or upgrade.TORCH_REQUIREMENT
+    keep = args.bark_keep_runs  # each stack's folder, as the session keeps its runs (not the end-of-run path)
     chain = None
     if args.by_package is None:
         old, new, folder = upgrade.run_stacks(
-            pinned, candidate, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress
+            pinned, candidate, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress, keep
         )
     else:
         from perf_utils.tools import by_package
 
         order = [p.strip() for p in args.by_package.split(",") if p.strip()]
         chain = by_package.run(
-            pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress
+            pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress, keep
         )
         old, new, folder = chain.records[0], chain.records[-1], chain.folder
     label = f"pinned stack ({upgrade.versions_line(old)})"

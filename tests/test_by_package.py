@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -111,9 +112,9 @@ def _changes(row: str) -> list[float]:
     return [float(x) for x in re.findall(r"([+-]\d+\.\d)%", row)]
 
 
-def _by_package(tmp_path, speed, configs="fp32", lost_in=()):
+def _by_package(tmp_path, speed, configs="fp32", lost_in=(), extra=()):
     _Stack.speed, _Stack.lost_in = speed, lost_in
-    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--by-package",
+    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--by-package", *extra,
             "--venvs-dir", str(tmp_path / "venvs"), "--results-dir", str(tmp_path / "results"), "--",
             "--bark-configs", configs, "--bark-batch-sizes", "1", "--bark-rounds", "8", "--bark-invocations", "3",
             "--bark-no-fidelity"]  # fmt: skip
@@ -288,3 +289,16 @@ def test_a_change_no_single_step_calls_is_said_to_be_the_steps_together(tiny_che
     line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32 latency +"))
     assert "regressed: no single step calls it (transformers 4.48.3 -> 5.24.0 +" in line, line
     assert line.endswith("); together they make it") and "came with" not in line, line
+
+
+def test_keep_runs_holds_each_stacks_folder_to_n_runs(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """`--keep-runs 1` in two sessions: each stack's folder keeps its newest run, and the session says so."""
+    monkeypatch.setattr(alternate_module, "Worker", _Stack)
+    _fake_stacks(monkeypatch, tmp_path)
+    for session in range(2):
+        time.sleep(1.1 * session)  # a kept run is named by its second
+        _by_package(tmp_path, {}, extra=("--keep-runs", "1"))
+    err = capsys.readouterr().err
+    folders = {p.name: len(list(p.glob("*/run.json"))) for p in (tmp_path / "results").iterdir()}
+    assert folders == {"pinned": 1, "+transformers": 1, "+optimum": 1, "candidate": 1}, folders
+    assert "[+optimum] removed the 1 oldest kept runs beyond 1 (--bark-keep-runs)" in err

@@ -158,7 +158,7 @@ def test_an_explicit_torch_wins_over_the_torch_a_record_names(tmp_path, monkeypa
 
     seen = {}
 
-    def run_stacks(pinned, candidate, root, out_dir, pytest_args, torch_requirement, progress):
+    def run_stacks(pinned, candidate, root, out_dir, pytest_args, torch_requirement, progress, keep_runs):
         seen.update(pinned=pinned, torch=torch_requirement)
         raise StackError("stop here: no venv is built in this test")
 

@@ -191,10 +191,11 @@ def run(
     pytest_args: list[str],
     torch_requirement: str,
     progress: Callable[[str], None] = print,
+    keep_runs: int | None = None,
 ) -> Chain:
     """Build the chain and measure all of it in one session (`upgrade.run_chain`)."""
     specs, pythons, labels = build(pinned, candidate, order, root, torch_requirement, progress)
     said = (f"[{spec.name}] {label}" for spec, label in zip(specs[1:], labels, strict=True))
     progress("package by package: " + "; ".join(said))
-    records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress)
+    records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress, keep_runs)
     return Chain(records, labels, folder)

@@ -172,6 +172,7 @@ def run_stacks(
     pytest_args: list[str],
     torch_requirement: str = TORCH_REQUIREMENT,
     progress: Callable[[str], None] = print,
+    keep_runs: int | None = None,
 ) -> tuple[RunRecord, RunRecord, Path]:
     """Both stacks in one session of alternating trials (`measure.alternate`: one serving worker per stack's venv
     per invocation), so the comparison is paired; each record kept under `out_dir/<stack>/`. Returns the pinned and
@@ -179,7 +180,7 @@ def run_stacks(
     comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint). Interrupted after
     a whole invocation, it returns the whole invocations, marked interrupted."""
     pythons = [ensure_venv(spec, root, torch_requirement, progress) for spec in (pinned, candidate)]
-    records, folder = run_chain([pinned, candidate], pythons, out_dir, pytest_args, progress)
+    records, folder = run_chain([pinned, candidate], pythons, out_dir, pytest_args, progress, keep_runs)
     return records[0], records[1], folder
 
 
@@ -189,10 +190,11 @@ def run_chain(
     out_dir: Path,
     pytest_args: list[str],
     progress: Callable[[str], None] = print,
+    keep_runs: int | None = None,
 ) -> tuple[list[RunRecord], Path]:
     """Every stack of `specs` (each with its Python) in one session of alternating trials, so any two of them are
-    paired; each record kept under `out_dir/<stack>/`. Returns the records in order and the last one's kept folder.
-    The two ends are checked to be comparable."""
+    paired; each record kept under `out_dir/<stack>/` (with at most `keep_runs` like it there, `--bark-keep-runs`).
+    Returns the records in order and the last one's kept folder. The two ends are checked to be comparable."""
     from perf_utils.bark import configs
     from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
     from perf_utils.measure.run import cases
@@ -210,6 +212,10 @@ def run_chain(
     for side in sides:
         kept[side.name] = store.keep_run(out_dir / side.name, records[side.name])
         progress(f"[{side.name}] {versions_line(records[side.name])}: {kept[side.name]}")
+        if keep_runs and (
+            gone := store.prune_runs(out_dir / side.name, records[side.name], keep_runs, kept[side.name])
+        ):
+            progress(f"[{side.name}] removed the {len(gone)} oldest kept runs beyond {keep_runs} (--bark-keep-runs)")
     old, new = records[sides[0].name], records[sides[-1].name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
