@@ -136,10 +136,7 @@ def _prune(record: RunRecord, how: Finish, kept: Path, notes: list[str]) -> None
         notes.append(f"older kept runs NOT removed (--bark-keep-runs): {exc}")
         return
     if gone:
-        names = [p.parent.name if p.name == RUN_FILE else p.stem for p in gone]
-        span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
-        notes.append(f"removed the {len(gone)} oldest kept run{'s' if len(gone) > 1 else ''} beyond "
-                     f"{how.choices.keep_runs} (--bark-keep-runs): {span}")  # fmt: skip
+        notes.append(store.pruned_said(gone, how.choices.keep_runs))
 
 
 def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:

@@ -301,4 +301,4 @@ def test_keep_runs_holds_each_stacks_folder_to_n_runs(tiny_checkpoint, tmp_path,
     err = capsys.readouterr().err
     folders = {p.name: len(list(p.glob("*/run.json"))) for p in (tmp_path / "results").iterdir()}
     assert folders == {"pinned": 1, "+transformers": 1, "+optimum": 1, "candidate": 1}, folders
-    assert "[+optimum] removed the 1 oldest kept runs beyond 1 (--bark-keep-runs)" in err
+    assert "[+optimum] removed the 1 oldest kept run beyond 1 (--bark-keep-runs): 20" in err

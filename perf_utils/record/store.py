@@ -492,6 +492,14 @@ def prune_runs(results_dir: Path, like: RunRecord, keep: int, spare: Path | None
     return doomed
 
 
+def pruned_said(gone: list[Path], keep: int) -> str:
+    """What `prune_runs` removed, in a line: how many, and the first and last run's name."""
+    names = [p.parent.name if p.name == RUN_FILE else p.stem for p in gone]
+    span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+    runs = f"{len(gone)} oldest kept run{'s' if len(gone) > 1 else ''}"
+    return f"removed the {runs} beyond {keep} (--bark-keep-runs): {span}"
+
+
 def kept_runs(results_dir: Path, like: RunRecord | None = None) -> tuple[list[KeptRun], list[str]]:
     """Runs kept under `results_dir` (`<run>/run.json`, and the flat `<run>.json` of earlier versions), oldest
     first; with `like`, only those comparable to it (same hardware, checkpoint and workload). Files that cannot be

@@ -215,7 +215,7 @@ def run_chain(
         if keep_runs and (
             gone := store.prune_runs(out_dir / side.name, records[side.name], keep_runs, kept[side.name])
         ):
-            progress(f"[{side.name}] removed the {len(gone)} oldest kept runs beyond {keep_runs} (--bark-keep-runs)")
+            progress(f"[{side.name}] {store.pruned_said(gone, keep_runs)}")
     old, new = records[sides[0].name], records[sides[-1].name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
