@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 from dataclasses import replace
@@ -147,17 +148,17 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     venvs, torch = args.venvs_dir.resolve(), args.torch or upgrade.TORCH_REQUIREMENT
     keep = args.bark_keep_runs  # each stack's folder, as the session keeps its runs (not the end-of-run path)
     chain = None
-    if args.by_package is None:
+    if args.by_package is None and not args.via:
         old, new, folder = upgrade.run_stacks(
             pinned, candidate, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress, keep
         )
     else:
         from perf_utils.tools import by_package
 
-        order = [p.strip() for p in args.by_package.split(",") if p.strip()]
-        chain = by_package.run(
-            pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress, keep
-        )
+        order = [p.strip() for p in (args.by_package or "").split(",") if p.strip()]
+        vias = [shlex.split(v) for v in args.via or []]
+        chain = by_package.run(pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch,
+                               stderr_progress, keep, vias, split=args.by_package is not None)  # fmt: skip
         old, new, folder = chain.records[0], chain.records[-1], chain.folder
     label = f"pinned stack ({upgrade.versions_line(old)})"
     header = [f"pinned:    {upgrade.versions_line(old)}", f"candidate: {upgrade.versions_line(new)}"]
@@ -361,6 +362,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also measure the stacks between, one more package changed at each step, and say which "
                         "package made each change (ORDER: packages changed first, comma-separated; default torch, "
                         "transformers, optimum, accelerate, then the rest)")  # fmt: skip
+    s.add_argument("--via", action="append", default=None, metavar="REQS",
+                   help="also measure this stack between (repeatable, in order): the one before it with these "
+                        "requirements ('transformers==4.52.4'), e.g. the releases between two of one package; each "
+                        "step judged and named as --by-package's are")  # fmt: skip
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to `pytest benchmarks`")
     s.set_defaults(bark_results_dir=Path("results/stacks"))
     q = command("gate-quality", _gate_quality, "measure the gate's false alarms and sensitivity here", options.RUN)

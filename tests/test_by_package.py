@@ -141,7 +141,8 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     assert code == 1, out + err
     assert [s.name for s in asked] == ["pinned", "+transformers", "+transformers+optimum", "candidate"]
     assert asked[2].requirements == ("transformers==5.24.0", "optimum==2.3.0", "accelerate==1.9.0")
-    assert "[+transformers] cannot be installed before optimum changes too (ResolutionImpossible: no)" in err
+    said = "[+transformers] cannot be installed before optimum 1.27.0 -> 2.3.0 too (ResolutionImpossible: no); changing"
+    assert said + " them in one step" in err, err
     assert "package by package: [+transformers+optimum] transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0; " \
            "[candidate] accelerate 1.9.0 -> 1.15.0" in err  # fmt: skip
     assert "3 stacks, alternating trials" in err
@@ -302,3 +303,34 @@ def test_keep_runs_holds_each_stacks_folder_to_n_runs(tiny_checkpoint, tmp_path,
     folders = {p.name: len(list(p.glob("*/run.json"))) for p in (tmp_path / "results").iterdir()}
     assert folders == {"pinned": 1, "+transformers": 1, "+optimum": 1, "candidate": 1}, folders
     assert "[+optimum] removed the 1 oldest kept run beyond 1 (--bark-keep-runs): 20" in err
+
+
+def test_stacks_between_by_hand_find_the_release_that_made_it(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """`--via` twice, no --by-package: transformers 4.50.0, then 5.0.0, then the rest of the upgrade in one step;
+    the 5.0.0 stack is 20% slower, so the change came with transformers 4.50.0 -> 5.0.0."""
+    monkeypatch.setattr(alternate_module, "Worker", _Stack)
+    asked = _fake_stacks(monkeypatch, tmp_path)
+    _Stack.speed, _Stack.lost_in = {"+transformers-5.0.0": 1.2, "candidate": 1.2}, ()
+    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", CURRENT, "--via", "transformers==4.50.0",
+            "--via", "transformers==5.0.0", "--venvs-dir", str(tmp_path / "venvs"), "--results-dir",
+            str(tmp_path / "results"), "--", "--bark-configs", "fp32", "--bark-batch-sizes", "1", "--bark-rounds", "8",
+            "--bark-invocations", "3", "--bark-no-fidelity"]  # fmt: skip
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert [s.name for s in asked] == ["pinned", "+transformers-4.50.0", "+transformers-5.0.0", "candidate"]
+    assert asked[2].requirements == ("transformers==5.0.0", "optimum==1.27.0", "accelerate==1.9.0")
+    line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32 latency +"))
+    assert "came with transformers 4.50.0 -> 5.0.0 (+" in line, line
+    rest = "transformers 5.0.0 -> 5.24.0, optimum 1.27.0 -> 2.3.0, accelerate 1.9.0 -> 1.15.0"  # the last step
+    section = (next((tmp_path / "results" / "candidate").glob("*/report.md"))).read_text()
+    assert f"| {rest} |" in re.sub(" +", " ", section), section
+
+
+def test_a_via_that_changes_nothing_is_an_error_naming_it():
+    before = requirements_by_package(StackSpec.parse("pinned", LEGACY), TORCH)
+    after = requirements_by_package(StackSpec.parse("candidate", CURRENT), TORCH)
+    with pytest.raises(StackError, match=r"--via transformers==4.48.3: the stack before it already pins that"):
+        by_package.plan(before, after, [["transformers==4.48.3"]], None, split=True)
+    steps = by_package.plan(before, after, [["accelerate==1.10.0"]], None, split=True)
+    assert [s.name for s in steps] == ["+accelerate-1.10.0", "+transformers", "+optimum", "+accelerate"]
+    assert steps[-1].label == "accelerate 1.10.0 -> 1.15.0"

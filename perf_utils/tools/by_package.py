@@ -141,6 +141,54 @@ def pinned_ends(pinned: StackSpec, candidate: StackSpec) -> tuple[StackSpec, Sta
     return a, b
 
 
+@dataclass(frozen=True)
+class Step:
+    """The packages one step of the chain changes; `via`: asked for as a stack between (`--via`), named with its
+    versions (a later step may change the same package again)."""
+
+    changes: list[Change]
+    via: bool = False
+
+    @property
+    def name(self) -> str:
+        return "+" + "+".join(c.package + (f"-{_safe(_shown(c.after))}" if self.via else "") for c in self.changes)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(c.label for c in self.changes)
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in text)
+
+
+def plan(
+    before: dict[str, str], after: dict[str, str], vias: list[list[str]], order: list[str] | None, split: bool
+) -> list[Step]:
+    """The steps from `before` to `after` (requirements by package): each `--via` in turn (the packages it pins
+    changed to those versions), then what is left, one package per step where `split` (`--by-package`), else in
+    one step. A `--via` that changes nothing is an error naming it; so is a chain of no step."""
+    steps, now = [], dict(before)
+    for via in vias:
+        moved = []
+        for requirement in via:
+            package = canonicalize_name(_parse(requirement, "--via").name)
+            if not _same(now.get(package), requirement):
+                moved.append(Change(package, now.get(package), requirement))
+                now[package] = requirement
+        if not moved:
+            raise StackError(f"--via {' '.join(via)}: the stack before it already pins that; nothing would change")
+        steps.append(Step(moved, via=True))
+    rest = changes(now, after, order)
+    steps += [Step([c]) for c in rest] if split else ([Step(rest)] if rest else [])
+    if not steps:
+        raise StackError(
+            "--by-package: the pinned stack and the candidate pin the same versions, so no package made a change "
+            "between them (what else differs: the machine, its driver, this suite)"
+        )
+    return steps
+
+
 def build(
     pinned: StackSpec,
     candidate: StackSpec,
@@ -148,37 +196,35 @@ def build(
     root: Path,
     torch_requirement: str,
     progress: Callable[[str], None],
+    vias: list[list[str]] | None = None,
+    split: bool = True,
 ) -> tuple[list[StackSpec], list[Path], list[str]]:
-    """The chain's stacks, each built (cached like any stack), their Pythons, and each step's label. A step pip
-    cannot install is joined to the next package's (said on `progress`); the last step ends at the candidate as
-    given (`current` stays this environment)."""
+    """The chain's stacks (`plan`), each built (cached like any stack), their Pythons, and each step's label. A
+    step pip cannot install is joined to the next (said on `progress`); the last step ends at the candidate as given
+    (`current` stays this environment)."""
     before, after = (requirements_by_package(s, torch_requirement) for s in pinned_ends(pinned, candidate))
-    steps = changes(before, after, order)
-    if not steps:
-        raise StackError(
-            "--by-package: the pinned stack and the candidate pin the same versions, so no package made a change "
-            "between them (what else differs: the machine, its driver, this suite)"
-        )
+    steps = plan(before, after, vias or [], order, split)
     specs, pythons, labels = [pinned], [ensure_venv(pinned, root, torch_requirement, progress)], []
-    group: list[Change] = []
-    for i, change in enumerate(steps):
-        group.append(change)
+    done: list[Change] = []
+    pending: Step | None = None
+    for i, step in enumerate(steps):
+        done += step.changes
+        pending = step if pending is None else Step(pending.changes + step.changes, pending.via or step.via)
         last = i == len(steps) - 1
-        name = "+" + "+".join(c.package for c in group)
-        spec = candidate if last else step_stack(pinned, before, steps[: i + 1], name)
+        spec = candidate if last else step_stack(pinned, before, done, pending.name)
         try:
             python = ensure_venv(spec, root, torch_requirement, progress)
         except StackError as exc:
             if last:
                 raise
             why = str(exc).strip().splitlines()[-1][:300]
-            progress(f"[{spec.name}] cannot be installed before {steps[i + 1].package} changes too ({why}); "
+            progress(f"[{spec.name}] cannot be installed before {steps[i + 1].label} too ({why}); "
                      f"changing them in one step")  # fmt: skip
             continue
         specs.append(spec)
         pythons.append(python)
-        labels.append(", ".join(c.label for c in group))
-        group = []
+        labels.append(pending.label)
+        pending = None
     return specs, pythons, labels
 
 
@@ -192,9 +238,11 @@ def run(
     torch_requirement: str,
     progress: Callable[[str], None] = print,
     keep_runs: int | None = None,
+    vias: list[list[str]] | None = None,
+    split: bool = True,
 ) -> Chain:
     """Build the chain and measure all of it in one session (`upgrade.run_chain`)."""
-    specs, pythons, labels = build(pinned, candidate, order, root, torch_requirement, progress)
+    specs, pythons, labels = build(pinned, candidate, order, root, torch_requirement, progress, vias, split)
     said = (f"[{spec.name}] {label}" for spec, label in zip(specs[1:], labels, strict=True))
     progress("package by package: " + "; ".join(said))
     records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress, keep_runs)
