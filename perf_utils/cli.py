@@ -130,6 +130,7 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     from perf_utils.tools import upgrade
 
     pytest_args = [a for a in args.pytest_args if a != "--"]
+    upgrade.run_options(pytest_args)  # a run option it cannot take is said before any stack is built
     specs = {}
     for name in ("pinned", "candidate"):
         given = getattr(args, name)

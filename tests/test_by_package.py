@@ -334,3 +334,11 @@ def test_a_via_that_changes_nothing_is_an_error_naming_it():
     steps = by_package.plan(before, after, [["accelerate==1.10.0"]], None, split=True)
     assert [s.name for s in steps] == ["+accelerate-1.10.0", "+transformers", "+optimum", "+accelerate"]
     assert steps[-1].label == "accelerate 1.10.0 -> 1.15.0"
+
+
+def test_a_run_option_it_cannot_take_is_said_before_any_stack_is_built(tmp_path, monkeypatch, capsys):
+    asked = _fake_stacks(monkeypatch, tmp_path)
+    argv = ["compare-stacks", "--pinned", LEGACY, "--candidate", "current", "--by-package", "--venvs-dir",
+            str(tmp_path), "--", "--bark-configs", "fp32", "--results-dir", "x"]  # fmt: skip
+    assert cli.main(argv) == 2 and not asked
+    assert "not understood: --results-dir x" in capsys.readouterr().err
