@@ -91,7 +91,7 @@ def finish(record: RunRecord, how: Finish) -> Finished:
         notes.append(unusable)  # no gate asked for, but the report's trends read them too
     record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
     if kept is not None and added:
-        kept = _keep(record, how, notes)  # the same folder, now with them
+        kept = _keep(record, how, notes, again=kept)  # the same folder, now with them
     if kept is not None and how.choices.keep_runs:
         _prune(record, how, kept, notes)
     exit_code = outcome.exit_code if outcome else EXIT_OK
@@ -115,13 +115,13 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     return Finished(exit_code, lines, outcome, kept, report)
 
 
-def _keep(record: RunRecord, how: Finish, notes: list[str]) -> Path | None:
-    """Keep the run under `results_dir` (None: not asked). A folder that cannot be written is said; the verdict is
-    still given."""
+def _keep(record: RunRecord, how: Finish, notes: list[str], again: Path | None = None) -> Path | None:
+    """Keep the run under `results_dir` (None: not asked), or `again` where it was kept before. A folder that
+    cannot be written is said; the verdict is still given."""
     if how.results_dir is None:
         return None
     try:
-        return store.keep_run(how.results_dir, record, how.keep_suffix)
+        return store.keep_run(how.results_dir, record, how.keep_suffix, again)
     except OSError as exc:
         notes.append(f"run NOT kept: {exc}")
         return None

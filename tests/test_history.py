@@ -172,6 +172,17 @@ def test_keep_writes_a_valid_run_atomically(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_two_runs_kept_in_the_same_second_are_both_kept_in_order(tmp_path):
+    """A run is named by its second; the second run of that second gets `-2` instead of overwriting the first, and
+    the history reads them in the order they were written. The same run kept `again` is written over."""
+    first = store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 1.0))
+    second = store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 2.0))
+    assert second.parent.name == first.parent.name + "-2" and first.exists()
+    assert [r.record.results[0].median("latency_s") for r in kept_runs(tmp_path)[0]] == [1.0, 2.0]
+    assert store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 3.0), again=first) == first
+    assert baselines.load(first).results[0].median("latency_s") == 3.0 and len(kept_runs(tmp_path)[0]) == 2
+
+
 @pytest.mark.parametrize("metric", ["latency_s", "throughput_sps"])
 def test_trends_cover_every_measured_benchmark(tmp_path, metric):
     for day in range(1, 6):

@@ -465,11 +465,19 @@ class KeptRun:
     record: RunRecord
 
 
-def keep_run(results_dir: Path, record: RunRecord, suffix: str = "") -> Path:
-    """Add a run to the kept runs: `<time>-<hardware>-<checkpoint><suffix>/run.json`, written atomically."""
+def keep_run(results_dir: Path, record: RunRecord, suffix: str = "", again: Path | None = None) -> Path:
+    """Add a run to the kept runs: `<time>-<hardware>-<checkpoint><suffix>/run.json`, written atomically. A run is
+    named by its second: another kept in the same second gets `-2`, `-3`, ... rather than overwriting it. `again`:
+    where this same run was kept before (it grew: `--bark-remeasure-noisy`), written over."""
+    if again is not None:
+        write_atomic(again, record)
+        return again
     stamp = record.created.replace(":", "").replace("+0000", "Z")
     name = f"{stamp}-{record.hardware}-{Path(file_name(record.checkpoint['key'])).stem}{suffix}"
-    path = results_dir / name / RUN_FILE
+    path, n = results_dir / name / RUN_FILE, 1
+    while path.exists():
+        n += 1
+        path = results_dir / f"{name}-{n}" / RUN_FILE
     write_atomic(path, record)
     return path
 
@@ -515,5 +523,5 @@ def kept_runs(results_dir: Path, like: RunRecord | None = None) -> tuple[list[Ke
             continue
         if like is None or not incompatibilities(record, like):
             runs.append(KeptRun(path, record))
-    runs.sort(key=lambda r: r.record.created)
+    runs.sort(key=lambda r: (r.record.created, r.path.stat().st_mtime))  # runs of one second: as written
     return runs, skipped
