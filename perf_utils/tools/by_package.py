@@ -68,8 +68,8 @@ def requirements_by_package(spec: StackSpec, torch_requirement: str) -> dict[str
 
 
 def of_environment(name: str, packages: list[str]) -> StackSpec:
-    """The running environment (`--candidate current`) as pins of `packages` (those installed), so the stacks
-    between the pinned one and it can be built. torch without its local label (`2.13.0+cpu` is pinned as
+    """The running environment (`current`, at either end) as pins of `packages` (those installed), so the stacks
+    between it and the other end can be built. torch without its local label (`2.13.0+cpu` is pinned as
     `torch==2.13.0`, as a record's is)."""
     pins = {}
     for package in packages:
