@@ -92,15 +92,14 @@ def finish(record: RunRecord, how: Finish) -> Finished:
     record, outcome, remeasured, added = _remeasure(record, how, thresholds, outcome, notes)
     if kept is not None and added:
         kept = _keep(record, how, notes, again=kept)  # the same folder, now with them
-    if kept is not None and how.choices.keep_runs:
-        _prune(record, how, kept, notes)
+    history = _history(record, how, kept, notes)
     exit_code = outcome.exit_code if outcome else EXIT_OK
     if how.run_failed and exit_code == EXIT_OK:
         exit_code = EXIT_REGRESSION
     exit_code, golden_lines = _golden(record, how, exit_code, notes)
     if how.choices.save_baseline or how.choices.add_session:
         exit_code = _adopt(record, how, exit_code, notes)
-    report = _report(record, how, kept, outcome, thresholds, notes)
+    report = _report(record, how, kept, outcome, thresholds, notes, history)
     lines = [Line(h) for h in how.header + remeasured] + _verdict_lines(outcome, bool(remeasured))
     if record.interrupted:
         cut = f"INTERRUPTED ({record.interrupted}): the verdict covers what was measured before it; nothing is adopted"
@@ -127,16 +126,27 @@ def _keep(record: RunRecord, how: Finish, notes: list[str], again: Path | None =
         return None
 
 
-def _prune(record: RunRecord, how: Finish, kept: Path, notes: list[str]) -> None:
-    """`--bark-keep-runs N`: the oldest kept runs like this one beyond N removed, and said."""
-    assert how.results_dir is not None and how.choices.keep_runs is not None
+def _history(record: RunRecord, how: Finish, kept: Path | None, notes: list[str]) -> store.KeptRuns:
+    """The kept runs like this one (the report's history), read once, after it is kept for the last time; with
+    `--bark-keep-runs N` the oldest beyond N are removed first, and said. A history that cannot be read is said; the
+    verdict is still given."""
+    if how.results_dir is None:
+        return [], []
     try:
-        gone = store.prune_runs(how.results_dir, record, how.choices.keep_runs, spare=kept)
+        runs, skipped = store.kept_runs(how.results_dir, like=record)
+    except Exception as exc:  # noqa: BLE001 - an unreadable history must never cost the run its verdict
+        notes.append(f"kept runs not read: {type(exc).__name__}: {exc}")
+        return [], []
+    if kept is None or not how.choices.keep_runs:
+        return runs, skipped
+    try:
+        gone = store.prune_runs(runs, how.choices.keep_runs, spare=kept)
     except OSError as exc:
         notes.append(f"older kept runs NOT removed (--bark-keep-runs): {exc}")
-        return
+        return runs, skipped
     if gone:
         notes.append(store.pruned_said(gone, how.choices.keep_runs))
+    return [r for r in runs if r not in gone], skipped
 
 
 def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:
@@ -375,18 +385,18 @@ def _report(
     outcome: GateOutcome | None,
     thresholds: Thresholds | None,
     notes: list[str],
+    history: store.KeptRuns,
 ) -> WrittenReport | None:
     """The report goes into the kept run's folder (or `report_dir`, which then gets the run's JSON too); the
-    other kept runs are its history. A broken report never costs the run its verdict."""
+    other kept runs are its `history` (`_history`). A broken report never costs the run its verdict."""
     folder = how.report_dir or (kept.parent if kept else None)
     if folder is None:
         return None
     try:
         if kept is None or folder != kept.parent:
             store.write_atomic(folder / RUN_FILE, record)
-        history, skipped = store.kept_runs(how.results_dir, like=record) if how.results_dir else ([], [])
         per_probe = how.choices.per_host_probe
-        return markdown.write(folder, record, outcome, history, skipped, thresholds, per_probe)
+        return markdown.write(folder, record, outcome, *history, thresholds, per_probe)
     except Exception as exc:  # noqa: BLE001 - a broken report must never cost the run its verdict
         notes.append(f"report not written: {type(exc).__name__}: {exc}")
         return None

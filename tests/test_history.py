@@ -159,9 +159,8 @@ def test_keep_runs_removes_only_the_oldest_runs_like_this_one(tmp_path, capsys):
     assert said + "-amd-epyc-2c-tiny" in out, out
     # the run just kept is never removed, however old it says it is
     spared = store.keep_run(tmp_path / "history", _record("2026-01-01T02:00:00+00:00", 1.0))
-    assert store.prune_runs(tmp_path / "history", _record("2026-11-05T00:00:00+00:00", 1.0), 1, spare=spared) == [
-        p.path for p in runs
-    ]
+    like, _ = kept_runs(tmp_path / "history", like=_record("2026-11-05T00:00:00+00:00", 1.0))
+    assert [r.path for r in store.prune_runs(like, 1, spare=spared)] == [p.path for p in runs]
     assert spared.exists()
 
 

@@ -465,6 +465,9 @@ class KeptRun:
     record: RunRecord
 
 
+KeptRuns = tuple[list[KeptRun], list[str]]  # kept runs, oldest first, and what could not be read (`kept_runs`)
+
+
 def keep_run(results_dir: Path, record: RunRecord, suffix: str = "", again: Path | None = None) -> Path:
     """Add a run to the kept runs: `<time>-<hardware>-<checkpoint><suffix>/run.json`, written atomically. A run is
     named by its second: another kept in the same second gets `-2`, `-3`, ... rather than overwriting it. `again`:
@@ -482,33 +485,32 @@ def keep_run(results_dir: Path, record: RunRecord, suffix: str = "", again: Path
     return path
 
 
-def prune_runs(results_dir: Path, like: RunRecord, keep: int, spare: Path | None = None) -> list[Path]:
-    """Remove the oldest kept runs comparable to `like` beyond the newest `keep` (a run's folder, or an earlier
-    version's flat file). `spare` (the run just kept) is never removed and counts as one of the `keep`; nor is a run
-    of other hardware, checkpoint or workload, nor a file that cannot be read. Returns what was removed, oldest
-    first. Why: a nightly's history (kept in a CI cache) otherwise grows by a run and its figures every night, and
-    trends read every one of them."""
-    runs, _ = kept_runs(results_dir, like=like)
-    others = [r.path for r in runs if r.path != spare]
+def prune_runs(runs: list[KeptRun], keep: int, spare: Path | None = None) -> list[KeptRun]:
+    """Remove the oldest of `runs` (kept runs of one kind, oldest first: `kept_runs(..., like=...)`) beyond the
+    newest `keep` (a run's folder, or an earlier version's flat file). `spare` (the run just kept) is never removed
+    and counts as one of the `keep`; runs of other hardware, checkpoints or workloads, and files that cannot be read,
+    are not in `runs` and so never touched. Returns what was removed, oldest first. Why: a nightly's history (kept
+    in a CI cache) otherwise grows by a run and its figures every night, and trends read every one of them."""
+    others = [r for r in runs if r.path != spare]
     room = keep - (len(others) < len(runs))  # the spared run is one of the `keep`
     doomed = others[: max(len(others) - room, 0)]
-    for path in doomed:
-        if path.name == RUN_FILE:
-            shutil.rmtree(path.parent)
+    for run in doomed:
+        if run.path.name == RUN_FILE:
+            shutil.rmtree(run.path.parent)
         else:
-            path.unlink()
+            run.path.unlink()
     return doomed
 
 
-def pruned_said(gone: list[Path], keep: int) -> str:
+def pruned_said(gone: list[KeptRun], keep: int) -> str:
     """What `prune_runs` removed, in a line: how many, and the first and last run's name."""
-    names = [p.parent.name if p.name == RUN_FILE else p.stem for p in gone]
+    names = [r.path.parent.name if r.path.name == RUN_FILE else r.path.stem for r in gone]
     span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
     runs = f"{len(gone)} oldest kept run{'s' if len(gone) > 1 else ''}"
     return f"removed the {runs} beyond {keep} (--bark-keep-runs): {span}"
 
 
-def kept_runs(results_dir: Path, like: RunRecord | None = None) -> tuple[list[KeptRun], list[str]]:
+def kept_runs(results_dir: Path, like: RunRecord | None = None) -> KeptRuns:
     """Runs kept under `results_dir` (`<run>/run.json`, and the flat `<run>.json` of earlier versions), oldest
     first; with `like`, only those comparable to it (same hardware, checkpoint and workload). Files that cannot be
     read are named in the second list and skipped: one bad file must not hide the whole history."""

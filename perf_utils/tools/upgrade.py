@@ -212,10 +212,10 @@ def run_chain(
     for side in sides:
         kept[side.name] = store.keep_run(out_dir / side.name, records[side.name])
         progress(f"[{side.name}] {versions_line(records[side.name])}: {kept[side.name]}")
-        if keep_runs and (
-            gone := store.prune_runs(out_dir / side.name, records[side.name], keep_runs, kept[side.name])
-        ):
-            progress(f"[{side.name}] {store.pruned_said(gone, keep_runs)}")
+        if keep_runs:
+            like, _ = store.kept_runs(out_dir / side.name, like=records[side.name])
+            if gone := store.prune_runs(like, keep_runs, spare=kept[side.name]):
+                progress(f"[{side.name}] {store.pruned_said(gone, keep_runs)}")
     old, new = records[sides[0].name], records[sides[-1].name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
