@@ -13,7 +13,7 @@ from perf_utils.gate.bootstrap import DOMINANCE, FEW_INVOCATIONS, invocations_do
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, BenchmarkVerdict, Comparison, trial_ratios
 from perf_utils.gate.decide import GateOutcome
 from perf_utils.record.record import BenchmarkResult
-from perf_utils.report.table import num
+from perf_utils.report.table import num, pct
 
 HEADING = "## What each verdict other than unchanged was built from"
 SHOWN = (REGRESSED, IMPROVED, NOISY)
@@ -54,7 +54,7 @@ def block(
             m.info.unit,
             _num(m.baseline),
             _num(m.current),
-            num(m.change, "+.1%"),
+            pct(m.change),
             m.interval,
             (m.verdict if m.info.gated else "not gated") + (f": {m.why}" if m.why else ""),
         ]

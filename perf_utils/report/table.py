@@ -38,8 +38,8 @@ def num(value: float | None, fmt: str) -> str:
     return "-" if value is None or math.isnan(value) else format(value, fmt)
 
 
-def pct(change: float) -> str:
-    return "-" if change is None or math.isnan(change) else f"{change:+.1%}"
+def pct(change: float | None) -> str:
+    return num(change, "+.1%")
 
 
 def _note(v: BenchmarkVerdict, peak: MetricChange | None, joiner: str = ", ") -> str:
