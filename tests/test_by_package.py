@@ -30,12 +30,20 @@ CURRENT = str(ROOT / "stacks/current.txt")
 TORCH = "torch==2.13.0"
 
 
+def _pins(path: str, package: str) -> str:
+    """The version a stack file pins: the current stack is bumped at each release, and these tests follow it."""
+    return requirements_by_package(StackSpec.parse("stack", path), TORCH)[package].split("==", 1)[1]
+
+
+T_NOW, O_NOW, A_NOW = (_pins(CURRENT, p) for p in ("transformers", "optimum", "accelerate"))
+
+
 def test_the_changes_from_the_legacy_stack_to_the_current_one_one_package_each():
     pinned = requirements_by_package(StackSpec.parse("pinned", LEGACY), TORCH)
     candidate = requirements_by_package(StackSpec.parse("candidate", CURRENT), TORCH)
     steps = changes(pinned, candidate)
     assert [c.package for c in steps] == ["transformers", "optimum", "accelerate"]  # torch is the same on both
-    assert steps[0].label == "transformers 4.48.3 -> 5.24.0"
+    assert steps[0].label == f"transformers 4.48.3 -> {T_NOW}"
     # a given order goes first, the rest after it in the stack's own order
     assert [c.package for c in changes(pinned, candidate, ["Accelerate"])] == ["accelerate", "transformers", "optimum"]
     with pytest.raises(StackError, match=r"--by-package torch: not changed .* transformers, optimum, accelerate"):
@@ -127,7 +135,7 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     monkeypatch.setattr(alternate_module, "Worker", _Stack)
 
     def refuse(spec):
-        return "transformers==5.24.0" in spec.requirements and "optimum==1.27.0" in spec.requirements
+        return f"transformers=={T_NOW}" in spec.requirements and "optimum==1.27.0" in spec.requirements
 
     asked = _fake_stacks(monkeypatch, tmp_path, refuse)
     code = _by_package(
@@ -139,33 +147,33 @@ def test_the_package_that_made_a_regression_is_named(tiny_checkpoint, tmp_path, 
     out, err = capsys.readouterr()
     assert code == 1, out + err
     assert [s.name for s in asked] == ["pinned", "+transformers", "+transformers+optimum", "candidate"]
-    assert asked[2].requirements == ("transformers==5.24.0", "optimum==2.3.0", "accelerate==1.9.0")
-    said = "[+transformers] cannot be installed before optimum 1.27.0 -> 2.3.0 too (ResolutionImpossible: no); changing"
-    assert said + " them in one step" in err, err
-    assert "package by package: [+transformers+optimum] transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0; " \
-           "[candidate] accelerate 1.9.0 -> 1.15.0" in err  # fmt: skip
+    assert asked[2].requirements == (f"transformers=={T_NOW}", f"optimum=={O_NOW}", "accelerate==1.9.0")
+    said = f"[+transformers] cannot be installed before optimum 1.27.0 -> {O_NOW} too (ResolutionImpossible: no)"
+    assert said + "; changing them in one step" in err, err
+    assert f"the upgrade step by step: [+transformers+optimum] transformers 4.48.3 -> {T_NOW}, optimum 1.27.0 -> " \
+           f"{O_NOW}; [candidate] accelerate 1.9.0 -> {A_NOW}" in err  # fmt: skip
     assert "3 stacks, alternating trials" in err
-    table = out[out.index("The upgrade package by package (each stack") :]
+    table = out[out.index("The upgrade step by step (each stack") :]
     head = [line.split() for line in table.splitlines()[1:5]]  # a step of two packages: one over the other
-    assert head == [["benchmark", "transformers", "accelerate", "all", "together"], ["4.48.3", "->", "5.24.0", "1.9.0",
-                    "->", "1.15.0"], ["optimum"], ["1.27.0", "->", "2.3.0"]], table  # fmt: skip
+    assert head == [["benchmark", "transformers", "accelerate", "all", "together"], ["4.48.3", "->", T_NOW, "1.9.0",
+                    "->", A_NOW], ["optimum"], ["1.27.0", "->", O_NOW]], table  # fmt: skip
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     step, accelerate, whole = _changes(row)
     assert 22 < step < 28 and abs(accelerate) < 2 and 22 < whole < 28, table
     assert row.split()[-1] == "REGRESSED" and "NOISY" not in row, table
     said = next(line for line in out.splitlines() if line.startswith("bs1-fp32 latency +2"))
     assert re.search(
-        r"regressed: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 \(\+2\d\.\d%\)$", said
+        rf"regressed: came with transformers 4.48.3 -> {T_NOW}, optimum 1.27.0 -> {O_NOW} \(\+2\d\.\d%\)$", said
     )
-    lost = "bs1-bettertransformer LOST: came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0: needs"
+    lost = f"bs1-bettertransformer LOST: came with transformers 4.48.3 -> {T_NOW}, optimum 1.27.0 -> {O_NOW}: needs"
     assert f"{lost} optimum<2.0" in out.splitlines(), out
     (report,) = (tmp_path / "results" / "candidate").glob("*/report.md")
-    assert f"The upgrade package by package: also in {report}" in out
+    assert f"The upgrade step by step: also in {report}" in out
     text = report.read_text()
     assert "## Verdict against the pinned stack" in text  # the report as written, the section added after it
-    section = text[text.index("## The upgrade package by package") :]
-    assert "| benchmark | transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0 |" in re.sub(" +", " ", section)
-    assert "came with transformers 4.48.3 -> 5.24.0, optimum 1.27.0 -> 2.3.0" in section
+    section = text[text.index("## The upgrade step by step") :]
+    assert f"| benchmark | transformers 4.48.3 -> {T_NOW}, optimum 1.27.0 -> {O_NOW} |" in re.sub(" +", " ", section)
+    assert f"came with transformers 4.48.3 -> {T_NOW}, optimum 1.27.0 -> {O_NOW}" in section
     # every stack's run is kept, each under its own name, all of one session
     runs = {p.parent.parent.name: store.load(p) for p in (tmp_path / "results").glob("*/*/run.json")}
     assert set(runs) == {"pinned", "+transformers+optimum", "candidate"}
@@ -181,7 +189,7 @@ def test_steps_that_cancel_are_said_though_the_whole_upgrade_is_unchanged(tiny_c
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32: not called over the whole upgrade"))
     assert re.search(
-        r"transformers 4.48.3 -> 5.24.0: latency \+\d+\.\d% regressed; optimum 1.27.0 -> 2.3.0: latency "
+        rf"transformers 4.48.3 -> {T_NOW}: latency \+\d+\.\d% regressed; optimum 1.27.0 -> {O_NOW}: latency "
         r"-\d+\.\d% improved$",
         line,
     ), line
@@ -226,7 +234,7 @@ def test_a_real_session_of_three_stacks_names_the_slower_step(tiny_checkpoint, t
     out, err = capsys.readouterr()
     assert "3 stacks, alternating trials" in err, err
     assert "optimum 1.27.0 -> " in out and "accelerate 1.9.0 -> " in out, out
-    table = out[out.index("The upgrade package by package (each stack") :]
+    table = out[out.index("The upgrade step by step (each stack") :]
     row = next(line for line in table.splitlines() if line.startswith("bs1-fp32"))
     optimum_step, accelerate_step, whole = _changes(row)
     assert optimum_step > 30 and accelerate_step < -20 and abs(whole) < 20, table
@@ -287,7 +295,7 @@ def test_a_change_no_single_step_calls_is_said_to_be_the_steps_together(tiny_che
     assert _by_package(tmp_path, {"+transformers": 1.03, "+optimum": 1.03**2, "candidate": 1.03**3}) == 1
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32 latency +"))
-    assert "regressed: no single step calls it (transformers 4.48.3 -> 5.24.0 +" in line, line
+    assert f"regressed: no single step calls it (transformers 4.48.3 -> {T_NOW} +" in line, line
     assert line.endswith("); together they make it") and "came with" not in line, line
 
 
@@ -319,7 +327,7 @@ def test_stacks_between_by_hand_find_the_release_that_made_it(tiny_checkpoint, t
     assert asked[2].requirements == ("transformers==5.0.0", "optimum==1.27.0", "accelerate==1.9.0")
     line = next(ln for ln in out.splitlines() if ln.startswith("bs1-fp32 latency +"))
     assert "came with transformers 4.50.0 -> 5.0.0 (+" in line, line
-    rest = "transformers 5.0.0 -> 5.24.0, optimum 1.27.0 -> 2.3.0, accelerate 1.9.0 -> 1.15.0"  # the last step
+    rest = f"transformers 5.0.0 -> {T_NOW}, optimum 1.27.0 -> {O_NOW}, accelerate 1.9.0 -> {A_NOW}"  # the last step
     section = (next((tmp_path / "results" / "candidate").glob("*/report.md"))).read_text()
     assert f"| {rest} |" in re.sub(" +", " ", section), section
 
@@ -331,7 +339,7 @@ def test_a_via_that_changes_nothing_is_an_error_naming_it():
         by_package.plan(before, after, [["transformers==4.48.3"]], None, split=True)
     steps = by_package.plan(before, after, [["accelerate==1.10.0"]], None, split=True)
     assert [s.name for s in steps] == ["+accelerate-1.10.0", "+transformers", "+optimum", "+accelerate"]
-    assert steps[-1].label == "accelerate 1.10.0 -> 1.15.0"
+    assert steps[-1].label == f"accelerate 1.10.0 -> {A_NOW}"
 
 
 def test_a_run_option_it_cannot_take_is_said_before_any_stack_is_built(tmp_path, monkeypatch, capsys):

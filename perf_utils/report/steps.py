@@ -9,7 +9,7 @@ from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED, BenchmarkVer
 from perf_utils.gate.steps import WHOLE, Attribution, Step, attribute, called_in_steps_only
 from perf_utils.report.table import FOLDED, VERDICT_MARKDOWN, VERDICT_TEXT, pct
 
-HEADING = "The upgrade package by package"
+HEADING = "The upgrade step by step"
 
 
 def _cell(v: BenchmarkVerdict | None, words: dict[str, str], joiner: str) -> str:

@@ -244,6 +244,6 @@ def run(
     """Build the chain and measure all of it in one session (`upgrade.run_chain`)."""
     specs, pythons, labels = build(pinned, candidate, order, root, torch_requirement, progress, vias, split)
     said = (f"[{spec.name}] {label}" for spec, label in zip(specs[1:], labels, strict=True))
-    progress("package by package: " + "; ".join(said))
+    progress("the upgrade step by step: " + "; ".join(said))
     records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress, keep_runs)
     return Chain(records, labels, folder)
