@@ -32,7 +32,14 @@ from perf_utils.record import golden, store
 from perf_utils.record.record import RUN_FILE, RunRecord
 from perf_utils.report import markdown
 from perf_utils.report.markdown import WrittenReport
-from perf_utils.report.table import markdown_section, not_measured_lines, rule_line, summary_line, verdict_table
+from perf_utils.report.table import (
+    markdown_section,
+    not_measured_lines,
+    paired_lines,
+    rule_line,
+    summary_line,
+    verdict_table,
+)
 
 
 @dataclass(frozen=True)
@@ -414,7 +421,7 @@ def _verdict_lines(outcome: GateOutcome | None, remeasured: bool = False) -> lis
         taken = f" ({store.sessions_said(outcome.baseline)})" if several and outcome.baseline else ""
         lines.append(Line(f"baseline: {outcome.baseline_path}{taken}"))
         lines.append(Line(verdict_table(outcome.comparison, measured_only=True)))
-        lines += [Line(text) for text in not_measured_lines(outcome.comparison)]
+        lines += [Line(text) for text in not_measured_lines(outcome.comparison) + paired_lines(outcome.comparison)]
         lines.append(Line(summary_line(outcome.comparison), red=outcome.comparison.failed, bold=True))
         lines.append(Line(rule_line(outcome.comparison)))
         if hint := what_decides(outcome.comparison, remeasured):

@@ -20,7 +20,7 @@ from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan
 from perf_utils.measure.worker import Worker
 from perf_utils.record.record import FAILED, OK, BenchmarkResult, RunRecord, Schedule
-from perf_utils.report.table import verdict_table
+from perf_utils.report.table import markdown_verdict, paired_lines, verdict_table
 from perf_utils.tools.upgrade import StackError, run_options
 
 TH = Thresholds()  # paired: 4%
@@ -97,6 +97,27 @@ def test_only_runs_of_one_session_are_compared_paired():
         unpaired = compare(base, now, TH)
         assert not unpaired.paired and unpaired.verdicts[0].verdict in (UNCHANGED, NOISY)
         assert "paired" not in verdict_table(unpaired).splitlines()[0]
+
+
+def test_a_paired_change_against_medians_that_point_the_other_way_is_explained():
+    """Every trial but one 10% slower, the odd one 25% faster in a trial that ran the candidate's median: the paired
+    change is +10%, the medians fall from 2.0 to 1.5. The line under the table names that cell; rows whose medians
+    agree with their change, and unpaired comparisons, get no line."""
+
+    def record(latencies: list[float], session: str | None = "s1") -> RunRecord:
+        result = BenchmarkResult("fp32", 1, OK, rounds=[{"latency_s": x} for x in latencies], invocations=[0, 1, 2])
+        return RunRecord("cpu", "cpu", {"key": "tiny"}, {}, {}, [result],
+                         schedule=Schedule(invocations=3, rounds=1, session=session))  # fmt: skip
+
+    base, now = record([1.0, 2.0, 10.0]), record([1.1, 1.5, 11.0])
+    judged = compare(base, now, TH)
+    latency = judged.verdicts[0].metric("latency_s")
+    assert latency is not None and latency.change == pytest.approx(0.1) and latency.current < latency.baseline
+    [line] = paired_lines(judged)
+    assert line.startswith("paired change: the median of the trials' own ratios") and "for bs1-fp32 latency (" in line
+    assert line in markdown_verdict(judged, "pinned")
+    assert paired_lines(compare(base, record([1.1, 2.2, 11.0]), TH)) == []  # +10% both ways
+    assert paired_lines(compare(record([1.0, 2.0, 10.0], None), record([1.1, 1.5, 11.0], None), TH)) == []
 
 
 def test_the_run_options_after_the_double_dash_are_the_suites_own():

@@ -118,9 +118,10 @@ HEADERS = [
 
 def verdict_table(comparison: Comparison, tablefmt: str = "simple", measured_only: bool = False) -> str:
     """Paired (compare-stacks), a change is the median of the per-trial ratios, not the ratio of the two medians
-    beside it: its header says so. On a terminal (`simple`) each metric of *why* and each header's "(base)" /
-    "(now)" take a line of their own: one line per row made a row of four metrics 330 characters wide (2026-12-03,
-    a legacy-stack session), wrapped by every terminal; Markdown cells stay on one line."""
+    beside it: its header says so (and `paired_lines` where the two disagree). On a terminal (`simple`) each
+    metric of *why* and each header's "(base)" / "(now)" take a line of their own: one line per row made a row of
+    four metrics 330 characters wide (2026-12-03, a legacy-stack session), wrapped by every terminal; Markdown
+    cells stay on one line."""
     lines = tablefmt != "github"
     rows = verdict_rows(comparison, measured_only, "\n" if lines else ", ")
     headers = [("paired change" if h == "change" and comparison.paired else h) for h in HEADERS]
@@ -150,6 +151,40 @@ def not_measured_lines(comparison: Comparison) -> list[str]:
     for reason, verdicts in by_reason.items():
         lines.append(f"not run, {reason}: {_benchmarks(verdicts, comparison.verdicts)}")
     return lines
+
+
+def paired_lines(comparison: Comparison) -> list[str]:
+    """Paired, the change is the median of the trials' own ratios (now / base in one trial: what drifted between
+    trials cancels), not the ratio of the two medians beside it. Where the two point opposite ways in the table
+    (`28.0 -> 28.7 MB, -2.4%`: seen 2026-12-03 between two transformers releases) the reader is told which cells
+    and why, instead of taking one of them for a bug."""
+    if not comparison.paired:
+        return []
+    cells = []
+    for v in comparison.verdicts:
+        if v.verdict in FOLDED:
+            continue
+        for m in (v.metric("latency_s"), v.metric(memory_metric({m.metric for m in v.metrics}))):
+            if m is not None and _opposite(m):
+                cells.append(f"{v.id} {m.info.label}")
+    if not cells:
+        return []
+    named = ", ".join(cells[:SAID_CELLS]) + (f" and {len(cells) - SAID_CELLS} more" if len(cells) > SAID_CELLS else "")
+    return [
+        "paired change: the median of the trials' own ratios, not the ratio of the medians beside it; they point "
+        f"opposite ways for {named} (the trials scatter more than the change)"
+    ]
+
+
+SAID_CELLS = 4  # `paired_lines` names this many cells, then counts the rest: a line, not a second table
+
+
+def _opposite(m: MetricChange) -> bool:
+    """Whether the medians' ratio and the paired change, each as printed (to 0.1%), have opposite signs."""
+    if not m.baseline or any(math.isnan(x) for x in (m.baseline, m.current, m.change)):
+        return False
+    of_medians = round(m.current / m.baseline - 1, 3)
+    return of_medians * round(m.change, 3) < 0
 
 
 def _benchmarks(some: list[BenchmarkVerdict], every: list[BenchmarkVerdict]) -> str:
@@ -195,7 +230,7 @@ def rule_line(comparison: Comparison) -> str:
 
 def markdown_verdict(comparison: Comparison, baseline: object, measured_only: bool = False) -> str:
     table = verdict_table(comparison, "github", measured_only)
-    rest = "\n\n".join(not_measured_lines(comparison)) if measured_only else ""
+    rest = "\n\n".join((not_measured_lines(comparison) if measured_only else []) + paired_lines(comparison))
     head = f"**{summary_line(comparison)}**. {rule_line(comparison)}."
     return f"{head}\n\nbaseline: `{baseline}`\n\n{table}" + (f"\n\n{rest}" if rest else "")
 
