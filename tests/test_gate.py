@@ -30,6 +30,7 @@ from perf_utils.gate.decide import (
     EXIT_REGRESSION,
     NOT_ASKED,
 )
+from perf_utils.measure.settings import ONEDNN_CACHE
 from perf_utils.options import FinishChoices
 from perf_utils.record import store
 from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
@@ -480,6 +481,23 @@ def test_a_baseline_taken_on_another_schedule_is_compared_with_a_note(run, work)
     alike, same = gate(scaled(run, "host_peak_mb", 1.7), work)
     assert "rounds were taken" not in same
     assert alike.exit_code == EXIT_REGRESSION and "host peak" in row(same, "bs1-fp32"), same
+
+
+def test_a_baseline_whose_processes_kept_another_number_of_onednn_kernels_is_compared_with_a_note(run, work):
+    """A record from before the suite sized oneDNN's kernel cache (no key: oneDNN's default 1024) against a run
+    that kept 16384: judged, and told why half precision may read faster. Alike, or on a GPU, nothing is said."""
+    now = run.copy()
+    now.environment[store.ONEDNN_CACHE_KEY] = ONEDNN_CACHE
+    path = baseline_file(work)
+    data = json.loads(path.read_text())
+    data["environment"].pop(store.ONEDNN_CACHE_KEY, None)
+    path.write_text(json.dumps(data))
+    done, text = gate(now, work)
+    assert done.exit_code == EXIT_OK, text
+    assert f"note: the baseline's processes kept 1024 oneDNN kernels, this run's {ONEDNN_CACHE}: " in text, text
+    old = store.load(path)
+    assert store.setting_notes(old, old) == []
+    assert store.setting_notes(old, replace(now, device="cuda:0")) == []
 
 
 def test_a_baseline_in_more_processes_than_the_run_is_compared_like_with_like(run, work):

@@ -5,6 +5,7 @@ checks compare the least-disturbed samples (minimums) and collect a few more whe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from perf_utils.bark.loading import LoadedBark
 from perf_utils.bark.workload import Workload
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.run import RunPlan, new_record
+from perf_utils.measure.settings import ONEDNN_CACHE, size_onednn_cache
 from perf_utils.measure.trackers import (
     AcceleratorMemoryTracker,
     EnergyTracker,
@@ -28,6 +30,7 @@ from perf_utils.measure.trackers import (
     StageTracker,
 )
 from perf_utils.measure.trackers.memory import reset_high_water_mark
+from perf_utils.record import store
 from perf_utils.record.metrics import MB, STAGES
 
 CPU = torch.device("cpu")
@@ -364,3 +367,47 @@ def test_accelerator_peak_rises_by_a_known_allocation(accelerator: torch.device)
     with AcceleratorMemoryTracker(accelerator) as later:
         pass
     assert later.results()["accel_peak_mb"] < before / MB + 32
+
+
+_KERNEL_CACHE = """
+import torch
+from perf_utils.measure.settings import size_onednn_cache
+print("capacity", size_onednn_cache(), flush=True)
+lstm = torch.nn.LSTM(4, 4)  # oneDNN's RNN on the CPU: a kernel per sequence length
+with torch.no_grad():
+    for n in range(1, 1101):  # more than oneDNN's default 1024 kernels
+        lstm(torch.randn(n, 1, 4))
+    print("AGAIN", flush=True)
+    for n in range(1, 51):  # the oldest: evicted by a cache of 1024, kept by the suite's
+        lstm(torch.randn(n, 1, 4))
+"""
+
+
+def _kernels_compiled_again(env: dict[str, str]) -> tuple[str, int]:
+    """In a process of its own (oneDNN reads its capacity once), with oneDNN saying what it compiles: the capacity
+    `size_onednn_cache` gave, and how many kernels the second pass over the oldest shapes compiled again."""
+    done = subprocess.run([sys.executable, "-c", _KERNEL_CACHE], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ONEDNN_VERBOSE": "profile_create", **env})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, again = done.stdout.split("AGAIN", 1)
+    if "cache_miss" not in first:
+        pytest.skip("this torch's oneDNN compiled no RNN kernel here (built without it, or verbose off)")
+    return first.splitlines()[0], again.count("cache_miss")
+
+
+def test_every_interleaved_case_keeps_its_onednn_kernels(monkeypatch) -> None:
+    """Measuring processes size oneDNN's kernel cache before their first call: 1100 shapes' kernels, then the 50
+    oldest again, compile nothing more; with oneDNN's default (a value the user set is kept) all 50 again, as the
+    interleaved cases of a half-precision run evicted each other's (measure/settings.py)."""
+    monkeypatch.delenv(store.ONEDNN_CACHE_VAR, raising=False)
+    assert _kernels_compiled_again({}) == (f"capacity {ONEDNN_CACHE}", 0)
+    assert _kernels_compiled_again({store.ONEDNN_CACHE_VAR: "1024"}) == ("capacity 1024", 50)
+
+
+def test_the_onednn_cache_is_recorded_with_the_run(tiny_checkpoint, monkeypatch) -> None:
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), 16, 1, 0)
+    monkeypatch.setenv(store.ONEDNN_CACHE_VAR, "2048")
+    assert size_onednn_cache() == 2048 and new_record(plan, None).environment[store.ONEDNN_CACHE_KEY] == 2048
+    monkeypatch.delenv(store.ONEDNN_CACHE_VAR)
+    assert size_onednn_cache() == ONEDNN_CACHE
+    assert new_record(plan, None).environment[store.ONEDNN_CACHE_KEY] == ONEDNN_CACHE

@@ -149,7 +149,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
     """Compare `current` with a baseline record already in hand (read from `source`: a file, or a description
     such as the pinned stack), refusing an incomparable one unless forced."""
     messages = [baseline.migrated] if baseline.migrated else []
-    messages += store.schedule_notes(baseline, current)
+    messages += store.schedule_notes(baseline, current) + store.setting_notes(baseline, current)
     messages += few_invocations(baseline, current)
     if isinstance(source, Path):  # a stored baseline (the other side of a pair is described in words)
         messages += store.stack_notes(baseline, current)

@@ -45,6 +45,7 @@ from perf_utils.bark.workload import Workload, default_tokens
 from perf_utils.measure import fidelity
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.probe import host_probe
+from perf_utils.measure.settings import onednn_cache, size_onednn_cache
 from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
@@ -63,6 +64,7 @@ from perf_utils.record.record import (
     Schedule,
     benchmark_id,
 )
+from perf_utils.record.store import ONEDNN_CACHE_KEY
 
 Progress = Callable[[str], None]
 WARMUP_CAP = 10  # at most this many warm-up calls, however long the rounds keep improving
@@ -109,9 +111,11 @@ class RunPlan:
     def apply(self) -> str | None:
         """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
         fighting another process for two cores made a tiny call ~20x slower here. The host allocator is pinned
-        so host peaks repeat (trackers.memory.pin_host_allocator); returns that setting."""
+        so host peaks repeat (trackers.memory.pin_host_allocator); returns that setting. oneDNN keeps every
+        interleaved case's kernels (`measure.settings`; recorded by `new_record`)."""
         if self.threads:
             torch.set_num_threads(self.threads)
+        size_onednn_cache()
         return pin_host_allocator()
 
     @classmethod
@@ -245,7 +249,7 @@ def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = 
             # How host memory was allocated changes the host peak: part of what must match too.
             "host_allocator": host_allocator,
         },
-        environment={"suite": perf_utils.__version__, **stack.to_dict()},
+        environment={"suite": perf_utils.__version__, **stack.to_dict(), ONEDNN_CACHE_KEY: onednn_cache()},
         suite_version=perf_utils.__version__,
     )
 

@@ -301,6 +301,29 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     ]
 
 
+# oneDNN's kernel cache: the environment variable, the record's `environment` key, and oneDNN's own default (what a
+# record without the key had, unless its user set the variable). Why the suite sizes it: `measure.settings`.
+ONEDNN_CACHE_VAR = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_KEY = "onednn_primitive_cache"
+ONEDNN_DEFAULT_CACHE = 1024
+
+
+def setting_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """A CPU baseline whose processes kept another number of oneDNN kernels: where the interleaved cases need more
+    than the smaller keeps (half precision on an AMX CPU), its calls compiled evicted kernels again and read slower
+    and noisier. Said, not refused: where they fit, nothing differs."""
+    if not current.device.startswith("cpu"):
+        return []
+    old, new = (r.environment.get(ONEDNN_CACHE_KEY, ONEDNN_DEFAULT_CACHE) for r in (baseline, current))
+    if old == new:
+        return []
+    return [
+        f"note: the baseline's processes kept {old} oneDNN kernels, this run's {new}: where the interleaved cases "
+        "need more than the smaller keeps (half precision on a CPU with AMX), those calls compiled evicted kernels "
+        "again and read slower and noisier (measure/settings.py): retake the baseline to compare like with like"
+    ]
+
+
 def stack_changes(baseline: RunRecord, current: RunRecord) -> list[tuple[str, str | None, str | None]]:
     """(package, baseline's version, current's) for each of the stack's packages whose version differs."""
     old, new = (r.environment.get("packages") or {} for r in (baseline, current))
