@@ -317,6 +317,7 @@ def setting_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     old, new = (r.environment.get(ONEDNN_CACHE_KEY, ONEDNN_DEFAULT_CACHE) for r in (baseline, current))
     if old == new:
         return []
+    old, new = ("an unknown number of" if n is None else n for n in (old, new))
     return [
         f"note: the baseline's processes kept {old} oneDNN kernels, this run's {new}: where the interleaved cases "
         "need more than the smaller keeps (half precision on a CPU with AMX), those calls compiled evicted kernels "

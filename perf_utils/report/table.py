@@ -164,7 +164,7 @@ def paired_lines(comparison: Comparison) -> list[str]:
     for v in comparison.verdicts:
         if v.verdict in FOLDED:
             continue
-        for m in (v.metric("latency_s"), v.metric(memory_metric({m.metric for m in v.metrics}))):
+        for m in (v.metric("latency_s"), v.metric(memory_metric({x.metric for x in v.metrics}))):
             if m is not None and _opposite(m):
                 cells.append(f"{v.id} {m.info.label}")
     if not cells:
