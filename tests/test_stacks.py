@@ -169,3 +169,30 @@ def test_an_explicit_torch_wins_over_the_torch_a_record_names(tmp_path, monkeypa
     assert seen["pinned"].torch_requirement(seen["torch"]) == "torch==2.11.0"
     assert cli.main([*argv, "--torch", "torch==2.11.0+cu130"]) != 0
     assert seen["pinned"].torch_requirement(seen["torch"]) == "torch==2.11.0+cu130"
+
+
+def test_a_venv_is_built_once_said_with_its_time_and_removed_when_pip_fails(tmp_path, monkeypatch):
+    """pip stood in for: a venv built says so and how long it took, the next call reuses it without a word, and one
+    pip could not complete is removed (a half-installed stack is never taken for a built one)."""
+    calls = []
+
+    def fake_run(cmd, what, **kwargs):
+        calls.append(what)
+        if "venv" in cmd:
+            (Path(cmd[-1]) / "bin").mkdir(parents=True)
+        elif "broken==1" in cmd:
+            raise StackError(f"{what} failed (exit 1): pip ...")
+
+    monkeypatch.setattr(upgrade, "_run", fake_run)
+    said: list[str] = []
+    spec = StackSpec("pinned", ("transformers==4.48.3",))
+    python = upgrade.ensure_venv(spec, tmp_path, upgrade.TORCH_REQUIREMENT, said.append)
+    assert said[0].startswith(f"[pinned] creating {python.parent.parent} with transformers==4.48.3"), said
+    assert re.fullmatch(r"\[pinned\] built in \d+ s", said[1]), said
+    assert upgrade.ensure_venv(spec, tmp_path, upgrade.TORCH_REQUIREMENT, said.append) == python
+    assert len(said) == 2 and calls == ["creating the pinned venv", "installing the pinned stack"]
+    broken = StackSpec("candidate", ("broken==1",))
+    with pytest.raises(StackError, match="installing the candidate stack failed"):
+        upgrade.ensure_venv(broken, tmp_path, upgrade.TORCH_REQUIREMENT, said.append)
+    assert not (tmp_path / broken.key(upgrade.TORCH_REQUIREMENT)).exists()
+    assert not any("] built in" in line for line in said[2:]), said

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,8 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     done = venv / ".bark-perf-complete"
     if done.exists():
         return python
-    progress(f"[{spec.name}] creating {venv} with {' '.join(spec.requirements)}")
+    progress(f"[{spec.name}] creating {venv} with {' '.join(spec.requirements)} (one pip install: minutes)")
+    started = time.monotonic()
     _run([sys.executable, "-m", "venv", "--clear", str(venv)], f"creating the {spec.name} venv")
     pip = [str(python), "-m", "pip", "install", "--quiet"]
     try:
@@ -126,6 +128,7 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
         shutil.rmtree(venv, ignore_errors=True)  # a stack pip cannot make leaves nothing behind
         raise
     done.write_text("\n".join(spec.requirements) + "\n")
+    progress(f"[{spec.name}] built in {time.monotonic() - started:.0f} s")
     return python
 
 
