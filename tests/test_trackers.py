@@ -20,7 +20,7 @@ from perf_utils.bark.loading import LoadedBark
 from perf_utils.bark.workload import Workload
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.run import RunPlan, new_record
-from perf_utils.measure.settings import ONEDNN_CACHE, size_onednn_cache
+from perf_utils.measure.settings import ONEDNN_CACHE, ONEDNN_CACHE_VAR, size_onednn_cache
 from perf_utils.measure.trackers import (
     AcceleratorMemoryTracker,
     EnergyTracker,
@@ -399,15 +399,15 @@ def test_every_interleaved_case_keeps_its_onednn_kernels(monkeypatch) -> None:
     """Measuring processes size oneDNN's kernel cache before their first call: 1100 shapes' kernels, then the 50
     oldest again, compile nothing more; with oneDNN's default (a value the user set is kept) all 50 again, as the
     interleaved cases of a half-precision run evicted each other's (measure/settings.py)."""
-    monkeypatch.delenv(store.ONEDNN_CACHE_VAR, raising=False)
+    monkeypatch.delenv(ONEDNN_CACHE_VAR, raising=False)
     assert _kernels_compiled_again({}) == (f"capacity {ONEDNN_CACHE}", 0)
-    assert _kernels_compiled_again({store.ONEDNN_CACHE_VAR: "1024"}) == ("capacity 1024", 50)
+    assert _kernels_compiled_again({ONEDNN_CACHE_VAR: "1024"}) == ("capacity 1024", 50)
 
 
 def test_the_onednn_cache_is_recorded_with_the_run(tiny_checkpoint, monkeypatch) -> None:
     plan = RunPlan(tiny_checkpoint, torch.device("cpu"), 16, 1, 0)
-    monkeypatch.setenv(store.ONEDNN_CACHE_VAR, "2048")
+    monkeypatch.setenv(ONEDNN_CACHE_VAR, "2048")
     assert size_onednn_cache() == 2048 and new_record(plan, None).environment[store.ONEDNN_CACHE_KEY] == 2048
-    monkeypatch.delenv(store.ONEDNN_CACHE_VAR)
+    monkeypatch.delenv(ONEDNN_CACHE_VAR)
     assert size_onednn_cache() == ONEDNN_CACHE
     assert new_record(plan, None).environment[store.ONEDNN_CACHE_KEY] == ONEDNN_CACHE

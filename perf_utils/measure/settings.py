@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 
-from perf_utils.record.store import ONEDNN_CACHE_VAR
-
+ONEDNN_CACHE_VAR = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"  # read by oneDNN itself
 ONEDNN_CACHE = 16384  # room for ~57 half-precision cases of ~285 kernels: every case of the largest CPU matrix
 
 

@@ -301,9 +301,8 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     ]
 
 
-# oneDNN's kernel cache: the environment variable, the record's `environment` key, and oneDNN's own default (what a
-# record without the key had, unless its user set the variable). Why the suite sizes it: `measure.settings`.
-ONEDNN_CACHE_VAR = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+# oneDNN's kernel cache: the record's `environment` key, and oneDNN's own default (what a record without the key
+# had, unless its user set the variable). How and why the suite sizes it: `measure.settings`.
 ONEDNN_CACHE_KEY = "onednn_primitive_cache"
 ONEDNN_DEFAULT_CACHE = 1024
 
