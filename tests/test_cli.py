@@ -108,7 +108,8 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
 
     rows = _table_rows(out)
     header = rows["benchmark"]
-    for column in ("latency s", "samples/s", "RTF", "host peak MB", "semantic s", "coarse s", "fine s", "codec s"):
+    columns = ("latency s", "samples/s", "RTF", "host alloc MB", "RSS rise MB", "semantic s", "coarse s", "fine s")
+    for column in (*columns, "codec s"):
         assert column in header, column
     for column in ("accel peak MB", "NVML proc MB", "energy J"):  # no data on the CPU: dropped
         assert column not in header, column
@@ -140,7 +141,7 @@ def test_run_fp32_prints_a_table_and_writes_json_with_fidelity(
     assert f"run saved: {kept[0]}" in out
     assert len(result["rounds"]) == 1 and result["warmup"] == int(row["warm-up"])
     round_ = result["rounds"][0]
-    for key in ("latency_s", "stage_semantic_s", "host_peak_mb", "throughput_sps", "rtf"):
+    for key in ("latency_s", "stage_semantic_s", "host_peak_mb", "host_alloc_peak_mb", "throughput_sps", "rtf"):
         assert key in round_, key
     assert round_["latency_s"] > 0
     assert round_["throughput_sps"] == pytest.approx(1 / round_["latency_s"])

@@ -6,20 +6,32 @@ from dataclasses import replace
 
 import pytest
 
-from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
+from perf_utils.gate.compare import (
+    IMPROVED,
+    LOST,
+    NEW,
+    NOISY,
+    NOT_JUDGED,
+    NOT_RUN,
+    REGRESSED,
+    UNAVAILABLE,
+    UNCHANGED,
+    compare,
+)
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.fidelity import Fidelity
-from perf_utils.record.metrics import METRICS
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, METRICS
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.report.table import rule_line, verdict_rows, verdict_table
 
 TH = Thresholds()
+# A gated memory metric with a spread between rounds (the host's is counted exactly: tested on its own below)
+PEAK = "accel_peak_mb"
 
 
 def result(config="fp32", bs=1, latency=(1.0,) * 5, memory=(100.0,) * 5, status="ok", reason=None, counts=None):
     rounds = [
-        {"latency_s": lat, "host_peak_mb": mem, "throughput_sps": bs / lat}
-        for lat, mem in zip(latency, memory, strict=True)
+        {"latency_s": lat, PEAK: mem, "throughput_sps": bs / lat} for lat, mem in zip(latency, memory, strict=True)
     ]
     return BenchmarkResult(
         config, bs, status, reason, rounds if status == "ok" else [], counts or {"semantic_tokens": 32}
@@ -94,7 +106,7 @@ def test_the_why_column_names_each_deciding_metric_once_with_its_interval():
     [[*_, verdict_text, why]] = verdict_rows(slower)
     assert [m.verdict for m in slower.verdicts[0].metrics] == [REGRESSED, REGRESSED, NOISY]
     assert verdict_text == "REGRESSED" and "throughput" not in why
-    assert why.startswith("latency +50.0% (+4") and why.endswith("%, noisy)") and "host peak" in why
+    assert why.startswith("latency +50.0% (+4") and why.endswith("%, noisy)") and "accelerator peak" in why
     noisy = compare(record(result(latency=SPREAD)), record(result(latency=(0.7, 1.9, 1.8, 0.8, 1.9))), TH)
     [[*_, verdict_text, why]] = verdict_rows(noisy)
     assert verdict_text == "NOISY" and why.startswith("latency +80.0% (-") and why.endswith("%)"), why
@@ -105,14 +117,14 @@ def test_an_interval_that_says_no_idea_how_large_is_printed_so():
     at 24 and 10 MB; widened as Student's t with one degree of freedom its interval read -98.8%..+5649591832.9%."""
 
     def peaks(groups):
-        rounds = [{"latency_s": 1.0, "host_peak_mb": mb} for g in groups for mb in g]
+        rounds = [{"latency_s": 1.0, PEAK: mb} for g in groups for mb in g]
         labels = [i for i, g in enumerate(groups) for _ in g]
         return BenchmarkResult("bf16", 1, "ok", rounds=rounds, invocations=labels, counts={"semantic_tokens": 32})
 
     pinned = peaks([[23.2, 23.9, 24.6, 24.0, 20.3, 25.1, 23.8, 23.1], [10.2, 10.9, 10.4]])
     candidate = peaks([[16.2, 13.6, 13.4, 18.4, 14.3, 15.6, 10.8, 18.8], [18.4, 14.0, 18.7]])
     v = compare(record(pinned), record(candidate), TH).verdicts[0]
-    peak = v.metric("host_peak_mb")
+    peak = v.metric(PEAK)
     assert peak.verdict == NOISY and peak.high > 100, peak  # as wide as before: only its printing changed
     assert peak.interval.endswith("..>+1000%") and peak.interval.startswith("-"), peak.interval
     [[*_, why]] = verdict_rows(compare(record(pinned), record(candidate), TH))
@@ -127,8 +139,8 @@ def test_on_a_terminal_each_metric_of_why_takes_a_line_and_markdown_keeps_one():
     header, body = screen[:2], screen[3:]
     assert header[0].split()[:3] == ["benchmark", "latency", "s"] and "(base)" in header[1] and "(now)" in header[1]
     assert len(body) == 2 and body[0].startswith("bs1-fp32") and body[1].startswith(" ")
-    first, second = why.split(", host peak")
-    assert body[0].endswith(first) and body[1].strip() == "host peak" + second
+    first, second = why.split(", accelerator peak")
+    assert body[0].endswith(first) and body[1].strip() == "accelerator peak" + second
     assert max(map(len, screen)) < max(map(len, verdict_table(slower, "github").splitlines()))
     assert why in verdict_table(slower, "github")  # a Markdown cell holds one line
 
@@ -151,7 +163,7 @@ def test_drift_between_baseline_and_run_widens_time_intervals_so_an_offset_of_it
     assert big.verdicts[0].verdict == REGRESSED
     assert "time intervals include the machine's drift between the two runs (5% SD, pyproject)" in rule_line(big)
     more = result(latency=tight, memory=(120.0,) * 5)
-    mem = compare(record(result(latency=tight)), record(more), drifting).verdicts[0].metric("host_peak_mb")
+    mem = compare(record(result(latency=tight)), record(more), drifting).verdicts[0].metric(PEAK)
     assert mem.verdict == REGRESSED and mem.low == pytest.approx(0.2)  # not widened
 
 
@@ -175,7 +187,7 @@ def test_a_peaks_ratio_to_fp32_needs_the_memory_floor_too():
     def ratio_run(fp32_mb, bf16_mb):
         bf16 = result("bf16", memory=tuple(bf16_mb * f for f in (1.0, 1.001, 0.999, 1.0, 1.002)))
         for r in bf16.rounds:
-            r["peak_vs_fp32"] = r["host_peak_mb"] / fp32_mb
+            r["peak_vs_fp32"] = r[PEAK] / fp32_mb
         return record(result(memory=(fp32_mb,) * 5), bf16)
 
     def peak_ratio(base, now):
@@ -275,7 +287,7 @@ def test_a_benchmark_is_called_by_its_worst_gated_metric_noisy_before_improved()
     wide_memory = (100.0, 92.0, 108.0, 95.0, 106.0)
     faster = [x * 0.5 for x in SPREAD]
     v = verdict(result(latency=SPREAD), result(latency=faster, memory=wide_memory))
-    assert (v.metric("latency_s").verdict, v.metric("host_peak_mb").verdict, v.verdict) == (IMPROVED, NOISY, NOISY)
+    assert (v.metric("latency_s").verdict, v.metric(PEAK).verdict, v.verdict) == (IMPROVED, NOISY, NOISY)
     assert verdict(result(latency=SPREAD), result(latency=faster)).verdict == IMPROVED
 
 
@@ -300,3 +312,50 @@ def test_a_side_of_one_or_two_invocations_is_said_to_be_too_few_to_trust_a_calle
         assert f"({said})" in note and "--bark-invocations" in note, note
     enough = judge(measured_in(10), measured_in(3), GateOptions(tmp_path, TH), "b.json")
     assert not any("few invocations" in m for m in enough.messages), enough.messages
+
+
+def host_allocations(config="fp32", peaks=(100.0,), rss=None):
+    """A result as the run loop records host memory: the counted allocation peak on each invocation's first round,
+    the RSS rise on every round."""
+    rounds, labels = [], []
+    for i, peak in enumerate(peaks):
+        for k, rise in enumerate(rss or (peak * 1.2, peak * 1.4)):
+            rounds.append({"latency_s": 1.0, "host_peak_mb": rise, **({HOST_ALLOC_PEAK: peak} if k == 0 else {})})
+            labels.append(i)
+    return BenchmarkResult(config, 1, "ok", rounds=rounds, invocations=labels, counts={"semantic_tokens": 32})
+
+
+def test_host_allocations_are_counted_so_one_invocation_a_side_decides_and_the_rss_rise_is_shown_not_judged():
+    """One count a side (`--bark-invocations 1`): +20 MB of allocations regressed, not noisy as a timing of one
+    value would be; +2% unchanged. An RSS rise 27% higher with the same allocations (the heap's layout) is shown,
+    never judged."""
+    more = verdict(host_allocations(peaks=(100.0,)), host_allocations(peaks=(120.0,)))
+    alloc = more.metric(HOST_ALLOC_PEAK)
+    assert more.verdict == REGRESSED and alloc.verdict == REGRESSED and alloc.change == pytest.approx(0.2)
+    assert verdict(host_allocations(peaks=(100.0,)), host_allocations(peaks=(102.0,))).verdict == UNCHANGED
+    fragmented = verdict(host_allocations(peaks=(100.0, 100.0)), host_allocations(peaks=(100.0, 100.0), rss=(160, 170)))
+    assert fragmented.verdict == UNCHANGED and fragmented.metric("host_peak_mb").verdict == REGRESSED
+    assert not METRICS["host_peak_mb"].gated and METRICS[HOST_ALLOC_PEAK].gated
+    assert "RSS rise" not in verdict_rows(compare(record(host_allocations()), record(host_allocations()), TH))[0][-1]
+
+
+def test_a_peak_ratio_taken_from_another_figure_on_each_side_is_shown_not_judged():
+    """A baseline from before host allocations were counted holds peak / fp32 of RSS rises; this run's are of the
+    allocations: not the same quantity, so not judged, and the reason says to retake the baseline."""
+    old_fp32, old_bf16 = result(memory=(100.0,) * 5), result("bf16", memory=(50.0,) * 5)
+    for r in old_bf16.rounds:
+        r["peak_vs_fp32"] = 0.5
+    new_fp32, new_bf16 = host_allocations(peaks=(80.0, 80.0, 80.0)), host_allocations("bf16", peaks=(60.0,) * 3)
+    for r in new_bf16.rounds:
+        if HOST_ALLOC_PEAK in r:
+            r["peak_vs_fp32"] = 0.75
+    old = RunRecord("hw", "cpu", {"key": "tiny"}, {"n_tokens": 32}, {}, [old_fp32, old_bf16])
+    for res in old.results:
+        res.rounds = [{k.replace(PEAK, "host_peak_mb"): v for k, v in r.items()} for r in res.rounds]
+    v = next(v for v in compare(old, record(new_fp32, new_bf16), TH).verdicts if v.id == "bs1-bf16")
+    ratio = v.metric("peak_vs_fp32")
+    assert (
+        ratio.verdict == NOT_JUDGED
+        and "the baseline's is of host_peak_mb, this run's of host_alloc_peak_mb" in ratio.why
+    )
+    assert v.verdict == UNCHANGED  # +50% peak / fp32, not judged; the allocations have no baseline to judge against

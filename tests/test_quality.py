@@ -201,20 +201,22 @@ def test_runs_that_were_remeasured_are_also_judged_as_first_measured() -> None:
 
 def test_host_peaks_measured_in_unlike_processes_are_not_judged_and_the_table_says_so(tmp_path) -> None:
     """A stored baseline from worker processes against runs in the calling process (`--invocations 1`): what else a
-    process holds moves a host peak, so gate-quality judges such pairs as the gate does, peaks not judged, and says
-    so; the reason is kept with the runs for `--from`. Alike, a +70% host peak is still a false alarm."""
+    process holds moves an RSS rise, so gate-quality judges such pairs as the gate does, not judging the peak / fp32
+    of a record that has only RSS rises (no host allocations), and says so; the reason is kept with the runs for
+    `--from`. Alike, a +70% peak / fp32 is still a false alarm."""
     from perf_utils.tools.quality import QualityRuns, Scenario
 
     def result(peak: float) -> BenchmarkResult:
-        rounds = [{"latency_s": v, "throughput_sps": 1 / v, "host_peak_mb": peak} for v in (1.0, 1.01, 0.99, 1.0)]
-        return BenchmarkResult("fp32", 1, "ok", rounds=rounds, invocations=[0, 0, 1, 1])
+        rounds = [{"latency_s": v, "throughput_sps": 1 / v, "host_peak_mb": peak, "peak_vs_fp32": peak / 40}
+                  for v in (1.0, 1.01, 0.99, 1.0)]  # fmt: skip
+        return BenchmarkResult("bf16", 1, "ok", rounds=rounds, invocations=[0, 0, 1, 1])
 
     why = "worker processes in the baseline, the calling process now"
     unlike = Scenario("unchanged (false alarms)", 1, "any", result(20.0), [result(34.0)], unlike=why)
     alike = Scenario("unchanged (false alarms)", 1, "any", result(20.0), [result(34.0)])
     rows = judged([unlike], TH)
     assert (rows[0].flagged, rows[0].trials) == (0, 1)
-    assert f"(host peaks not judged: {why})" in [r.label for r in rows]
+    assert f"(RSS rises, and peaks / fp32 of them, not judged: {why})" in [r.label for r in rows]
     assert judged([alike], TH)[0].flagged == 1
     QualityRuns("h", "cpu", [unlike]).save(tmp_path / "runs.json")
     [again] = QualityRuns.load(tmp_path / "runs.json").scenarios
@@ -283,14 +285,15 @@ def test_runs_can_be_judged_against_the_stored_baseline_taken_in_another_session
     rounds = [r["latency_s"] for r in store.load(path).by_id()["bs1-fp32"].rounds]
     [reference] = {json.dumps(sc["reference"]["rounds"]) for sc in json.loads(kept.read_text())["scenarios"]}
     assert [r["latency_s"] for r in json.loads(reference)] == rounds  # the stored rounds, not new ones
-    assert "host peaks not judged" not in out  # the baseline was measured in this process too, as the runs are
+    said = "RSS rises, and peaks / fp32 of them, not judged"
+    assert said not in out  # the baseline was measured in this process too, as the runs are
     # a baseline measured in worker processes (as `--bark-save-baseline` takes one), runs in the calling process
     data = json.loads(path.read_text())
     data["schedule"]["workers"] = "forked from the zygote"
     path.write_text(json.dumps(data))
     assert cli.main([*quality[:-4], "--trials", "0", "--reference-baseline", str(stored), "--tokens", "8"]) == 0
     why = "worker processes in the baseline, the calling process now"
-    assert f"(host peaks not judged: {why})" in capsys.readouterr().out
+    assert f"({said}: {why})" in capsys.readouterr().out
     # another workload than the baseline's (16 tokens): refused, naming the file and the difference
     assert cli.main([*quality, "--tokens", "16"]) == 2
     err = capsys.readouterr().err

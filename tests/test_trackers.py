@@ -28,10 +28,11 @@ from perf_utils.measure.trackers import (
     LatencyTracker,
     NvmlMemoryTracker,
     StageTracker,
+    allocations,
 )
 from perf_utils.measure.trackers.memory import reset_high_water_mark
 from perf_utils.record import store
-from perf_utils.record.metrics import MB, STAGES
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, MB, STAGES
 
 CPU = torch.device("cpu")
 BUFFER_ELEMENTS = 64 * 1024 * 1024  # float32: 256 MiB
@@ -116,6 +117,60 @@ def test_host_memory_freed_before_the_call_is_not_billed_to_it() -> None:
         small = torch.ones(1024)
         del small
     assert tracker.results()["host_peak_mb"] < 64, tracker.results()
+
+
+def _counted(work: Callable[[], object]) -> float:
+    with allocations.AllocationTracker() as tracker:
+        work()
+    return tracker.results()[HOST_ALLOC_PEAK]
+
+
+def test_host_allocations_count_what_was_live_at_once_small_or_large_and_repeat_exactly() -> None:
+    """memray counts each allocation, so 4,000 tensors of 4 KiB live at once (below glibc's mmap threshold: heap
+    pages, which an RSS rise may not see) read 16 MiB as one 64 MiB tensor reads 64 MiB, and a buffer freed before
+    the next is allocated is not added to it. The same work counts the same, in the tracker's own process."""
+    assert allocations.unavailable_reason() is None, "memray is a dependency (requirements/measure.txt)"
+
+    def small() -> None:
+        live = [torch.empty(1024) for _ in range(4000)]  # 4,000 x 4 KiB
+        del live
+
+    def one_after_another() -> None:
+        for _ in range(3):
+            big = torch.empty(16 * 1024 * 1024)  # 64 MiB, freed before the next
+            big.fill_(1.0)
+            del big
+
+    counts = [_counted(small) for _ in range(3)]
+    # 15.6 MiB of tensor data, plus torch's bookkeeping per tensor; the first time also ~1 MiB the interpreter keeps
+    assert all(15.6 <= c <= 18 for c in counts), counts
+    assert counts[1] == counts[2], counts  # once warm, to the byte (as the run loop counts: after its trials)
+    assert 64 <= _counted(one_after_another) <= 65, "a freed buffer is not counted again"
+
+
+def test_without_memray_no_host_allocations_are_recorded_and_the_reason_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, measurer: Measurer
+) -> None:
+    def missing() -> None:
+        raise ImportError("No module named 'memray'")
+
+    monkeypatch.setattr(allocations, "_memray", missing)
+    reason = allocations.unavailable_reason()
+    assert reason is not None and "pip install memray" in reason and "No module named 'memray'" in reason
+    assert allocations.counter() is None and measurer.allocation_peak() == {}
+
+
+def test_the_allocation_call_counts_what_the_measured_region_allocates(measurer: Measurer) -> None:
+    """The call the run loop counts is the round's call: a buffer injected into the measured region (as the
+    gate's tests inject a known cost) is counted. It is allocated after `generate` freed its own, so the peak is
+    the buffer's 256 MiB, not the sum: what was live at once."""
+    plain = measurer.allocation_peak()[HOST_ALLOC_PEAK]
+    measurer.inject = _allocate_and_touch
+    try:
+        more = measurer.allocation_peak()[HOST_ALLOC_PEAK]
+    finally:
+        measurer.inject = None
+    assert 1 < plain < 256 <= more <= 256.1, (plain, more)
 
 
 def _eight_live_4mb_tensors() -> None:

@@ -18,7 +18,7 @@ from functools import cache
 import torch
 from packaging.version import Version
 
-_PACKAGES = ("torch", "transformers", "optimum", "accelerate", "flash-attn", "nvidia-ml-py", "triton")
+_PACKAGES = ("torch", "transformers", "optimum", "accelerate", "flash-attn", "nvidia-ml-py", "triton", "memray")
 
 
 def package_version(name: str) -> str | None:

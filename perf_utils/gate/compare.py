@@ -19,7 +19,7 @@ from perf_utils.gate import sessions
 from perf_utils.gate.bootstrap import RatioEstimate, paired_ratio, ratio_of_medians
 from perf_utils.gate.sessions import SessionDrift
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.record.metrics import METRICS, STAGE_METRICS, Metric, memory_metric, probe_of
+from perf_utils.record.metrics import MEMORY_METRICS, METRICS, STAGE_METRICS, Metric, memory_metric, probe_of
 from perf_utils.record.ratios import PEAK_RATIO
 from perf_utils.record.record import BenchmarkResult, RunRecord, measured_in
 
@@ -186,6 +186,10 @@ def compare_metric(
         change = est.ratio - 1
     big = th.large(metric.kind, b_med, b_med * (1 + change), mb_per_unit)
     if (n_pairs < 2 if n_pairs else len(flat_base) < 2 or len(flat_now) < 2) or not b_med:  # no spread to judge
+        if metric.exact and b_med:  # one count a side is the whole story
+            out = MetricChange(metric.name, b_med, c_med, change, change, change, NOISY)
+            out.verdict = out.settles = _verdict(metric, th, out, mb_per_unit)
+            return out
         verdict = NOISY if big else UNCHANGED
         return MetricChange(metric.name, b_med, c_med, change, math.nan, math.nan, verdict)
     drifts = not n_pairs and metric.kind in ("time", "throughput")
@@ -293,6 +297,17 @@ def _moved_by_the_process(metric: Metric, base: BenchmarkResult) -> bool:
     return metric.per_process or (metric.name == PEAK_RATIO and memory_metric(base.metrics()) == "host_peak_mb")
 
 
+def _why_not_judged(metric: Metric, base: BenchmarkResult, now: BenchmarkResult, unlike: str | None) -> str | None:
+    """Why `metric` is shown but not judged between these two, if it is not: a per-process figure measured in unlike
+    processes, or peak / fp32 taken from another peak on each side (a baseline from before host allocations were
+    counted holds ratios of RSS rises)."""
+    if unlike and _moved_by_the_process(metric, base):
+        return unlike
+    if metric.name == PEAK_RATIO and (old := memory_metric(base.metrics())) != (new := memory_metric(now.metrics())):
+        return f"the baseline's is of {old}, this run's of {new}: retake the baseline"
+    return None
+
+
 def compare_result(
     base: BenchmarkResult | None,
     now: BenchmarkResult | None,
@@ -325,8 +340,8 @@ def compare_result(
         change = compare_metric(metric, base.groups(metric.name), now.groups(metric.name), th, pairs, scale)
         if change is not None and moved is not None and metric.kind in ("time", "throughput"):
             change = _beyond_the_probe(change, metric, base, now, th, moved)
-        if change is not None and unlike_processes and _moved_by_the_process(metric, base):
-            change.verdict, change.settles, change.why = NOT_JUDGED, None, unlike_processes
+        if change is not None and (why := _why_not_judged(metric, base, now, unlike_processes)):
+            change.verdict, change.settles, change.why = NOT_JUDGED, None, why
         if change is not None:
             v.metrics.append(change)
     if v.verdict != REGRESSED:  # the work or fidelity decided it already
@@ -377,7 +392,7 @@ def _not_both_measured(
     return v
 
 
-_SHOWN = ("latency_s", "host_peak_mb", "accel_peak_mb")  # a one-sided benchmark's figures in the verdict table
+_SHOWN = ("latency_s", *MEMORY_METRICS)  # a one-sided benchmark's figures in the verdict table
 
 
 def compare(

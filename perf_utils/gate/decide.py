@@ -150,6 +150,7 @@ def judge(baseline: RunRecord, current: RunRecord, opts: GateOptions, source: Pa
     such as the pinned stack), refusing an incomparable one unless forced."""
     messages = [baseline.migrated] if baseline.migrated else []
     messages += store.schedule_notes(baseline, current) + store.setting_notes(baseline, current)
+    messages += store.memory_notes(baseline, current)
     messages += few_invocations(baseline, current)
     if isinstance(source, Path):  # a stored baseline (the other side of a pair is described in words)
         messages += store.stack_notes(baseline, current)

@@ -24,6 +24,7 @@ from perf_utils.measure.trackers import (
     NvmlMemoryTracker,
     StageTracker,
     Tracker,
+    allocations,
 )
 
 _STAGE_WORK = {  # derived rate -> (stage time, Counts field)
@@ -50,7 +51,7 @@ class Measurer:
     loaded: LoadedBark
     workload: Workload
     host_memory_sampling: bool = False
-    # Runs inside the measured region; tests use it to inject a call of known cost.
+    # Runs inside the measured region (a timed round's, and the allocation call's); tests inject a known cost.
     inject: Callable[[], None] | None = None
     # Accelerator bytes held by other resident models (interleaved rounds), left out of the peaks.
     others_bytes: int = 0
@@ -75,6 +76,18 @@ class Measurer:
             EnergyTracker(device),
         ]
         return outer, LatencyTracker(device), StageTracker(self.loaded.model, device)
+
+    def allocation_peak(self) -> dict[str, float]:
+        """One untimed call under memray (`trackers.allocations`): the host allocations' peak, which repeats to
+        the byte where the RSS rise of a timed round does not. Empty where memray is not there."""
+        if allocations.unavailable_reason():
+            return {}
+        set_seed(self.workload.seed)
+        with allocations.AllocationTracker() as tracker:
+            self.loaded.model.generate(**self.inputs, **self.workload.generate_kwargs())
+            if self.inject is not None:
+                self.inject()
+        return tracker.results()
 
     def call(self) -> dict[str, float]:
         set_seed(self.workload.seed)

@@ -13,6 +13,8 @@ size). Where the noise lives decides the schedule:
   once, in a fresh random order. What drifts over minutes then hits every configuration alike, and the ratios to
   fp32 of the same trial (`record.ratios`) are drift-free.
 - **Warm-up to a steady state** per case and invocation (`warm_up`), counted.
+- **Host allocations counted apart.** After its trials, each case makes one untimed call under memray
+  (`trackers.allocations`): the host memory the gate judges, which a timed round cannot carry (memray slows a call).
 - **Trials paced from outside.** `Run.serve` is the same invocation with each trial asked for on stdin, so that
   `compare-stacks` can alternate two stacks' workers trial by trial (`measure.alternate`).
 The loop checks availability, loads, measures, checks fidelity against the fp32 eager reference (first
@@ -46,6 +48,7 @@ from perf_utils.measure import fidelity
 from perf_utils.measure.measurer import Measurer
 from perf_utils.measure.probe import host_probe
 from perf_utils.measure.settings import onednn_cache, size_onednn_cache
+from perf_utils.measure.trackers import allocations
 from perf_utils.measure.trackers.memory import pin_host_allocator
 from perf_utils.options import RunOptions
 from perf_utils.record.fidelity import Fidelity
@@ -488,7 +491,7 @@ class Run:
         why_not = together_or_why(self.plan, len(names))
         groups = [names] if why_not is None else [[c] for c in rng.sample(names, len(names))]
         out = Invocation([], interleaved=why_not is None, note=why_not)
-        expected_calls = len(selected) * (self._least_warmup() + self.plan.rounds)
+        expected_calls = len(selected) * (self._least_warmup() + self.plan.rounds + 1)  # + 1: `_allocations`
         self._clock = _Clock(expected_calls, "the run" if self.plan.invocations == 1 else "this invocation")
         if self._fidelity_now(index):
             self._ensure_reference()
@@ -525,6 +528,15 @@ class Run:
             return latency
 
         return warm_up(call, self.plan.warmup)
+
+    def _allocations(self, case: Case, measurer: Measurer) -> dict[str, float]:
+        """The host allocations' peak of one untimed call (`Measurer.allocation_peak`), said as it starts."""
+        if allocations.unavailable_reason():
+            return {}
+        self._clock.say(self, f"{case.id}: host allocations (one untimed call under memray)")
+        figure = measurer.allocation_peak()
+        self._clock.tick()
+        return figure
 
     def _ensure_reference(self) -> None:
         """The fp32 eager outputs, computed once, before any configuration's model is loaded."""
@@ -569,6 +581,8 @@ class _Group:
     measurers: dict[str, Measurer] = field(default_factory=dict)
     rounds: dict[str, list[dict[str, float]]] = field(init=False)  # by case id, filled by trials
     warmups: dict[str, int] = field(default_factory=dict)
+    # by case id: its host allocations' peak, from the untimed call after its trials (`_count_allocations`)
+    allocations: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rounds = {c.id: [] for c in self.cases}
@@ -608,6 +622,8 @@ class _Group:
         failed) have a result, and those not already in `out` (it may have been cut inside this very call)."""
         run = self.run
         self._mark_host_speed()
+        if not interrupted:
+            self._count_allocations()
         fid = {}
         for config, loaded in run._loaded.items():
             if with_fidelity and any(c.config == config and c.id not in self.failed for c in self.cases):
@@ -627,6 +643,8 @@ class _Group:
                 out.tracebacks[case.id] = _traceback(exc)
                 continue
             assert loaded is not None
+            if self.rounds[case.id]:  # the invocation's figure rides on its first round (`metrics.HOST_ALLOC_PEAK`)
+                self.rounds[case.id][0].update(self.allocations.get(case.id, {}))
             counts = self.measurers[case.id].last_counts
             out.results.append(
                 BenchmarkResult(
@@ -642,6 +660,17 @@ class _Group:
                 )
             )
         run.release()
+
+    def _count_allocations(self) -> None:
+        """Each case's host allocations in one untimed call after its trials (`Run._allocations`): after, so that
+        neither a cold measurement (`--bark-warmup 0`) nor a round's timing sees memray's call."""
+        for case in self.cases:
+            if case.id in self.failed or not self.rounds[case.id]:
+                continue
+            try:
+                self.allocations[case.id] = self.run._allocations(case, self.measurers[case.id])
+            except Exception as exc:  # noqa: BLE001
+                self.failed[case.id] = exc
 
     def _mark_host_speed(self) -> None:
         """Every round gets the median probe of all rounds interleaved with it (`INVOCATION_PROBE`): the host's

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 
 from perf_utils.record import atomic
-from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, HOST_PROBE, INVOCATION_PROBE, memory_metric
 from perf_utils.record.record import (
     REFERENCE_CONFIG,
     RENAMED_CONFIGS,
@@ -290,10 +290,10 @@ def schedule_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     if _kind_of_schedule(baseline) == _kind_of_schedule(current):
         return []
     what = (
-        "so host peaks are not judged (what else a process holds moves them), and an interval with one side in "
+        "so RSS rises are not compared (what else a process holds moves them), and an interval with one side in "
         "the calling process cannot see the spread between processes"
         if baseline.in_caller != current.in_caller
-        else "host peaks of small calls depend on what else the process holds"
+        else "RSS rises of small calls depend on what else the process holds"
     )
     return [
         f"note: the baseline's rounds were taken {_schedule(baseline)}, this run's {_schedule(current)}; {what}: "
@@ -321,6 +321,21 @@ def setting_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
         f"note: the baseline's processes kept {old} oneDNN kernels, this run's {new}: where the interleaved cases "
         "need more than the smaller keeps (half precision on a CPU with AMX), those calls compiled evicted kernels "
         "again and read slower and noisier (measure/settings.py): retake the baseline to compare like with like"
+    ]
+
+
+def memory_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
+    """A baseline whose host memory is another figure than this run's: one from before the suite counted host
+    allocations (or measured without memray) holds only RSS rises, which are shown, not gated. Said, so that a
+    run judged without a host memory gate does not pass as one judged with it."""
+    old, new = (memory_metric({m for r in rec.measured() for m in r.metrics()}) for rec in (baseline, current))
+    if old == new:
+        return []
+    missing = "the baseline" if new == HOST_ALLOC_PEAK else "this run"
+    return [
+        f"note: host memory is not judged: {missing} counted no host allocations ({HOST_ALLOC_PEAK}, memray), and "
+        "the RSS rise is not gated (it moves with the heap's layout); "
+        + ("retake the baseline" if missing == "the baseline" else "install memray (pip install memray)")
     ]
 
 

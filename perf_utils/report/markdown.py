@@ -20,7 +20,7 @@ from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import History, Trend
 from perf_utils.record.fidelity import NOT_CHECKED
-from perf_utils.record.metrics import STAGE_METRICS, STAGES, memory_metric
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, STAGE_METRICS, STAGES, memory_metric
 from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
@@ -97,7 +97,7 @@ def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None
         if comparison:
             row.append(VERDICT_MARKDOWN.get(verdicts.get(r.id, ""), verdicts.get(r.id, "-")))
         rows.append(row)
-    peak_label = "GPU peak MB" if mem == "accel_peak_mb" else "host peak MB"
+    peak_label = {"accel_peak_mb": "GPU peak MB", HOST_ALLOC_PEAK: "host alloc peak MB"}.get(mem, "host RSS rise MB")
     vs = f"vs {REFERENCE_CONFIG}"
     headers = ["configuration", "latency s", vs, peak_label, vs, "samples/s", vs]
     headers += ["fidelity", *(["gate"] if comparison else [])]

@@ -62,7 +62,8 @@ class Scenario:
     references: list[BenchmarkResult] = field(default_factory=list)
     added: list[int] = field(default_factory=list)  # invocations re-measuring added to each run
     # Where the reference and the runs were measured, when unlike (`gate.compare.unlike_processes`): a stored
-    # baseline's worker processes against runs in the calling process. Their host peaks are then not judged.
+    # baseline's worker processes against runs in the calling process. Their RSS rises (and, in a record without host
+    # allocations, the peaks / fp32 taken from them) are then not judged.
     unlike: str | None = None
 
     def judged_pairs(self) -> list[tuple[BenchmarkResult, BenchmarkResult]]:
@@ -293,7 +294,8 @@ def judged(scenarios: list[Scenario], thresholds: Thresholds) -> list[QualityRow
             inv = f", {len(groups)} invocations" if len(groups) > 1 else ""
             rows.append(QualityRow(f"(latency CV of the reference rounds: {cv:.1%}{inv})", sc.batch_size))
             if sc.unlike:
-                rows.append(QualityRow(f"(host peaks not judged: {sc.unlike})", sc.batch_size))
+                not_judged = f"(RSS rises, and peaks / fp32 of them, not judged: {sc.unlike})"
+                rows.append(QualityRow(not_judged, sc.batch_size))
             if (drift := _sessions_row(sc, thresholds)) is not None:
                 rows.append(drift)
     return rows

@@ -1,0 +1,77 @@
+"""Peak of the bytes one call allocated on the host and still held, counted by memray at every malloc, mmap and
+their frees.
+
+Why beside the RSS rise (`memory.HostMemoryTracker`): the rise counts pages the kernel had to fault in, so a call
+whose small allocations land in pages the heap already holds shows less than one whose land in pages
+`malloc_trim` returned. Which happens depends on the process's heap layout: at one thread the same batch-1 call
+read 10-43 MB between invocations (2026-12-03). The bytes allocated do not depend on it: the same call counted
+15.73 MB (fp32) and 7.96 MB (fp16) in every call of every process. memray intercepts each allocation (a call
+takes 15-50% longer under it), so the run loop takes this figure in an untimed call of its own per case and
+invocation, after its trials (`Measurer.allocation_peak`), never around a timed round.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from perf_utils.measure.trackers.base import Tracker
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, MB
+
+
+def _memray() -> Any:
+    import memray
+
+    return memray
+
+
+def counter() -> str | None:
+    """What counts host allocations here ("memray 1.20.0"), recorded with the run; None where memray cannot
+    (not installed, or a platform without it): see `unavailable_reason`."""
+    return None if unavailable_reason() else f"memray {importlib.metadata.version('memray')}"
+
+
+def unavailable_reason() -> str | None:
+    try:
+        _memray()
+    except ImportError as exc:
+        return f"memray is not importable ({exc}): pip install memray (Linux or macOS)"
+    return None
+
+
+class AllocationTracker(Tracker):
+    """memray around one call, writing only its high-water mark (the aggregated format: a few KB) to a temporary
+    file that is read back and removed."""
+
+    name = "host_allocations"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak: int | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tracker: Any = None
+        self._path: Path | None = None
+
+    def start(self) -> None:
+        memray = _memray()
+        self._dir = tempfile.TemporaryDirectory(prefix="bark-perf-memray-")
+        path = Path(self._dir.name) / "call.bin"
+        self._tracker = memray.Tracker(
+            destination=memray.FileDestination(str(path), overwrite=True),
+            file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS,
+        )
+        self._tracker.__enter__()
+        self._path = path
+
+    def stop(self) -> None:
+        assert self._tracker is not None and self._dir is not None and self._path is not None
+        try:
+            self._tracker.__exit__(None, None, None)
+            self.peak = int(_memray().FileReader(str(self._path)).metadata.peak_memory)
+        finally:
+            self._dir.cleanup()
+
+    def results(self) -> dict[str, float]:
+        return {} if self.peak is None else {HOST_ALLOC_PEAK: self.peak / MB}
