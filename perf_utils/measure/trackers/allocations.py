@@ -1,13 +1,13 @@
-"""Peak of the bytes one call allocated on the host and still held, counted by memray at every malloc, mmap and
-their frees.
+"""Peak of the bytes one call allocated on the host and still held, counted by memray at every malloc, mmap,
+Python object and their frees.
 
 Why beside the RSS rise (`memory.HostMemoryTracker`): the rise counts pages the kernel had to fault in, so a call
 whose small allocations land in pages the heap already holds shows less than one whose land in pages
 `malloc_trim` returned. Which happens depends on the process's heap layout: at one thread the same batch-1 call
 read 10-43 MB between invocations (2026-12-03). The bytes allocated do not depend on it: the same call counted
-15.73 MB (fp32) and 7.96 MB (fp16) in every call of every process. memray intercepts each allocation (a call
-takes 15-50% longer under it), so the run loop takes this figure in an untimed call of its own per case and
-invocation, after its trials (`Measurer.allocation_peak`), never around a timed round.
+15.873-15.883 MB (fp32) and 7.992-7.997 MB (fp16) in 22 processes of the one-thread lane. memray intercepts each
+allocation (a call takes 15-90% longer under it), so the run loop takes this figure in an untimed call of its own
+per case and invocation, after its trials (`Measurer.allocation_peak`), never around a timed round.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class AllocationTracker(Tracker):
         self._tracker = memray.Tracker(
             destination=memray.FileDestination(str(path), overwrite=True),
             file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS,
+            # Python's objects one by one, not the 1 MiB arenas pymalloc maps for them: whether a call needs a new
+            # arena depends on how full the process's arenas are, and one-thread counts moved by exactly 1 MiB
+            # between invocations (4 of 10 for bs1-fp32); counted object by object they repeat within 4 KB.
+            trace_python_allocators=True,
         )
         self._tracker.__enter__()
         self._path = path
