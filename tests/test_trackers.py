@@ -157,7 +157,14 @@ def test_without_memray_no_host_allocations_are_recorded_and_the_reason_says_wha
     monkeypatch.setattr(allocations, "_memray", missing)
     reason = allocations.unavailable_reason()
     assert reason is not None and "pip install memray" in reason and "No module named 'memray'" in reason
-    assert allocations.counter() is None and measurer.allocation_peak() == {}
+    assert measurer.allocation_peak() == {}
+
+
+def test_host_allocations_are_counted_on_the_cpu_only() -> None:
+    """On an accelerator the allocator's peak is the memory judged: no extra call per case spends its time."""
+    assert allocations.unavailable_reason("cpu") is None
+    reason = allocations.unavailable_reason("cuda")
+    assert reason is not None and "on cuda the allocator's peak is the memory judged" in reason
 
 
 def test_the_allocation_call_counts_what_the_measured_region_allocates(measurer: Measurer) -> None:
@@ -466,3 +473,24 @@ def test_the_onednn_cache_is_recorded_with_the_run(tiny_checkpoint, monkeypatch)
     monkeypatch.delenv(ONEDNN_CACHE_VAR)
     assert size_onednn_cache() == ONEDNN_CACHE
     assert new_record(plan, None).environment[store.ONEDNN_CACHE_KEY] == ONEDNN_CACHE
+
+
+def test_a_failed_allocation_count_is_said_and_the_rounds_stand(tiny_checkpoint, monkeypatch) -> None:
+    """memray refusing (another tracker active, say: pytest-memray) after the rounds were measured: the benchmark
+    keeps its rounds, the count is left out, and the progress says why."""
+    from perf_utils.bark import configs
+    from perf_utils.measure.run import Case, Run
+    from perf_utils.record.record import OK
+
+    def refuse(self: allocations.AllocationTracker) -> None:
+        raise RuntimeError("No more than one Tracker instance can be active at the same time")
+
+    monkeypatch.setattr(allocations.AllocationTracker, "start", refuse)
+    lines: list[str] = []
+    plan = RunPlan(tiny_checkpoint, CPU, n_tokens=8, rounds=1, warmup=0, invocations=1)
+    [result] = (
+        Run(plan, progress=lines.append, check_fidelity=False).measure_all([Case(configs.get("fp32"), 1)]).results
+    )
+    assert result.status == OK and len(result.rounds) == 1 and HOST_ALLOC_PEAK not in result.rounds[0]
+    said = "bs1-fp32: host allocations not counted (RuntimeError: No more than one Tracker instance"
+    assert any(line.startswith(said) for line in lines), lines

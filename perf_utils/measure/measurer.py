@@ -78,9 +78,10 @@ class Measurer:
         return outer, LatencyTracker(device), StageTracker(self.loaded.model, device)
 
     def allocation_peak(self) -> dict[str, float]:
-        """One untimed call under memray (`trackers.allocations`): the host allocations' peak, which repeats to
-        the byte where the RSS rise of a timed round does not. Empty where memray is not there."""
-        if allocations.unavailable_reason():
+        """One untimed call under memray (`trackers.allocations`): the host allocations' peak, which repeats
+        within a few KB where the RSS rise of a timed round does not. Empty where they are not counted
+        (`allocations.unavailable_reason`)."""
+        if allocations.unavailable_reason(self.loaded.device.type):
             return {}
         set_seed(self.workload.seed)
         with allocations.AllocationTracker() as tracker:

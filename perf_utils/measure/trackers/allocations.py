@@ -12,7 +12,6 @@ per case and invocation, after its trials (`Measurer.allocation_peak`), never ar
 
 from __future__ import annotations
 
-import importlib.metadata
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,11 @@ def _memray() -> Any:
     return memray
 
 
-def counter() -> str | None:
-    """What counts host allocations here ("memray 1.20.0"), recorded with the run; None where memray cannot
-    (not installed, or a platform without it): see `unavailable_reason`."""
-    return None if unavailable_reason() else f"memray {importlib.metadata.version('memray')}"
-
-
-def unavailable_reason() -> str | None:
+def unavailable_reason(device_type: str = "cpu") -> str | None:
+    """Why host allocations are not counted in a run on `device_type`, or None. On an accelerator the allocator's
+    own peak is the memory judged (counted too), and an extra call per case would spend accelerator time."""
+    if device_type != "cpu":
+        return f"on {device_type} the allocator's peak is the memory judged: host allocations are counted on the CPU"
     try:
         _memray()
     except ImportError as exc:
