@@ -6,18 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from perf_utils.gate.compare import (
-    IMPROVED,
-    LOST,
-    NEW,
-    NOISY,
-    NOT_JUDGED,
-    NOT_RUN,
-    REGRESSED,
-    UNAVAILABLE,
-    UNCHANGED,
-    compare,
-)
+from perf_utils.gate import compare as gate_compare
+from perf_utils.gate.compare import IMPROVED, LOST, NEW, NOISY, NOT_RUN, REGRESSED, UNAVAILABLE, UNCHANGED, compare
 from perf_utils.gate.thresholds import Thresholds, ThresholdsError
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.metrics import HOST_ALLOC_PEAK, METRICS
@@ -355,7 +345,7 @@ def test_a_peak_ratio_taken_from_another_figure_on_each_side_is_shown_not_judged
     v = next(v for v in compare(old, record(new_fp32, new_bf16), TH).verdicts if v.id == "bs1-bf16")
     ratio = v.metric("peak_vs_fp32")
     assert (
-        ratio.verdict == NOT_JUDGED
+        ratio.verdict == gate_compare.NOT_JUDGED
         and "the baseline's is of host_peak_mb, this run's of host_alloc_peak_mb" in ratio.why
     )
     assert v.verdict == UNCHANGED  # +50% peak / fp32, not judged; the allocations have no baseline to judge against
