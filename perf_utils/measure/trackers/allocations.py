@@ -60,7 +60,7 @@ class AllocationTracker(Tracker):
             file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS,
             # Python's objects one by one, not the 1 MiB arenas pymalloc maps for them: whether a call needs a new
             # arena depends on how full the process's arenas are, and one-thread counts moved by exactly 1 MiB
-            # between invocations (4 of 10 for bs1-fp32); counted object by object they repeat within 4 KB.
+            # between invocations (4 of 10 for bs1-fp32); counted object by object they repeat within 10 KB.
             trace_python_allocators=True,
         )
         self._tracker.__enter__()
