@@ -293,7 +293,7 @@ def _beyond_the_probe(
 
 
 def _moved_by_the_process(metric: Metric, base: BenchmarkResult) -> bool:
-    """A host peak, or the peak ratio to fp32 taken from host peaks (no accelerator peak)."""
+    """An RSS rise, or the peak ratio to fp32 taken from RSS rises (no allocator peak, no host allocations)."""
     return metric.per_process or (metric.name == PEAK_RATIO and memory_metric(base.metrics()) == "host_peak_mb")
 
 
@@ -319,7 +319,7 @@ def compare_result(
     """`paired`: the two were measured in alternating trials (`measure.alternate`); each trial's ratio counts.
     `per_probe`: their latency and throughput are in units of the host's speed (`gate.hostspeed.adjusted`), which
     holds only while the host's speed stays near the baseline's (`host_moved`, `_beyond_the_probe`).
-    `unlike_processes`: where each side was measured when the two are unlike: their host peaks are not judged."""
+    `unlike_processes`: where each side was measured when the two are unlike: their RSS rises are not judged."""
     ref = now or base
     assert ref is not None
     v = BenchmarkVerdict(ref.id, ref.config, ref.batch_size, UNCHANGED)
@@ -422,7 +422,7 @@ def compare(
 
 
 def unlike_processes(baseline_in_caller: bool, current_in_caller: bool) -> str | None:
-    """Why host peaks cannot be judged when one side was measured in the calling process and the other in worker
+    """Why RSS rises cannot be judged when one side was measured in the calling process and the other in worker
     processes (`RunRecord.in_caller` of each); None when both were measured alike."""
     if baseline_in_caller == current_in_caller:
         return None

@@ -114,7 +114,7 @@ class RunPlan:
     def apply(self) -> str | None:
         """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
         fighting another process for two cores made a tiny call ~20x slower here. The host allocator is pinned
-        so host peaks repeat (trackers.memory.pin_host_allocator); returns that setting. oneDNN keeps every
+        so RSS rises repeat (trackers.memory.pin_host_allocator); returns that setting. oneDNN keeps every
         interleaved case's kernels (`measure.settings`; recorded by `new_record`)."""
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -249,7 +249,7 @@ def new_record(plan: RunPlan, host_allocator: str | None, stack: Stack | None = 
             **plan.workload(1).identity(),
             # The thread count changes what a CPU timing means: part of what must match to compare.
             "threads": torch.get_num_threads(),
-            # How host memory was allocated changes the host peak: part of what must match too.
+            # How host memory was allocated changes the RSS rise: part of what must match too.
             "host_allocator": host_allocator,
         },
         environment={"suite": perf_utils.__version__, **stack.to_dict(), ONEDNN_CACHE_KEY: onednn_cache()},
@@ -383,8 +383,8 @@ class Run:
     def measure_more(self, ids: list[str]) -> RunRecord:
         """One more invocation of the whole run, appended to every result that ran, because the gate called
         `ids` noisy. The whole run, not only `ids`: a process that measures some benchmarks has another allocator
-        history than one that measures all, and the host peak of a small call depends on it (re-measuring only
-        the noisy batch-1 benchmarks moved their host peaks by +29..+41% here). A benchmark that fails in it
+        history than one that measures all, and the RSS rise of a small call depends on it (re-measuring only
+        the noisy batch-1 benchmarks moved their RSS rises by +29..+41% here). A benchmark that fails in it
         fails."""
         assert self.record.schedule is not None, "measure_more comes after measure_all"
         runnable = [c for c in self.planned if (r := self.record.by_id().get(c.id)) is not None and r.ran]

@@ -280,8 +280,8 @@ class RunRecord:
     @property
     def in_caller(self) -> bool:
         """Whether the rounds were measured in the calling process rather than in worker processes. What else a
-        process holds moves its host peak (+45% to +90% for tiny at bs1 here), so the two kinds' host peaks differ by
-        where they were measured, not by what Bark did (`gate.compare`)."""
+        process holds moves its RSS rise (+45% to +90% for tiny at bs1 here), so the two kinds' RSS rises differ by
+        where they were measured, not by what Bark did (`gate.compare`); counted host allocations do not."""
         return (self.schedule or Schedule()).in_caller
 
     def mark_interrupted(self, where: str) -> None:

@@ -165,7 +165,7 @@ def measure_quality(
     stands for the stored baseline, taken in `reference_invocations` (default: as many as a run); with
     `baselines_dir` it is the stored baseline itself, taken in another session (`reference_baseline`). The
     configurations `alongside` are measured unchanged in every run, interleaved, as in a run of all of them: what
-    else an invocation holds and runs changes the judged configuration's host peak and its speed."""
+    else an invocation holds and runs changes the judged configuration's RSS rise and its speed."""
     config = configs.get(config_name)
     run = Run(plan, check_fidelity=False)
     out: list[Scenario] = []
