@@ -85,10 +85,14 @@ class Measurer:
             return {}
         set_seed(self.workload.seed)
         with allocations.AllocationTracker() as tracker:
-            self.loaded.model.generate(**self.inputs, **self.workload.generate_kwargs())
-            if self.inject is not None:
-                self.inject()
+            self._measured_region()
         return tracker.results()
+
+    def _measured_region(self) -> None:
+        """What every tracker is around: the `generate` call, and what a test injects."""
+        self.loaded.model.generate(**self.inputs, **self.workload.generate_kwargs())
+        if self.inject is not None:
+            self.inject()
 
     def call(self) -> dict[str, float]:
         set_seed(self.workload.seed)
@@ -97,9 +101,7 @@ class Measurer:
             for tracker in outer:
                 stack.enter_context(tracker)
             with stages, latency:
-                self.loaded.model.generate(**self.inputs, **self.workload.generate_kwargs())
-                if self.inject is not None:
-                    self.inject()
+                self._measured_region()
         counts = stages.counts()
         check_counts(counts, self.expected, f"configuration {self.loaded.config.name!r}")
         self.last_counts = counts

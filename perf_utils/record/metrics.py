@@ -64,8 +64,8 @@ class Metric:
     # How the host's speed moves it, as the power of the host's slowness (`gate.hostspeed`): 1 a time the host
     # stretches, -1 a rate it slows, 0 neither (memory, energy, ratios to fp32 of the same trial, the probe itself).
     host_power: int = 0
-    # Counted, not timed: the same call gives the same number in any process (host allocations repeated to the byte
-    # over 2 x 2 invocations of every case here), so one value a side decides where a timing would be noisy.
+    # Counted, not timed: the same call gives the same number in any process (host allocations repeated within 10 KB
+    # over 22 one-thread invocations of each case here), so one value a side decides where a timing would be noisy.
     exact: bool = False
 
 
@@ -77,9 +77,7 @@ METRICS: dict[str, Metric] = {
         Metric(HOST_ALLOC_PEAK, "host allocations peak", "MB", "lower", "memory", exact=True),
         # Shown, not gated: the pages a call faults in depend on the heap's layout, which differs between processes
         # (10-43 MB for the same one-thread call, 2026-12-03); HOST_ALLOC_PEAK is the host's gated figure.
-        Metric(
-            "host_peak_mb", "host RSS rise (over pre-call)", "MB", "lower", "memory", gated=False, per_process=True
-        ),  # fmt: skip
+        Metric("host_peak_mb", "host RSS rise (over pre-call)", "MB", "lower", "memory", gated=False, per_process=True),
         Metric("accel_peak_mb", "accelerator peak (allocator)", "MB", "lower", "memory"),
         Metric("nvml_device_peak_mb", "GPU peak (NVML, device)", "MB", "lower", "memory"),
         Metric("nvml_process_peak_mb", "GPU peak (NVML, process)", "MB", "lower", "memory"),

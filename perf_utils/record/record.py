@@ -14,6 +14,7 @@ from typing import Any
 
 from perf_utils.record.fidelity import Fidelity
 from perf_utils.record.golden import Fingerprint
+from perf_utils.record.metrics import memory_metric
 from perf_utils.record.stats import Summary, summarize
 
 # 2: the fp32 eager configuration is named `fp32` (it was `baseline`); 3: the workload records its prompt order;
@@ -263,6 +264,11 @@ class RunRecord:
     def measured(self, batch_size: int | None = None) -> list[BenchmarkResult]:
         """The results that ran (status ok), in run order; of one batch size if given."""
         return [r for r in self.results if r.ran and batch_size in (None, r.batch_size)]
+
+    def memory_metric(self) -> str:
+        """The memory figure of this run, as measured anywhere in it (`metrics.memory_metric`): what its tables
+        show and what a comparison with it judges."""
+        return memory_metric({m for r in self.measured() for m in r.metrics()})
 
     def failed(self) -> list[str]:
         """The ids of the benchmarks that failed: a run with any is never adopted as a baseline."""

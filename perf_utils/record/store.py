@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 
 from perf_utils.record import atomic
-from perf_utils.record.metrics import HOST_ALLOC_PEAK, HOST_PROBE, INVOCATION_PROBE, memory_metric
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, HOST_PROBE, INVOCATION_PROBE
 from perf_utils.record.record import (
     REFERENCE_CONFIG,
     RENAMED_CONFIGS,
@@ -328,7 +328,7 @@ def memory_notes(baseline: RunRecord, current: RunRecord) -> list[str]:
     """A baseline whose host memory is another figure than this run's: one from before the suite counted host
     allocations (or measured without memray) holds only RSS rises, which are shown, not gated. Said, so that a
     run judged without a host memory gate does not pass as one judged with it."""
-    old, new = (memory_metric({m for r in rec.measured() for m in r.metrics()}) for rec in (baseline, current))
+    old, new = baseline.memory_metric(), current.memory_metric()
     if old == new:
         return []
     missing = "the baseline" if new == HOST_ALLOC_PEAK else "this run"

@@ -20,7 +20,7 @@ from perf_utils.gate.decide import NOT_ASKED, GateOutcome
 from perf_utils.gate.thresholds import Thresholds
 from perf_utils.gate.trends import History, Trend
 from perf_utils.record.fidelity import NOT_CHECKED
-from perf_utils.record.metrics import HOST_ALLOC_PEAK, STAGE_METRICS, STAGES, memory_metric
+from perf_utils.record.metrics import HOST_ALLOC_PEAK, STAGE_METRICS, STAGES
 from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
@@ -44,11 +44,6 @@ class WrittenReport:
         """For GitHub's job summary, which cannot show the run's own image files: the report without them."""
         body = self.text.split(FIGURES_HEADING)[0].rstrip()
         return f"{body}\n\nFigures and the run's JSON: `{self.folder}` (kept as the job's artifact).\n\n"
-
-
-def run_memory_metric(record: RunRecord) -> str:
-    """The peak a reader of the blog expects, as measured anywhere in this run."""
-    return memory_metric({m for r in record.measured() for m in r.metrics()})
 
 
 def _median(result: BenchmarkResult | None, metric: str) -> float | None:
@@ -77,7 +72,7 @@ def fidelity_cell(result: BenchmarkResult) -> str:
 
 def blog_table(record: RunRecord, batch_size: int, comparison: Comparison | None = None) -> str:
     """Latency, peak memory and throughput per configuration, with the change against `fp32` in this run."""
-    mem = run_memory_metric(record)
+    mem = record.memory_metric()
     results = record.measured(batch_size)
     ref = record.by_id().get(benchmark_id(REFERENCE_CONFIG, batch_size))
     verdicts = {v.id: v.verdict for v in comparison.verdicts} if comparison else {}
@@ -277,7 +272,7 @@ def write(
     (`per_host_probe`: as asked, None: as the thresholds say)."""
     th = thresholds or (outcome.comparison.thresholds if outcome and outcome.comparison else Thresholds())
     kept = kept or []
-    mem = run_memory_metric(record)
+    mem = record.memory_metric()
     history = trends.of_history(kept, record, th, mem, th.per_host_probe(per_host_probe))
     found = history.trends
     baseline = outcome.baseline if outcome else None

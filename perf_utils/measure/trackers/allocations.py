@@ -49,14 +49,17 @@ class AllocationTracker(Tracker):
         self.peak: int | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._tracker: Any = None
-        self._path: Path | None = None
+
+    @property
+    def _path(self) -> Path:
+        assert self._dir is not None, "started"
+        return Path(self._dir.name) / "call.bin"
 
     def start(self) -> None:
         memray = _memray()
         self._dir = tempfile.TemporaryDirectory(prefix="bark-perf-memray-")
-        path = Path(self._dir.name) / "call.bin"
         self._tracker = memray.Tracker(
-            destination=memray.FileDestination(str(path), overwrite=True),
+            destination=memray.FileDestination(str(self._path), overwrite=True),
             file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS,
             # Python's objects one by one, not the 1 MiB arenas pymalloc maps for them: whether a call needs a new
             # arena depends on how full the process's arenas are, and one-thread counts moved by exactly 1 MiB
@@ -64,10 +67,9 @@ class AllocationTracker(Tracker):
             trace_python_allocators=True,
         )
         self._tracker.__enter__()
-        self._path = path
 
     def stop(self) -> None:
-        assert self._tracker is not None and self._dir is not None and self._path is not None
+        assert self._tracker is not None and self._dir is not None
         try:
             self._tracker.__exit__(None, None, None)
             self.peak = int(_memray().FileReader(str(self._path)).metadata.peak_memory)
