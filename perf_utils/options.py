@@ -133,8 +133,9 @@ RUN = (
     Option("rounds", "measured rounds per benchmark and invocation (default: 2 cpu, 4 accelerator)", positive_int),
     Option(
         "invocations",
-        "separate worker processes each benchmark is measured in, one after the other (default: 3, and 10 with "
-        "--bark-save-baseline: every later run is judged against the baseline's level); 1 measures in this process",
+        "separate worker processes each benchmark is measured in, one after the other (default: 3; 4 a side in "
+        "compare-stacks; 10 with --bark-save-baseline: every later run is judged against the baseline's level); 1 "
+        "measures in this process",
         positive_int,
     ),  # fmt: skip
     Option(

@@ -15,7 +15,7 @@ import torch
 from perf_utils.bark import configs
 from perf_utils.gate.compare import IMPROVED, NOISY, REGRESSED, UNCHANGED, compare, compare_result
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.measure.alternate import Side, alternate
+from perf_utils.measure.alternate import Side, alternate, plan_for_pairs
 from perf_utils.measure.faults import inject
 from perf_utils.measure.run import Case, RunPlan
 from perf_utils.measure.worker import Worker
@@ -55,10 +55,11 @@ def verdicts(slowdown: float, paired: bool, trials: int = 100) -> dict[str, int]
 
 def test_paired_trials_see_a_small_slowdown_through_drift_that_unpaired_rounds_cannot():
     """Drift of 5% between trials (this machine drifted ~10% in six minutes), 1% per worker process and 2% per
-    call (a little more than alternating sessions measured here), at compare-stacks' default 3 invocations x 8
-    trials and the paired threshold (4%): at most 2 in 100 unchanged sessions are called either way and a 6%
-    slowdown is caught in at least 90 of 100 (measured for real: +5% in 10 of 10, README). The same rounds judged
-    unpaired at the same threshold catch under half and are `noisy` on unchanged code nearly always."""
+    call (a little more than alternating sessions measured here), at 3 invocations x 8 trials (one invocation fewer
+    than compare-stacks' default) and the paired threshold (4%): at most 2 in 100 unchanged sessions are called
+    either way and a 6% slowdown is caught in at least 90 of 100 (measured for real: +5% in 10 of 10, README). The
+    same rounds judged unpaired at the same threshold catch under half and are `noisy` on unchanged code nearly
+    always."""
     same = verdicts(0.0, paired=True)
     assert same.get(REGRESSED, 0) + same.get(IMPROVED, 0) <= 2, same
     slower = verdicts(0.06, paired=True)
@@ -123,6 +124,11 @@ def test_a_paired_change_against_medians_that_point_the_other_way_is_explained()
 def test_the_run_options_after_the_double_dash_are_the_suites_own():
     o = run_options(["--", "--bark-configs", "fp32,fp16", "--bark-batch-sizes", "1", "--bark-invocations", "2"])
     assert o.configs == ["fp32", "fp16"] and o.batch_sizes == [1] and o.invocations == 2 and o.fidelity
+    # a session's defaults: 8 trials in 4 invocations (an even number: each side starts first in half of them)
+    plan = plan_for_pairs(run_options(["--bark-configs", "fp32", "--bark-device", "cpu"]))
+    assert (plan.invocations, plan.rounds) == (4, 8)
+    plan = plan_for_pairs(o)
+    assert (plan.invocations, plan.rounds) == (2, 8)
     with pytest.raises(StackError, match="not understood: --bark-confgis fp32"):
         run_options(["--bark-confgis", "fp32"])
     with pytest.raises(StackError, match="--bark-shard"):
@@ -199,6 +205,30 @@ class _FakeWorker:
 
     def close(self):
         pass
+
+
+def test_which_side_starts_its_worker_first_alternates_by_invocation(tiny_checkpoint, monkeypatch):
+    """The worker started first read 0.5-1% slower than the other in A/A sessions: a side always started first
+    would carry that as a change. Each invocation starts the other side first, warm-ups still one after the other."""
+    from perf_utils.measure import alternate as alternate_module
+
+    started: list[tuple[int, str]] = []
+
+    class Recording(_FakeWorker):
+        def __init__(self, python, plan, cases, index, check_fidelity, progress=None):
+            super().__init__(python, plan, cases, index, check_fidelity, progress)
+            started.append((index, python))
+
+    monkeypatch.setattr(alternate_module, "Worker", Recording)
+    plan = RunPlan(tiny_checkpoint, torch.device("cpu"), n_tokens=8, rounds=2, warmup=0, invocations=4)
+    sides = [Side("pinned", "pinned-python", [Case(FP32, 1)]), Side("candidate", "candidate-python", [Case(FP32, 1)])]
+    records = alternate(plan, sides, check_fidelity=False, progress=None)
+    firsts = [python for index, python in started[::2]]
+    assert firsts == ["pinned-python", "candidate-python", "pinned-python", "candidate-python"], started
+    assert [index for index, _ in started] == [0, 0, 1, 1, 2, 2, 3, 3]
+    # the records stay each side's own: the candidate's 1.1 s trials are the candidate's in every invocation
+    assert records["candidate"].results[0].values("latency_s") == [1.1] * 8
+    assert records["pinned"].results[0].values("latency_s") == [1.0] * 8
 
 
 def test_ctrl_c_in_an_alternating_session_keeps_every_trial_both_sides_finished(tiny_checkpoint, monkeypatch):
