@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from perf_utils.measure.run import Case, Invocation, Run, RunPlan, duration, order
+from perf_utils.measure.run import Case, Invocation, Run, RunPlan, default_invocations, duration, order
 from perf_utils.measure.worker import Worker
 from perf_utils.options import RunOptions
 from perf_utils.record.record import RunRecord
@@ -35,12 +35,13 @@ DEFAULT_PAIRED_INVOCATIONS = 4
 def plan_for_pairs(o: RunOptions) -> RunPlan:
     """The run options' plan, with `DEFAULT_TRIALS` trials per invocation unless --bark-rounds says otherwise, in
     `DEFAULT_PAIRED_INVOCATIONS` unless --bark-invocations does."""
-    plan = RunPlan.of(o)
-    if o.rounds is None:
-        plan = replace(plan, rounds=DEFAULT_TRIALS)
-    if o.invocations is not None or o.saving_baseline:  # a baseline keeps its own default (10)
-        return plan
-    return replace(plan, invocations=DEFAULT_PAIRED_INVOCATIONS)
+    return replace(
+        RunPlan.of(o),
+        rounds=o.rounds if o.rounds is not None else DEFAULT_TRIALS,
+        invocations=o.invocations
+        if o.invocations is not None
+        else default_invocations(o.saving_baseline, DEFAULT_PAIRED_INVOCATIONS),
+    )
 
 
 @dataclass(frozen=True)

@@ -159,8 +159,10 @@ BASELINE_INVOCATIONS = 10
 DEFAULT_ROUNDS = {"cpu": 2, "accelerator": 4}  # per invocation
 
 
-def default_invocations(saving_baseline: bool) -> int:
-    return BASELINE_INVOCATIONS if saving_baseline else DEFAULT_INVOCATIONS
+def default_invocations(saving_baseline: bool, otherwise: int = DEFAULT_INVOCATIONS) -> int:
+    """Invocations when --bark-invocations leaves them open: a baseline's, or `otherwise` (a run's; compare-stacks
+    passes its own)."""
+    return BASELINE_INVOCATIONS if saving_baseline else otherwise
 
 
 @dataclass(frozen=True)
