@@ -129,13 +129,12 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     from perf_utils.measure.run import stderr_progress
     from perf_utils.tools import upgrade
 
-    pytest_args = [a for a in args.pytest_args if a != "--"]
-    upgrade.run_options(pytest_args)  # a run option it cannot take is said before any stack is built
+    o = upgrade.run_options(args.pytest_args)  # read once; one it cannot take is said before any stack is built
     specs = {}
     for name in ("pinned", "candidate"):
         given = getattr(args, name)
         if given == upgrade.BASELINE:
-            path, stored = upgrade.baseline_path(args.bark_baselines_dir or Path("baselines"), pytest_args)
+            path, stored = upgrade.baseline_path(args.bark_baselines_dir or Path("baselines"), o)
             if not stored:  # as the gate does without a baseline: nothing to compare with is not a failure
                 print(f"--{name} baseline: no stored baseline for this machine and checkpoint ({path}); nothing "
                       "compared. Adopt one with `pytest benchmarks --bark-save-baseline`.")  # fmt: skip
@@ -151,14 +150,14 @@ def _compare_stacks(args: argparse.Namespace) -> int:
     chain = None
     if args.by_package is None and not args.via:
         old, new, folder = upgrade.run_stacks(
-            pinned, candidate, venvs, args.bark_results_dir.resolve(), pytest_args, torch, stderr_progress, keep
+            pinned, candidate, venvs, args.bark_results_dir.resolve(), o, torch, stderr_progress, keep
         )
     else:
         from perf_utils.tools import by_package
 
         order = [p.strip() for p in (args.by_package or "").split(",") if p.strip()]
         vias = [shlex.split(v) for v in args.via or []]
-        chain = by_package.run(pinned, candidate, order, venvs, args.bark_results_dir.resolve(), pytest_args, torch,
+        chain = by_package.run(pinned, candidate, order, venvs, args.bark_results_dir.resolve(), o, torch,
                                stderr_progress, keep, vias, split=args.by_package is not None)  # fmt: skip
         old, new, folder = chain.records[0], chain.records[-1], chain.folder
     label = f"pinned stack ({upgrade.versions_line(old)})"

@@ -147,13 +147,13 @@ def _history(record: RunRecord, how: Finish, kept: Path | None, notes: list[str]
     if kept is None or not how.choices.keep_runs:
         return runs, skipped
     try:
-        gone = store.prune_runs(runs, how.choices.keep_runs, spare=kept)
+        pruned = store.prune_runs(runs, how.choices.keep_runs, spare=kept)
     except OSError as exc:
         notes.append(f"older kept runs NOT removed (--bark-keep-runs): {exc}")
         return runs, skipped
-    if gone:
-        notes.append(store.pruned_said(gone, how.choices.keep_runs))
-    return [r for r in runs if r not in gone], skipped
+    if pruned.said:
+        notes.append(pruned.said)
+    return pruned.left, skipped
 
 
 def _written(write: Callable[[], None], what: str, notes: list[str]) -> bool:

@@ -160,8 +160,12 @@ def test_keep_runs_removes_only_the_oldest_runs_like_this_one(tmp_path, capsys):
     # the run just kept is never removed, however old it says it is
     spared = store.keep_run(tmp_path / "history", _record("2026-01-01T02:00:00+00:00", 1.0))
     like, _ = kept_runs(tmp_path / "history", like=_record("2026-11-05T00:00:00+00:00", 1.0))
-    assert [r.path for r in store.prune_runs(like, 1, spare=spared)] == [p.path for p in runs]
-    assert spared.exists()
+    pruned = store.prune_runs(like, 1, spare=spared)
+    assert [r.path for r in pruned.gone] == [p.path for p in runs]
+    assert [r.path for r in pruned.left] == [spared] and spared.exists()
+    first, last = (r.path.parent.name for r in runs)
+    assert pruned.said == f"removed the 2 oldest kept runs beyond 1 (--bark-keep-runs): {first} .. {last}"
+    assert store.prune_runs(pruned.left, 1, spare=spared) == store.Pruned(pruned.left, [], None)
 
 
 def test_keep_writes_a_valid_run_atomically(tmp_path):

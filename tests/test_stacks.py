@@ -75,7 +75,7 @@ def test_pinned_baseline_finds_this_machines_stored_baseline_or_says_where_it_lo
 
     args = ["--", "--bark-device", "cpu"]
     path = store.path_for(tmp_path / "baselines", hardware_key(current_stack(), "cpu"), "tiny")
-    assert upgrade.baseline_path(tmp_path / "baselines", args) == (path, False)
+    assert upgrade.baseline_path(tmp_path / "baselines", upgrade.run_options(args)) == (path, False)
     # None stored: said, and not a failure (as the gate without a baseline); no venv is built
     argv = ["compare-stacks", "--pinned", "baseline", "--candidate", "current", "--baselines-dir",
             str(tmp_path / "baselines"), "--venvs-dir", str(tmp_path / "venvs"), *args]  # fmt: skip
@@ -84,7 +84,7 @@ def test_pinned_baseline_finds_this_machines_stored_baseline_or_says_where_it_lo
     assert not (tmp_path / "venvs").exists()
     path.parent.mkdir(parents=True)
     path.write_text("{}")
-    assert upgrade.baseline_path(tmp_path / "baselines", args) == (path, True)
+    assert upgrade.baseline_path(tmp_path / "baselines", upgrade.run_options(args)) == (path, True)
 
 
 def test_a_venv_made_for_other_suite_dependencies_is_not_reused():
@@ -158,7 +158,7 @@ def test_an_explicit_torch_wins_over_the_torch_a_record_names(tmp_path, monkeypa
 
     seen = {}
 
-    def run_stacks(pinned, candidate, root, out_dir, pytest_args, torch_requirement, progress, keep_runs):
+    def run_stacks(pinned, candidate, root, out_dir, o, torch_requirement, progress, keep_runs):
         seen.update(pinned=pinned, torch=torch_requirement)
         raise StackError("stop here: no venv is built in this test")
 

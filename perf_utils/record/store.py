@@ -523,12 +523,21 @@ def keep_run(results_dir: Path, record: RunRecord, suffix: str = "", again: Path
     return path
 
 
-def prune_runs(runs: list[KeptRun], keep: int, spare: Path | None = None) -> list[KeptRun]:
+@dataclass(frozen=True)
+class Pruned:
+    """What `prune_runs` did: the runs left (oldest first), those removed, and a line saying so (None: none was)."""
+
+    left: list[KeptRun]
+    gone: list[KeptRun]
+    said: str | None
+
+
+def prune_runs(runs: list[KeptRun], keep: int, spare: Path | None = None) -> Pruned:
     """Remove the oldest of `runs` (kept runs of one kind, oldest first: `kept_runs(..., like=...)`) beyond the
     newest `keep` (a run's folder, or an earlier version's flat file). `spare` (the run just kept) is never removed
     and counts as one of the `keep`; runs of other hardware, checkpoints or workloads, and files that cannot be read,
-    are not in `runs` and so never touched. Returns what was removed, oldest first. Why: a nightly's history (kept
-    in a CI cache) otherwise grows by a run and its figures every night, and trends read every one of them."""
+    are not in `runs` and so never touched. Why: a nightly's history (kept in a CI cache) otherwise grows by a run
+    and its figures every night, and trends read every one of them."""
     others = [r for r in runs if r.path != spare]
     room = keep - (len(others) < len(runs))  # the spared run is one of the `keep`
     doomed = others[: max(len(others) - room, 0)]
@@ -537,11 +546,11 @@ def prune_runs(runs: list[KeptRun], keep: int, spare: Path | None = None) -> lis
             shutil.rmtree(run.path.parent)
         else:
             run.path.unlink()
-    return doomed
+    left = [r for r in runs if r not in doomed]
+    return Pruned(left, doomed, _pruned_said(doomed, keep) if doomed else None)
 
 
-def pruned_said(gone: list[KeptRun], keep: int) -> str:
-    """What `prune_runs` removed, in a line: how many, and the first and last run's name."""
+def _pruned_said(gone: list[KeptRun], keep: int) -> str:
     names = [r.path.parent.name if r.path.name == RUN_FILE else r.path.stem for r in gone]
     span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
     runs = f"{len(gone)} oldest kept run{'s' if len(gone) > 1 else ''}"

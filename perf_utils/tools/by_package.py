@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from perf_utils.options import RunOptions
 from perf_utils.record.record import STACK_PACKAGES, RunRecord
 from perf_utils.tools.upgrade import StackError, StackSpec, ensure_venv, run_chain
 
@@ -234,7 +235,7 @@ def run(
     order: list[str] | None,
     root: Path,
     out_dir: Path,
-    pytest_args: list[str],
+    o: RunOptions,
     torch_requirement: str,
     progress: Callable[[str], None] = print,
     keep_runs: int | None = None,
@@ -245,5 +246,5 @@ def run(
     specs, pythons, labels = build(pinned, candidate, order, root, torch_requirement, progress, vias, split)
     said = (f"[{spec.name}] {label}" for spec, label in zip(specs[1:], labels, strict=True))
     progress("the upgrade step by step: " + "; ".join(said))
-    records, folder = run_chain(specs, pythons, out_dir, pytest_args, progress, keep_runs)
+    records, folder = run_chain(specs, pythons, out_dir, o, progress, keep_runs)
     return Chain(records, labels, folder)

@@ -132,14 +132,13 @@ def ensure_venv(spec: StackSpec, root: Path, torch_requirement: str, progress: C
     return python
 
 
-def baseline_path(baselines_dir: Path, pytest_args: list[str]) -> tuple[Path, bool]:
-    """`--pinned baseline`: where this machine's stored baseline of the checkpoint the run options after `--` name
-    is (as `pytest benchmarks --benchmark-compare` would find it), and whether there is one."""
+def baseline_path(baselines_dir: Path, o: RunOptions) -> tuple[Path, bool]:
+    """`--pinned baseline`: where this machine's stored baseline of the checkpoint the run options (`run_options`)
+    name is (as `pytest benchmarks --benchmark-compare` would find it), and whether there is one."""
     from perf_utils.bark import checkpoints
     from perf_utils.bark.device import resolve_device
     from perf_utils.bark.environment import current_stack, hardware_key
 
-    o = run_options(pytest_args)
     key = checkpoints.resolve(o.checkpoint).key
     path = store.path_for(baselines_dir, hardware_key(current_stack(), resolve_device(o.device).type), key)
     return path, path.is_file()
@@ -172,7 +171,7 @@ def run_stacks(
     candidate: StackSpec,
     root: Path,
     out_dir: Path,
-    pytest_args: list[str],
+    o: RunOptions,
     torch_requirement: str = TORCH_REQUIREMENT,
     progress: Callable[[str], None] = print,
     keep_runs: int | None = None,
@@ -183,7 +182,7 @@ def run_stacks(
     comparable (the checkpoint's revision may differ: each stack builds its own tiny checkpoint). Interrupted after
     a whole invocation, it returns the whole invocations, marked interrupted."""
     pythons = [ensure_venv(spec, root, torch_requirement, progress) for spec in (pinned, candidate)]
-    records, folder = run_chain([pinned, candidate], pythons, out_dir, pytest_args, progress, keep_runs)
+    records, folder = run_chain([pinned, candidate], pythons, out_dir, o, progress, keep_runs)
     return records[0], records[1], folder
 
 
@@ -191,7 +190,7 @@ def run_chain(
     specs: list[StackSpec],
     pythons: list[Path],
     out_dir: Path,
-    pytest_args: list[str],
+    o: RunOptions,
     progress: Callable[[str], None] = print,
     keep_runs: int | None = None,
 ) -> tuple[list[RunRecord], Path]:
@@ -202,7 +201,6 @@ def run_chain(
     from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
     from perf_utils.measure.run import cases
 
-    o = run_options(pytest_args)
     plan = plan_for_pairs(o)
     selected = cases(configs.select(o.configs or None), o.batch_sizes)
     sides = [Side(spec.name, str(python), selected) for spec, python in zip(specs, pythons, strict=True)]
@@ -217,8 +215,8 @@ def run_chain(
         progress(f"[{side.name}] {versions_line(records[side.name])}: {kept[side.name]}")
         if keep_runs:
             like, _ = store.kept_runs(out_dir / side.name, like=records[side.name])
-            if gone := store.prune_runs(like, keep_runs, spare=kept[side.name]):
-                progress(f"[{side.name}] {store.pruned_said(gone, keep_runs)}")
+            if said := store.prune_runs(like, keep_runs, spare=kept[side.name]).said:
+                progress(f"[{side.name}] {said}")
     old, new = records[sides[0].name], records[sides[-1].name]
     problems = [p for p in store.incompatibilities(old, new) if not p.startswith("checkpoint revision")]
     if problems:
