@@ -15,6 +15,7 @@ from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import BenchmarkResult, RunRecord
 from perf_utils.report.blog import CLAIMS, claims_table, measured
 from perf_utils.tools import gpu_check
+from perf_utils.tools.gpu_check import CheckStep
 
 
 def test_the_steps_fit_in_eight_minutes_in_order_of_value(tmp_path, capsys):
@@ -69,9 +70,9 @@ def test_a_step_at_its_limit_is_interrupted_first_so_it_keeps_what_it_measured(t
 
 
 def test_each_step_says_how_long_it_took_so_the_limits_can_be_sized(tmp_path, monkeypatch):
-    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 2, benchmarks=False),
-             gpu_check.Step("stuck", "outruns its limit", ("timeit", "-n1", "import time; time.sleep(60)"), 1,
-                            benchmarks=False))  # fmt: skip
+    steps = (CheckStep("quick", "exits at once", ("json.tool", "--help"), 2, benchmarks=False),
+             CheckStep("stuck", "outruns its limit", ("timeit", "-n1", "import time; time.sleep(60)"), 1,
+                       benchmarks=False))  # fmt: skip
     monkeypatch.setattr(gpu_check, "STEPS", steps)
     said: list[str] = []
     assert gpu_check.run(tmp_path, None, said.append) == 1  # the step that timed out counts as failed
@@ -84,9 +85,9 @@ def test_each_step_says_how_long_it_took_so_the_limits_can_be_sized(tmp_path, mo
 def test_the_time_a_step_leaves_unused_goes_to_the_next(tmp_path, monkeypatch):
     """A quick step's unused limit is added to the next step's, so a step that needs more than its estimate (the
     bark-shaped one) can still finish, and the whole check stays within the sum of the limits."""
-    steps = (gpu_check.Step("quick", "exits at once", ("json.tool", "--help"), 8, benchmarks=False),
-             gpu_check.Step("slow", "needs 3 s of its 2", ("timeit", "-n1", "-r1", "import time; time.sleep(3)"), 2,
-                            benchmarks=False))  # fmt: skip
+    steps = (CheckStep("quick", "exits at once", ("json.tool", "--help"), 8, benchmarks=False),
+             CheckStep("slow", "needs 3 s of its 2", ("timeit", "-n1", "-r1", "import time; time.sleep(3)"), 2,
+                       benchmarks=False))  # fmt: skip
     monkeypatch.setattr(gpu_check, "STEPS", steps)
     said: list[str] = []
     assert gpu_check.run(tmp_path, None, said.append) == 0, said
@@ -98,9 +99,9 @@ def test_the_time_a_step_leaves_unused_goes_to_the_next(tmp_path, monkeypatch):
 
 def test_no_step_reaches_past_the_time_the_machine_has_left(tmp_path, monkeypatch):
     """`--within`: what a lent machine has left caps every step's limit; a step with no time left is skipped."""
-    steps = (gpu_check.Step("stuck", "outruns the time left", ("timeit", "-n1", "-r1", "import time; time.sleep(60)"),
-                            30, benchmarks=False),
-             gpu_check.Step("after", "no time left for it", ("json.tool", "--help"), 30, benchmarks=False))  # fmt: skip
+    steps = (CheckStep("stuck", "outruns the time left", ("timeit", "-n1", "-r1", "import time; time.sleep(60)"),
+                       30, benchmarks=False),
+             CheckStep("after", "no time left for it", ("json.tool", "--help"), 30, benchmarks=False))  # fmt: skip
     monkeypatch.setattr(gpu_check, "STEPS", steps)
     said: list[str] = []
     started = time.monotonic()
@@ -142,7 +143,7 @@ def test_a_benchmark_step_cut_at_its_limit_still_shows_and_keeps_its_record(tmp_
     kept = tmp_path / "out" / "bark-shapes" / "results" / "run-1" / "run.json"
     code = ("import os, shutil, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             f"    os.makedirs({str(kept.parent)!r})\n    shutil.copy({str(ready)!r}, {str(kept)!r})\n")  # fmt: skip
-    step = gpu_check.Step("bark-shapes", "cut short", (), gpu_check.GRACE_S + 3)  # interrupted after 3 s
+    step = CheckStep("bark-shapes", "cut short", (), gpu_check.GRACE_S + 3)  # interrupted after 3 s
     monkeypatch.setattr(gpu_check, "commands", lambda out, legacy, steps: [(step, [sys.executable, "-c", code], {})])
     said: list[str] = []
     assert gpu_check.run(tmp_path / "out", None, said.append) == 1

@@ -32,7 +32,7 @@ WHOLE = (LOST, NEW)  # a benchmark's verdict that is not a metric's: the configu
 
 
 @dataclass(frozen=True)
-class Step:
+class StepVerdict:
     """One package's change (or several, where they could not be installed apart) and its verdict: this stack
     against the one before it in the chain."""
 
@@ -60,13 +60,13 @@ class Attribution:
     reason: str | None = None  # lost or new: why the step that made it could not run it (or could)
 
 
-def judge_steps(chain: list[RunRecord], labels: list[str], thresholds: Thresholds) -> list[Step]:
+def judge_steps(chain: list[RunRecord], labels: list[str], thresholds: Thresholds) -> list[StepVerdict]:
     """Each record of `chain` (pinned first, candidate last, all of one session) against the one before it;
     `labels[i]` names what changed from `chain[i]` to `chain[i + 1]`."""
     if len(labels) != len(chain) - 1:
         raise ValueError(f"{len(chain)} stacks make {len(chain) - 1} steps; got {len(labels)} labels")
     return [
-        Step(label, compare(a, b, thresholds), _numerics(a, b))
+        StepVerdict(label, compare(a, b, thresholds), _numerics(a, b))
         for label, a, b in zip(labels, chain, chain[1:], strict=False)
     ]
 
@@ -77,7 +77,7 @@ def _numerics(before: RunRecord, after: RunRecord) -> list[str] | None:
     return differences(before.reference, after.reference)
 
 
-def attribute(total: Comparison, steps: list[Step]) -> list[Attribution]:
+def attribute(total: Comparison, steps: list[StepVerdict]) -> list[Attribution]:
     """For each change the whole upgrade calls (regressed or improved metrics, lost or new benchmarks), the steps
     that called the same."""
     out = []
@@ -94,7 +94,9 @@ def attribute(total: Comparison, steps: list[Step]) -> list[Attribution]:
     return out
 
 
-def called_in_steps_only(total: Comparison, steps: list[Step]) -> list[tuple[str, list[tuple[str, MetricChange]]]]:
+def called_in_steps_only(
+    total: Comparison, steps: list[StepVerdict]
+) -> list[tuple[str, list[tuple[str, MetricChange]]]]:
     """Benchmarks the whole upgrade leaves unchanged (or noisy) while a step called a change: packages whose
     changes cancel (one 5% slower, the next 5% faster), which the two ends alone hide."""
     out = []

@@ -124,7 +124,8 @@ def _invocation(
         # One after the other: a warm-up is never measured beside another. Which side starts first alternates by
         # invocation: the worker started first read 0.5-1% slower than the other in A/A sessions (2-core Intel VM,
         # one thread, 2026-12-04: -0.65% over 10 sessions with the pinned side first, +0.45% with the candidate's;
-        # two bare torch processes do the same, so it is not the suite's: docs/gate-quality.md, "Which side's ...").
+        # two bare torch processes do the same, so it is not the suite's). docs/gate-quality.md, "Which side's
+        # worker starts first".
         for side in sides if i % 2 == 0 else sides[::-1]:
             relay = _relay(clock.progress, side.name, i, plan)
             servers[side.name] = Worker(side.python, plan, side.cases, i, check_fidelity, relay)

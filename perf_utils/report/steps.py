@@ -6,7 +6,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from perf_utils.gate.compare import IMPROVED, REGRESSED, UNCHANGED, BenchmarkVerdict, Comparison
-from perf_utils.gate.steps import WHOLE, Attribution, Step, attribute, called_in_steps_only
+from perf_utils.gate.steps import WHOLE, Attribution, StepVerdict, attribute, called_in_steps_only
 from perf_utils.report.table import FOLDED, VERDICT_MARKDOWN, VERDICT_TEXT, pct
 
 HEADING = "The upgrade step by step"
@@ -26,7 +26,7 @@ def _cell(v: BenchmarkVerdict | None, words: dict[str, str], joiner: str) -> str
     return joiner.join(parts)
 
 
-def steps_table(total: Comparison, steps: list[Step], tablefmt: str = "simple") -> str:
+def steps_table(total: Comparison, steps: list[StepVerdict], tablefmt: str = "simple") -> str:
     """A row per benchmark measured on either end; a column per step (its label), then the whole upgrade."""
     lines = tablefmt != "github"
     words = VERDICT_TEXT if lines else VERDICT_MARKDOWN
@@ -48,7 +48,7 @@ def _header(label: str, lines: bool) -> str:
     return "\n".join(change.replace(" ", "\n", 1) for change in label.split(", "))
 
 
-def attribution_lines(total: Comparison, steps: list[Step]) -> list[str]:
+def attribution_lines(total: Comparison, steps: list[StepVerdict]) -> list[str]:
     """A line per change of the whole upgrade naming the step(s) that made it, one per benchmark whose steps'
     changes cancel, and one per step that changed fp32 eager's numbers."""
     out = [_said(a) for a in attribute(total, steps)]
@@ -75,7 +75,7 @@ def _said(a: Attribution) -> str:
     return f"{a.benchmark} {what}: no single step calls it ({each}); together they make it"
 
 
-def markdown(total: Comparison, steps: list[Step]) -> str:
+def markdown(total: Comparison, steps: list[StepVerdict]) -> str:
     """The section added to the candidate's report: the table and the lines."""
     lines = "\n".join(f"- {line}" for line in attribution_lines(total, steps)) or "- no step called a change"
     intro = "Each stack against the one before it, paired in the same session of alternating trials."

@@ -31,7 +31,10 @@ from perf_utils.report.blog import claims_table
 
 
 @dataclass(frozen=True)
-class Step:
+class CheckStep:
+    """One step of the GPU check: a command with its own time limit and log (what the check runs, in order of
+    value; not a step of an upgrade's chain, `tools.by_package.Step`)."""
+
     name: str
     why: str
     args: tuple[str, ...]  # after `pytest benchmarks`, or after `python -m` for a step that is not a benchmark run
@@ -51,17 +54,17 @@ class Step:
 COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
-    Step("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
+    CheckStep("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
          (*BARE, "--config", "cpu_offload"), 25, benchmarks=False),
-    Step("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
+    CheckStep("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
          ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
           "--bark-tokens", "32", *COMMON), 60),
-    Step("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
+    CheckStep("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
           "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 245),
-    Step("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
+    CheckStep("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
          (*BARE, "--config", "offload+bettertransformer+fp16"), 25, legacy=True, benchmarks=False),
-    Step("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
+    CheckStep("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
          ("--bark-checkpoint", "random:bark", "--bark-configs",
           "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
           "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
@@ -69,7 +72,7 @@ STEPS = (
 # What a lent GPU's time after the check can hold (`--extra`): the blog's batching question, where throughput stops
 # growing, on suno/bark's shapes in fp16 (the blog's batching configuration), without the fidelity check.
 EXTRA = (
-    Step("batching", "the blog's batching question on suno/bark's shapes: fp16 throughput at batch 1 to 64",
+    CheckStep("batching", "the blog's batching question on suno/bark's shapes: fp16 throughput at batch 1 to 64",
          ("--bark-checkpoint", "random:bark", "--bark-configs", "fp16", "--bark-batch-sizes", "1,8,16,32,64",
           "--bark-tokens", "32", "--bark-no-fidelity", *COMMON), 150),
 )  # fmt: skip
@@ -85,8 +88,8 @@ def _plugin_args() -> list[str]:
 
 
 def commands(
-    out: Path, legacy_path: Path | None, steps: tuple[Step, ...] | None = None
-) -> list[tuple[Step, list[str] | None, dict[str, str]]]:
+    out: Path, legacy_path: Path | None, steps: tuple[CheckStep, ...] | None = None
+) -> list[tuple[CheckStep, list[str] | None, dict[str, str]]]:
     """Each step's command and environment (of `STEPS` unless told); None for a step that cannot run here (it
     says why in the log)."""
     planned = []
@@ -145,7 +148,7 @@ def run(
     out: Path,
     legacy_path: Path | None,
     say: Callable[[str], None] = print,
-    steps: tuple[Step, ...] | None = None,
+    steps: tuple[CheckStep, ...] | None = None,
     within_s: float | None = None,
 ) -> int:
     """Run every step (of `STEPS` unless told); returns how many failed or ran out of time. The time a step leaves
