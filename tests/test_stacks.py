@@ -87,10 +87,25 @@ def test_pinned_baseline_finds_this_machines_stored_baseline_or_says_where_it_lo
     assert upgrade.baseline_path(tmp_path / "baselines", upgrade.run_options(args)) == (path, True)
 
 
-def test_a_venv_made_for_other_suite_dependencies_is_not_reused():
+def test_a_venv_made_for_other_suite_dependencies_is_not_reused_and_a_reworded_comment_keeps_it(tmp_path, monkeypatch):
     spec = StackSpec.parse("pinned", "transformers==4.48.3")
     assert spec.key("torch==2.13.0") == spec.key("torch==2.13.0", (ROOT / "pyproject.toml").read_bytes())
     assert spec.key("torch==2.13.0", b'dependencies = ["torch"]') != spec.key("torch==2.13.0", b"dependencies = []")
+    # comments and blank lines are not dependencies: rewording one keeps every cached venv
+    monkeypatch.setattr(upgrade, "REPO", tmp_path)
+    (tmp_path / "requirements").mkdir()
+    measure, toml = tmp_path / "requirements" / "measure.txt", b'[project]\nname = "bark-perf"  # a "#" stays\n'
+    (tmp_path / "pyproject.toml").write_bytes(toml)
+    measure.write_text("# what the benchmarks need\ntorch>=2.6\nmemray>=1.11  # host allocations\n")
+    before = spec.key("torch==2.13.0")
+    measure.write_text("# what the benchmarks need, reworded\n\ntorch>=2.6\nmemray>=1.11  # counted at every malloc\n")
+    (tmp_path / "pyproject.toml").write_bytes(b"# a new comment\n" + toml)
+    assert spec.key("torch==2.13.0") == before
+    measure.write_text("torch>=2.6\nmemray>=1.12\n")
+    assert spec.key("torch==2.13.0") != before
+    measure.write_text("torch>=2.6\nmemray>=1.11\n")
+    (tmp_path / "pyproject.toml").write_bytes(toml.replace(b"bark-perf", b"bark-perf2"))
+    assert spec.key("torch==2.13.0") != before
 
 
 def test_committed_stacks_pin_legacy_and_current():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -91,12 +92,21 @@ class StackSpec:
     def key(self, torch_requirement: str, suite: bytes | None = None) -> str:
         """Names the cached venv. The suite's own dependencies are part of it (pyproject.toml and the
         requirements/*.txt it reads them from): a venv made before the suite gained a dependency lacks it, and
-        would fail every run in that stack. `suite`, when given, replaces the pyproject.toml read from disk."""
+        would fail every run in that stack. Their comments and blank lines are not: rewording one must not cost
+        every cached stack a rebuild (minutes of pip each). `suite`, when given, replaces the pyproject.toml read
+        from disk."""
         suite = (REPO / "pyproject.toml").read_bytes() if suite is None else suite
+        text = _uncommented(suite, r"^\s*#.*$")  # TOML: whole-line comments only (a # may sit inside a string)
         for path in sorted((REPO / "requirements").glob("*.txt")):
-            suite += b"\n" + path.name.encode() + b"\n" + path.read_bytes()
-        text = "\n".join((self.torch_requirement(torch_requirement), *self.requirements)).encode() + b"\n" + suite
-        return f"{self.name}-{hashlib.sha256(text).hexdigest()[:12]}"
+            text += f"\n{path.name}\n" + _uncommented(path.read_bytes(), r"(^|\s)#.*$")  # pip's comment rule
+        text = "\n".join((self.torch_requirement(torch_requirement), *self.requirements, text))
+        return f"{self.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _uncommented(data: bytes, comment: str) -> str:
+    """`data`'s lines with what `comment` matches removed, stripped, the blank ones left out."""
+    lines = (re.sub(comment, "", line).strip() for line in data.decode().splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> None:
