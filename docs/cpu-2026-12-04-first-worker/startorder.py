@@ -16,29 +16,38 @@ import time
 KIND = sys.argv[1] if len(sys.argv) > 1 else "torch"
 
 
-def child() -> None:
-    if KIND == "torch":
-        import torch
+def torch_work(reps: int):
+    """The torch workload: 12 matmuls 64x384x384 and tanh, `reps` times, at one thread (weights allocated here)."""
+    import torch
 
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        ws = [torch.randn(384, 384) for _ in range(12)]
-        x0 = torch.randn(64, 384)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ws = [torch.randn(384, 384) for _ in range(12)]
+    x0 = torch.randn(64, 384)
 
-        def work() -> None:
-            for _ in range(int(os.environ.get("REPS", 40))):
-                x = x0
-                for w in ws:
-                    x = torch.tanh(x @ w)
-    else:
-        data = list(range(200_000))
+    def work() -> None:
+        for _ in range(reps):
+            x = x0
+            for w in ws:
+                x = torch.tanh(x @ w)
 
-        def work() -> None:
-            for _ in range(6):
-                d: dict[int, int] = {}
-                for v in data:
-                    d[v & 1023] = d.get(v & 1023, 0) + v
+    return work
 
+
+def python_work():
+    data = list(range(200_000))
+
+    def work() -> None:
+        for _ in range(6):
+            d: dict[int, int] = {}
+            for v in data:
+                d[v & 1023] = d.get(v & 1023, 0) + v
+
+    return work
+
+
+def serve(work) -> None:
+    """Warm up, say ready, then time one `work()` per line on stdin."""
     for _ in range(5):
         work()
     print("ready", flush=True)
@@ -46,6 +55,10 @@ def child() -> None:
         t = time.perf_counter()
         work()
         print(f"{time.perf_counter() - t}", flush=True)
+
+
+def child() -> None:
+    serve(torch_work(int(os.environ.get("REPS", 40))) if KIND == "torch" else python_work())
 
 
 def parent() -> None:
