@@ -55,26 +55,26 @@ COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
     CheckStep("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
-         (*BARE, "--config", "cpu_offload"), 25, benchmarks=False),
+              (*BARE, "--config", "cpu_offload"), 25, benchmarks=False),
     CheckStep("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
-         ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
-          "--bark-tokens", "32", *COMMON), 60),
+              ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
+               "--bark-tokens", "32", *COMMON), 60),
     CheckStep("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
-         ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-          "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 245),
+              ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
+               "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 245),
     CheckStep("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
-         (*BARE, "--config", "offload+bettertransformer+fp16"), 25, legacy=True, benchmarks=False),
+              (*BARE, "--config", "offload+bettertransformer+fp16"), 25, legacy=True, benchmarks=False),
     CheckStep("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
-         ("--bark-checkpoint", "random:bark", "--bark-configs",
-          "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
-          "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
+              ("--bark-checkpoint", "random:bark", "--bark-configs",
+               "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
+               "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
 )  # fmt: skip
 # What a lent GPU's time after the check can hold (`--extra`): the blog's batching question, where throughput stops
 # growing, on suno/bark's shapes in fp16 (the blog's batching configuration), without the fidelity check.
 EXTRA = (
     CheckStep("batching", "the blog's batching question on suno/bark's shapes: fp16 throughput at batch 1 to 64",
-         ("--bark-checkpoint", "random:bark", "--bark-configs", "fp16", "--bark-batch-sizes", "1,8,16,32,64",
-          "--bark-tokens", "32", "--bark-no-fidelity", *COMMON), 150),
+              ("--bark-checkpoint", "random:bark", "--bark-configs", "fp16", "--bark-batch-sizes", "1,8,16,32,64",
+               "--bark-tokens", "32", "--bark-no-fidelity", *COMMON), 150),
 )  # fmt: skip
 
 
