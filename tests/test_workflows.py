@@ -80,18 +80,29 @@ def test_every_measuring_step_hands_the_runners_interrupt_to_the_suite():
                     if command in run:
                         found += 1
                         assert f"exec {command}" in run, f"{workflow} {job}: {run}"
-    assert found == 8
+    assert found == 10
+
+
+GPU_RUN = ("--venvs-dir", '-- --bark-checkpoint "$BARK_PERF_CHECKPOINT"')
 
 
 @pytest.mark.parametrize(
-    ("workflow", "job", "gate_id", "results"),
+    ("workflow", "job", "gate_id", "results", "run_options"),
     [
-        ("upgrade-gate.yml", "compare-stacks", "gate", "results/"),
-        ("nightly-gpu.yml", "shard", "paired", "shard-results/"),
+        ("upgrade-gate.yml", "compare-stacks", "gate", "results/", GPU_RUN),
+        (
+            "upgrade-gate.yml",
+            "compare-stacks-cpu",
+            "gate",
+            "results/",
+            ('--torch "torch==2.13.0+cpu"', "-- --bark-device cpu"),
+        ),
+        ("nightly-gpu.yml", "shard", "paired", "shard-results/", GPU_RUN),
     ],
 )
-def test_a_failed_stack_gate_is_measured_again_package_by_package(workflow, job, gate_id, results):
-    """Only after the paired gate itself failed (not a failed install), into a folder of its own that is uploaded."""
+def test_a_failed_stack_gate_is_measured_again_package_by_package(workflow, job, gate_id, results, run_options):
+    """Only after the paired gate itself failed (not a failed install), into a folder of its own that is uploaded,
+    with the stacks and run options the gate had."""
     data = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
     job_steps = data["jobs"][job]["steps"]
     gate = next(step for step in job_steps if step.get("id") == gate_id)
@@ -99,8 +110,8 @@ def test_a_failed_stack_gate_is_measured_again_package_by_package(workflow, job,
     which = next(step for step in job_steps if "--by-package" in step.get("run", ""))
     assert which["if"] == f"failure() && steps.{gate_id}.outcome == 'failure'"
     assert f"--results-dir {results}by-package" in which["run"]
-    for option in ("--pinned", "--candidate", "--venvs-dir", '-- --bark-checkpoint "$BARK_PERF_CHECKPOINT"'):
-        assert option in which["run"], option
+    for option in ("--pinned", "--candidate", *run_options):
+        assert option in which["run"] and option in gate["run"], option
     uploaded = next(step for step in job_steps if "upload-artifact" in step.get("uses", ""))["with"]["path"]
     assert {results, f"{results}by-package/"} & {line.strip() for line in uploaded.splitlines()}, uploaded
 
@@ -178,3 +189,98 @@ def test_a_fetched_checkpoint_or_any_other_is_measured_as_given(tmp_path):
     for given in ("tiny", "random:bark", "/models/bark"):
         out, env = pick_checkpoint(tmp_path, given, hub=False)
         assert env == f"BARK_PERF_CHECKPOINT={given}\n" and "warning" not in out
+
+
+def pick_stacks(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `.ci/stacks-to-gate` as an upgrade-gate step does, in the git checkout `tmp_path / "repo"`; returns its
+    exit status, its output and what it added to $GITHUB_ENV."""
+    env_file = tmp_path / "github_env"
+    env_file.write_text("")
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir(exist_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "GITHUB_ENV": str(env_file), "RUNNER_TEMP": str(runner_temp), **(env or {})}
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "stacks-to-gate"), *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path / "repo", timeout=60)  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr, env_file.read_text()
+
+
+def pull_request(tmp_path: Path, base: str | None, head: str) -> None:
+    """A checkout whose HEAD^1 holds stacks/current.txt as `base` (None: no such file) and HEAD as `head`."""
+    repo = tmp_path / "repo"
+    (repo / "stacks").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    for text in (base, head):
+        if text is not None:
+            (repo / "stacks" / "current.txt").write_text(text)
+        (repo / "README").write_text(str(text))
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=repo, check=True)
+
+
+BASE = "# The current releases.\ntransformers==5.24.0\noptimum==2.3.0\naccelerate==1.15.0\n"
+
+
+def test_a_pull_request_that_bumps_the_current_stack_is_gated_from_its_base_pins(tmp_path):
+    pull_request(tmp_path, BASE, BASE.replace("5.24.0", "5.25.0").replace("1.15.0", "1.16.0"))
+    rc, out, env = pick_stacks(tmp_path, "HEAD^1")
+    pinned = tmp_path / "runner-temp" / "stacks-current-at-base.txt"
+    assert rc == 0, out
+    assert env == f"BARK_PERF_PINNED={pinned}\nBARK_PERF_CANDIDATE=stacks/current.txt\n"
+    assert pinned.read_text() == BASE  # the base's file itself, not legacy.txt
+    assert "< transformers==5.24.0" in out and "> transformers==5.25.0" in out and "optimum" not in out
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        BASE.replace("releases.", "releases, reworded.") + "\n",  # a comment and a blank line
+        "accelerate==1.15.0  # the last one\noptimum==2.3.0\ntransformers==5.24.0\n",  # reordered, a trailing comment
+    ],
+)
+def test_a_pull_request_that_keeps_the_pins_has_no_upgrade_to_gate(tmp_path, head):
+    pull_request(tmp_path, BASE, head)
+    rc, out, env = pick_stacks(tmp_path, "HEAD^1")
+    assert (rc, env) == (0, "BARK_PERF_PINNED=\n"), out
+    assert "stacks/current.txt pins the same packages as at HEAD^1: no upgrade to gate" in out
+
+
+def test_a_base_without_the_current_stack_is_an_error_that_says_so(tmp_path):
+    pull_request(tmp_path, None, BASE)
+    rc, out, env = pick_stacks(tmp_path, "HEAD^1")
+    assert rc == 2 and env == ""
+    assert "stacks/current.txt is not in HEAD^1 (the pull request's base)" in out
+
+
+def test_stacks_given_by_hand_are_compared_as_given(tmp_path):
+    (tmp_path / "repo").mkdir()
+    rc, out, env = pick_stacks(tmp_path, "stacks/legacy.txt", "transformers==5.25.0 optimum==2.3.0")
+    assert rc == 0, out
+    assert env == "BARK_PERF_PINNED=stacks/legacy.txt\nBARK_PERF_CANDIDATE=transformers==5.25.0 optimum==2.3.0\n"
+
+
+@pytest.mark.parametrize("job", ["compare-stacks", "compare-stacks-cpu"])
+def test_both_upgrade_gate_jobs_take_a_pull_requests_stacks_from_its_base(job):
+    """Each picks its stacks with `.ci/stacks-to-gate` (from the merge commit's first parent on a pull request,
+    which a checkout of depth 2 holds), and skips every later step where the pins stayed; each measuring step
+    compares the stacks picked."""
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / "upgrade-gate.yml").read_text())
+    job_steps = data["jobs"][job]["steps"]
+    assert job_steps[0]["uses"] == "actions/checkout@v4" and job_steps[0]["with"]["fetch-depth"] == 2
+    pick = next(i for i, step in enumerate(job_steps) if "stacks-to-gate" in step.get("run", ""))
+    assert "bash .ci/stacks-to-gate HEAD^1" in job_steps[pick]["run"]
+    assert 'bash .ci/stacks-to-gate "$PINNED" "$CANDIDATE"' in job_steps[pick]["run"]
+    for step in job_steps[pick + 1 :]:
+        if "run" in step:
+            assert "env.BARK_PERF_PINNED != ''" in step["if"] or "steps.gate.outcome" in step["if"], step
+        if "compare-stacks" in step.get("run", ""):
+            assert '--pinned "$BARK_PERF_PINNED" --candidate "$BARK_PERF_CANDIDATE"' in step["run"]
+
+
+def test_the_cpu_upgrade_gate_runs_on_a_hosted_runner_with_the_cpu_wheel():
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / "upgrade-gate.yml").read_text())
+    job = data["jobs"]["compare-stacks-cpu"]
+    assert job["runs-on"] == "ubuntu-latest"
+    assert job["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"  # the venvs' pip too
+    gate = "\n".join(steps("upgrade-gate.yml", "compare-stacks-cpu"))
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in gate
