@@ -73,20 +73,19 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from perf_utils.bark import configs
-    from perf_utils.measure.run import Run, RunPlan, cases, stderr_progress
+    from perf_utils.measure.run import Run, RunPlan, select_cases, stderr_progress
     from perf_utils.report.table import run_table
 
     o = RunOptions.read(lambda name: getattr(args, name, None))
     plan = RunPlan.of(o)
-    selected = configs.select(o.configs)
+    selected = select_cases(o)
     run = Run(plan, stderr_progress, o.fidelity)
     if stop := check_before_measuring(run.record, _how(args)):
         return _print(stop)
     if not o.configs:  # everything that can run here
-        selected = [c for c in selected if run.unavailable_reason(c) is None]
+        selected = [c for c in selected if run.unavailable_reason(c.config) is None]
     try:
-        record = run.measure_all(cases(selected, o.batch_sizes))
+        record = run.measure_all(selected)
     except KeyboardInterrupt:
         if not run.record.interrupted:
             raise  # nothing measured yet: nothing to keep
@@ -112,6 +111,8 @@ def _merge(args: argparse.Namespace) -> int:
     merged = store.merge_shards(args.shards)
     store.write_atomic(args.output, merged)
     print(f"merged {len(args.shards)} shards ({len(merged.results)} benchmarks) into {args.output}")
+    if merged.interrupted:  # kept and judged as interrupted by `gate`, which says it again above its table
+        print(f"INTERRUPTED: {merged.interrupted}")
     return 0
 
 
@@ -216,6 +217,10 @@ def _gate_quality(args: argparse.Namespace) -> int:
                   f"{', '.join(clash)}", file=sys.stderr)  # fmt: skip
             return 2
         o = RunOptions.read(lambda name: getattr(args, name, None))
+        if o.shard:
+            print("error: --shard: gate-quality measures every scenario in one session; it cannot be sharded",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         if args.stacks and len(o.configs or []) > 1:
             print("error: --stacks measures one configuration (--configs NAME)", file=sys.stderr)
             return 2

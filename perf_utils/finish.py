@@ -58,7 +58,6 @@ class Finish:
     pyproject: Path
     golden_dir: Path | None = None  # golden fingerprints; None: not checked
     results_dir: Path | None = None  # keep the run here (its folder is also its report's); None: not kept
-    keep_suffix: str = ""  # a shard's runs are told apart by it
     report_dir: Path | None = None  # write the report here; default: the kept run's folder
     against: RunRecord | None = None  # compare with this record (the pinned stack) instead of a baseline file
     against_label: str = ""
@@ -127,7 +126,7 @@ def _keep(record: RunRecord, how: Finish, notes: list[str], again: Path | None =
     if how.results_dir is None:
         return None
     try:
-        return store.keep_run(how.results_dir, record, how.keep_suffix, again)
+        return store.keep_run(how.results_dir, record, again=again)
     except OSError as exc:
         notes.append(f"run NOT kept: {exc}")
         return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perf_utils.record.record import RENAMED_CONFIGS
+from perf_utils.record.record import RENAMED_CONFIGS, Shard
 
 ENV_TOKENS = "BARK_PERF_TOKENS"
 DEFAULT_BATCH_SIZES = [1, 8]
@@ -80,6 +80,13 @@ def positive_int(value: str) -> int:
 
 def whole(value: str) -> int:
     return _number(value, int, lambda n: n >= 0, "a whole number of at least 0")
+
+
+def shard(value: str) -> Shard:
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 MIN_TOKENS = 8  # bark.workload.MIN_TOKENS, said before anything is loaded (options may not import bark: torch)
@@ -149,7 +156,10 @@ RUN = (
         positive_int,
     ),
     Option(
-        "shard", "run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)", metavar="K/N"
+        "shard",
+        "run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)",
+        shard,
+        metavar="K/N",
     ),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
     Option("allow-busy-gpu", "measure even if other processes use the GPU (warns)", flag=True),
@@ -271,7 +281,7 @@ class RunOptions:
     warmup: int | None
     saving_baseline: bool  # a baseline takes more invocations by default (measure.run.BASELINE_INVOCATIONS)
     threads: int | None
-    shard: str | None
+    shard: Shard | None
     fidelity: bool
     allow_busy_gpu: bool
 

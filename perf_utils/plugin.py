@@ -73,14 +73,12 @@ class _State:
         root = Path(self.config.rootpath)
         choices = FinishChoices.read(self.config.getoption)
         compare = choices.compare or bool(self.config.getoption("benchmark_compare", default=False))
-        shard = self.run_options.shard
         return Finish(
             choices=replace(choices, compare=compare),
             baselines_dir=choices.baselines_dir or root / "baselines",
             pyproject=choices.pyproject or root / "pyproject.toml",
             golden_dir=choices.golden_dir or root / "golden",
             results_dir=choices.results_dir or root / "results",
-            keep_suffix=f"-shard{shard.replace('/', 'of')}" if shard else "",
             header=self.warnings,
         )
 
@@ -124,21 +122,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _cases(config: pytest.Config) -> list[Any]:
     """The benchmarks this run selects, in the run loop's order; a bad selection is a usage error naming it."""
-    from perf_utils.bark import configs
-    from perf_utils.measure.run import cases, order, parse_shard, shard
+    from perf_utils.measure.run import select_cases
 
-    o: RunOptions = config.stash[_STATE].run_options
     try:
-        selected = configs.select(o.configs)
-    except KeyError as exc:
-        raise pytest.UsageError(f"--bark-configs: {exc.args[0]}") from None
-    chosen = cases(selected, o.batch_sizes)
-    if o.shard:
-        try:
-            chosen = shard(chosen, *parse_shard(o.shard))
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    return order(chosen)
+        return select_cases(config.stash[_STATE].run_options)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(trylast=True)

@@ -222,6 +222,7 @@ def test_an_option_value_of_the_wrong_kind_is_a_usage_error_naming_the_option(
         ("rounds", "0", "a whole number of at least 1"),
         ("threads", "0", "a whole number of at least 1"),
         ("warmup", "-1", "a whole number of at least 0"),
+        ("shard", "5/4", "K must be between 1 and N"),
     ],
 )
 def test_a_run_option_out_of_range_is_refused_before_measuring(
@@ -303,6 +304,28 @@ def test_run_cold_with_no_warm_up(
     row = dict(zip(_table_rows(captured.out)["benchmark"], _table_rows(captured.out)["bs1-fp32"], strict=True))
     assert row["warm-up"] == "0" and row["rounds"] == "1" and row["fidelity"] == "-"
     assert "bs1-fp32: round 1/1\n" in captured.err and "warm-up" not in captured.err
+
+
+def test_run_measures_only_its_shard_and_keeps_it_named_so(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --shard` selects as `pytest benchmarks --bark-shard` does (it measured every configuration before), and
+    the kept run says which shard it is, for `merge`."""
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    argv = ["run", "--configs", "fp32,fp16", "--batch-sizes", "1", "--rounds", "1", "--warmup", "0", "--no-fidelity"]
+    argv += ["--invocations", "1", "--shard", "2/2"]  # fp16 is shard 1's; fp32 is in every shard
+    code = cli.main([*argv, "--device", "cpu", "--results-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    (kept,) = tmp_path.glob("*/run.json")
+    data = json.loads(kept.read_text())
+    assert [r["config"] for r in data["results"]] == ["fp32"]
+    assert data["schedule"]["shard"] == "2/2" and kept.parent.name.endswith("-tiny-shard2of2")
+
+
+def test_gate_quality_refuses_a_shard_rather_than_measure_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["gate-quality", "--shard", "1/2", "--device", "cpu"]) == 2
+    assert "--shard: gate-quality measures every scenario in one session" in capsys.readouterr().err
 
 
 def test_run_interrupted_keeps_and_reports_what_it_measured_and_exits_130(

@@ -711,7 +711,7 @@ def test_an_interrupted_run_is_judged_on_what_it_measured_and_never_adopted_or_r
     assert done.lines[0].text.startswith("INTERRUPTED (interrupted in invocation 1 of 1: its rounds so far are kept)")
     assert done.lines[0].red and done.exit_code == EXIT_REGRESSION, text
     assert "NOISY" in row(text, "bs1-fp32")
-    assert "\nnot run, the run was interrupted before it measured this: bs8-fp32\n" in text, text
+    assert "\nnot run, the run was cut short before it measured this: bs8-fp32\n" in text, text
     assert "noisy benchmarks not re-measured: an interrupted run cannot be measured again here" in text
     assert "baseline NOT updated: the run failed (interrupted in invocation 1 of 1" in text
     assert baseline_file(work).read_bytes() == before

@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +13,7 @@ from perf_utils.gate.trends import Point, analyze, detect_steps
 from perf_utils.record import store
 from perf_utils.record import store as baselines
 from perf_utils.record.metrics import HOST_PROBE, INVOCATION_PROBE
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
 from perf_utils.record.store import kept_runs
 
 TH = Thresholds()  # time 15%, memory 5% and 4 MB
@@ -168,11 +169,18 @@ def test_keep_runs_removes_only_the_oldest_runs_like_this_one(tmp_path, capsys):
     assert store.prune_runs(pruned.left, 1, spare=spared) == store.Pruned(pruned.left, [], None)
 
 
-def test_keep_writes_a_valid_run_atomically(tmp_path):
-    path = store.keep_run(tmp_path, _record("2026-11-01T02:00:00+00:00", 1.0), suffix="-shard1of4")
+def test_keep_writes_a_valid_run_atomically_named_by_its_shard(tmp_path):
+    """A shard's kept folder says which shard it is (from its record's schedule), so the shards of one nightly,
+    started in the same second, keep their own names in the one folder a CI job gathers them into."""
+    sharded = _record("2026-11-01T02:00:00+00:00", 1.0)
+    sharded.schedule = replace(sharded.schedule or Schedule(), shard="1/4")
+    path = store.keep_run(tmp_path, sharded)
     assert path.name == "run.json" and path.parent.name.endswith("-cpu-amd-epyc-2c-tiny-shard1of4")
     assert baselines.load(path).results[0].id == "bs1-fp32"
+    assert baselines.load(path).schedule.shard == "1/4"
     assert not list(tmp_path.rglob("*.tmp"))
+    other = replace(sharded, schedule=replace(sharded.schedule, shard="2/4"))
+    assert store.keep_run(tmp_path, other).parent.name.endswith("-tiny-shard2of4")
 
 
 def test_two_runs_kept_in_the_same_second_are_both_kept_in_order(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 from perf_utils.bark import configs
 from perf_utils.gate.compare import compare
 from perf_utils.gate.thresholds import Thresholds
-from perf_utils.measure.run import Case, cases, order, parse_shard, shard
+from perf_utils.measure.run import Case, cases, order, shard
 from perf_utils.record import store as baselines
-from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule, Shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def collected(*args: str) -> list[str]:
 def test_shards_cover_each_benchmark_once_and_fp32_everywhere():
     """fp32 runs in every shard (each configuration's ratios to fp32 come from its own run); the rest once."""
     everything = cases(configs.select(), [1, 8])
-    parts = [shard(everything, k, 3) for k in (1, 2, 3)]
+    parts = [shard(everything, Shard(k, 3)) for k in (1, 2, 3)]
     assert all({"bs1-fp32", "bs8-fp32"} <= {c.id for c in part} for part in parts)
     flat = [c.id for part in parts for c in part if c.config.name != "fp32"]
     assert sorted(flat) == sorted(c.id for c in everything if c.config.name != "fp32")
@@ -39,7 +39,7 @@ def test_shards_cover_each_benchmark_once_and_fp32_everywhere():
 
 def test_the_real_suite_collects_one_shard_in_the_run_loops_order():
     """The wiring: `pytest benchmarks --bark-shard 2/3` parametrizes exactly that shard, in `order`'s order."""
-    expected = [c.id for c in order(shard(cases(configs.select(), [1, 8]), 2, 3))]
+    expected = [c.id for c in order(shard(cases(configs.select(), [1, 8]), Shard(2, 3)))]
     assert collected("--bark-shard", "2/3") == expected
 
 
@@ -48,7 +48,7 @@ def test_a_configuration_stays_in_one_shard():
     for n in (1, 2, 5, 12, 20):
         owners: dict[str, set[int]] = {}
         for k in range(1, n + 1):
-            for case in shard(all_cases, k, n):
+            for case in shard(all_cases, Shard(k, n)):
                 owners.setdefault(case.config.name, set()).add(k)
         assert owners.pop("fp32") == set(range(1, n + 1))
         assert all(len(v) == 1 for v in owners.values())
@@ -57,8 +57,8 @@ def test_a_configuration_stays_in_one_shard():
 
 @pytest.mark.parametrize("spec", ["0/3", "4/3", "x", "1/0", "2"])
 def test_bad_shard_spec(spec):
-    with pytest.raises(ValueError, match="--bark-shard"):
-        parse_shard(spec)
+    with pytest.raises(ValueError, match=f"shard '{spec}'"):
+        Shard.parse(spec)
 
 
 def test_bad_shard_option_is_a_usage_error():
@@ -66,7 +66,8 @@ def test_bad_shard_option_is_a_usage_error():
         [sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "--bark-shard", "5/4"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 4 and "--bark-shard '5/4'" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4 and "--bark-shard" in out and "'5/4': K must be between 1 and N" in out, out
 
 
 def _record(results):
@@ -95,7 +96,7 @@ def test_merged_shards_give_the_unsharded_verdict(tmp_path):
     all_cases = [Case(configs.get(r.config), r.batch_size) for r in now_results]
     paths = []
     for k in (1, 2, 3):
-        ids = {c.id for c in shard(all_cases, k, 3)}
+        ids = {c.id for c in shard(all_cases, Shard(k, 3))}
         path = tmp_path / f"shard{k}.json"
         baselines.write_atomic(path, _record([r for r in now_results if r.id in ids]))
         paths.append(path)
@@ -138,3 +139,61 @@ def test_a_merged_run_says_which_shard_was_interrupted(tmp_path):
     merged = baselines.merge_shards([a, b])
     assert merged.interrupted == f"{b}: interrupted in invocation 3 of 3: what its worker process ..."
     assert merged.schedule == Schedule(interrupted=merged.interrupted)  # the first shard's schedule, and the cut
+
+
+def _shards(tmp_path, n, given, interrupted=None):
+    """Shard records of a run split `n` ways, each with its fp32 and one configuration of its own; `given`: which
+    are written (1-based). Returns their paths."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in given:
+        record = _record(
+            [_result("fp32", 1), _result(("fp16", "bf16", "torch_compile", "bettertransformer")[k - 1], 1)]
+        )
+        record.schedule = Schedule(invocations=2, shard=f"{k}/{n}", interrupted=interrupted if k == given[-1] else None)
+        paths.append(tmp_path / f"shard{k}.json")
+        baselines.write_atomic(paths[-1], record)
+    return paths
+
+
+def test_shards_that_say_which_they_are_merge_into_the_whole(tmp_path):
+    merged = baselines.merge_shards(_shards(tmp_path, 3, [2, 1, 3]))
+    assert merged.interrupted is None
+    assert merged.schedule.shard is None  # the whole run, not the first shard given
+    assert sorted(r.id for r in merged.results) == ["bs1-bf16", "bs1-fp16", "bs1-fp32", "bs1-torch_compile"]
+
+
+def test_a_missing_shard_makes_the_merged_run_say_so_and_its_benchmarks_are_not_passed_as_unselected(tmp_path):
+    """A shard whose job died before keeping a run (a lost runner) used to leave its benchmarks `not run` as "not
+    selected in this run", and the nightly passed on three quarters of its matrix."""
+    paths = _shards(tmp_path, 3, [1, 3])
+    merged = baselines.merge_shards(paths)
+    assert merged.interrupted == (
+        "shard 2/3 missing: no run of it was given to merge (did its job fail before keeping one?)"
+    )
+    base = baselines.merge_shards(_shards(tmp_path / "base", 3, [1, 2, 3]))
+    verdicts = {v.id: v for v in compare(base, merged, Thresholds()).verdicts}
+    assert verdicts["bs1-bf16"].verdict == "not run"
+    assert verdicts["bs1-bf16"].reason == "the run was cut short before it measured this"
+    cut = baselines.merge_shards(_shards(tmp_path, 4, [2, 4], interrupted="interrupted in invocation 2 of 2: ..."))
+    assert cut.interrupted == (
+        f"{tmp_path / 'shard4.json'}: interrupted in invocation 2 of 2: ...; shards 1/4, 3/4 missing: no run of them "
+        "was given to merge (did its job fail before keeping one?)"
+    )
+
+
+def test_shards_of_different_splits_twice_the_same_or_beside_an_unsharded_run_are_refused(tmp_path):
+    first, second = _shards(tmp_path, 2, [1, 2])
+    twice = tmp_path / "again.json"
+    twice.write_text(first.read_text())
+    with pytest.raises(baselines.BaselineError, match=r"again.json: is shard 1/2, as .*shard1.json is: the same shard"):
+        baselines.merge_shards([first, twice, second])
+    (other,) = _shards(tmp_path / "three", 3, [2])
+    with pytest.raises(
+        baselines.BaselineError, match=r"is shard 2/3, .*shard1.json is shard 1/2: runs split differently"
+    ):
+        baselines.merge_shards([first, other])
+    whole = tmp_path / "whole.json"
+    baselines.write_atomic(whole, _record([_result("fp32", 1), _result("bettertransformer", 1)]))
+    with pytest.raises(baselines.BaselineError, match=r"whole.json: is not a shard \(its schedule names none\)"):
+        baselines.merge_shards([first, second, whole])

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from perf_utils.record.record import BenchmarkResult, RunRecord
+from perf_utils.record.record import BenchmarkResult, RunRecord, Schedule
 from perf_utils.record.store import write_atomic
 
 BLOCKED = ("torch", "transformers")
@@ -78,3 +78,21 @@ def test_merge_and_gate_without_torch(tmp_path):
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "REGRESSED" in failed.stdout, failed.stdout
     assert "blocked by the test" not in merged.stderr + passed.stderr + failed.stderr
+
+
+def test_a_nightly_with_a_shard_missing_merges_and_gates_as_interrupted(tmp_path):
+    """The verdict job when one shard's job died before uploading its run: merged with a line that says which,
+    then judged as interrupted (the gate fails, nothing adopted), the benchmarks of the missing shard `not run`."""
+    env = no_torch_env(tmp_path)
+    shard1 = record(result("fp32", 1), result("fp16", 1))
+    shard1.schedule = Schedule(invocations=3, shard="1/2")
+    write_atomic(tmp_path / "shard1.json", shard1)
+    write_atomic(tmp_path / "base.json", record(*(result(c, 1) for c in ("fp32", "fp16", "bf16"))))
+    merged = run(["-m", "perf_utils", "merge", "merged.json", "shard1.json"], env, tmp_path)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    missing = "shard 2/2 missing: no run of it was given to merge (did its job fail before keeping one?)"
+    assert f"INTERRUPTED: {missing}" in merged.stdout
+    gate = run(["-m", "perf_utils", "gate", "merged.json", "--baseline", "base.json"], env, tmp_path)
+    assert gate.returncode == 1, gate.stdout + gate.stderr  # failed: the run lacks a part
+    assert f"INTERRUPTED ({missing})" in gate.stdout
+    assert "not run, the run was cut short before it measured this: bf16" in gate.stdout, gate.stdout

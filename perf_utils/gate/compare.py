@@ -413,7 +413,7 @@ def compare(
     for bid in [*now, *(b for b in base if b not in now)]:
         v = compare_result(base.get(bid), now.get(bid), thresholds, paired is not None, per_probe, unlike)
         if v.verdict == NOT_RUN and current.interrupted:
-            v.reason = "the run was interrupted before it measured this"
+            v.reason = "the run was cut short before it measured this"
         if v.verdict == LOST and ("all" in allow_lost or v.config in allow_lost):
             v.allowed = True
         v.noisy_fails = fail_on_noisy

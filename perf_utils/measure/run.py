@@ -65,6 +65,7 @@ from perf_utils.record.record import (
     Remeasured,
     RunRecord,
     Schedule,
+    Shard,
     benchmark_id,
 )
 from perf_utils.record.store import ONEDNN_CACHE_KEY
@@ -110,6 +111,7 @@ class RunPlan:
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     invocations: int = 1  # separate processes per run; 1 measures in this process
     seed: int = 0  # of the interleaved order (invocation i shuffles with seed + i)
+    shard: str | None = None  # "K/N" of a sharded run: recorded in its schedule, for merging its shards
 
     def apply(self) -> str | None:
         """Process-wide settings of the plan. One thread makes a CPU tier robust to a busy machine: two threads
@@ -134,6 +136,7 @@ class RunPlan:
             warmup=o.warmup if o.warmup is not None else (1 if on_cpu else 2),  # the least; see warm_up
             threads=o.threads,
             invocations=o.invocations if o.invocations is not None else default_invocations(o.saving_baseline),
+            shard=str(o.shard) if o.shard else None,
         )
 
     def workload(self, batch_size: int) -> Workload:
@@ -184,24 +187,25 @@ def cases(selected: list[OptimizationConfig], batch_sizes: list[int]) -> list[Ca
     return [Case(c, bs) for c in selected for bs in batch_sizes]
 
 
-def parse_shard(spec: str) -> tuple[int, int]:
-    """`K/N`, 1-based, as GitHub Actions' matrix gives it."""
-    try:
-        k, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"--bark-shard {spec!r} must look like K/N, e.g. 2/4") from None
-    if not 1 <= k <= n:
-        raise ValueError(f"--bark-shard {spec!r}: K must be between 1 and N")
-    return k, n
-
-
-def shard(all_cases: list[Case], k: int, n: int) -> list[Case]:
+def shard(all_cases: list[Case], part: Shard) -> list[Case]:
     """Whole configurations go round-robin to shards, so each model is still loaded once per shard. fp32, when
     selected, runs in every shard: each configuration's ratios to fp32 come from the trials of its own run
     (`record.ratios`); merging keeps the first shard's fp32 (`store.merge_shards`)."""
     names = [name for name in dict.fromkeys(c.config.name for c in all_cases) if name != REFERENCE_CONFIG]
-    mine = {name for i, name in enumerate(names) if i % n == k - 1} | {REFERENCE_CONFIG}
+    mine = {name for i, name in enumerate(names) if i % part.n == part.k - 1} | {REFERENCE_CONFIG}
     return [c for c in all_cases if c.config.name in mine]
+
+
+def select_cases(o: RunOptions) -> list[Case]:
+    """The benchmarks the run options select, in the run loop's order: the configurations named (by default all
+    but the test-only ones) at each batch size, and of those the shard's part. One definition for pytest and
+    `python -m perf_utils run`, so a shard is the same part whichever runs it. An unknown name: ValueError."""
+    try:
+        selected = configs.select(o.configs)
+    except KeyError as exc:
+        raise ValueError(f"--bark-configs: {exc.args[0]}") from None
+    chosen = cases(selected, o.batch_sizes)
+    return order(shard(chosen, o.shard) if o.shard else chosen)
 
 
 def order(selected: list[Case]) -> list[Case]:
@@ -424,6 +428,7 @@ class Run:
             seed=self.plan.seed,
             workers="; ".join(sorted({p.started for p in parts})),
             note="; ".join(notes) or None,
+            shard=self.plan.shard,
         )
         add_ratios(self.record)
 

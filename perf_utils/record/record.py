@@ -36,6 +36,28 @@ def benchmark_id(config: str, batch_size: int) -> str:
     return f"bs{batch_size}-{config}"
 
 
+@dataclass(frozen=True)
+class Shard:
+    """The K-th of N parts of a run's benchmarks (`--bark-shard K/N`, 1-based as a CI matrix counts). A sharded
+    run records it (`Schedule.shard`), so merging can tell a missing shard from a complete run."""
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Shard:
+        try:
+            k, n = (int(x) for x in spec.split("/"))
+        except ValueError:
+            raise ValueError(f"shard {spec!r} must look like K/N, e.g. 2/4") from None
+        if not 1 <= k <= n:
+            raise ValueError(f"shard {spec!r}: K must be between 1 and N")
+        return cls(k, n)
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}"
+
+
 @dataclass
 class BenchmarkResult:
     """One benchmark: a configuration at a batch size."""
@@ -201,6 +223,7 @@ class Schedule:
     alternated: list[str] | None = None  # compare-stacks: the two stacks, in order
     remeasured: Remeasured | None = None
     interrupted: str | None = None  # where the run was cut short (Ctrl-C, a time limit)
+    shard: str | None = None  # "K/N": the part of a sharded run's benchmarks it measured (`Shard`)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     @property

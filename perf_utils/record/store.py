@@ -29,6 +29,7 @@ from perf_utils.record.record import (
     BenchmarkResult,
     RunRecord,
     Schedule,
+    Shard,
     measured_in,
 )
 
@@ -85,6 +86,7 @@ SCHEMA: dict[str, Any] = {
                     },
                 },
                 "interrupted": {"type": ["string", "null"]},
+                "shard": {"type": ["string", "null"], "pattern": "^[0-9]+/[0-9]+$"},
             },
         },
         "sessions": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
@@ -461,10 +463,13 @@ def _newest_sessions(record: RunRecord, most: int) -> RunRecord:
 def merge_shards(paths: list[Path]) -> RunRecord:
     """One run from the shards of a sharded run: same hardware, checkpoint and workload, no benchmark twice, except
     fp32, which every shard measures as its ratios' reference: the first shard's is kept. A shard that was
-    interrupted makes the merged run say so, naming it."""
+    interrupted makes the merged run say so, naming it; so does a shard missing from `paths` (its job died before
+    keeping a run), where the shards say which they are (`Schedule.shard`): judged as interrupted, the benchmarks
+    it held are not passed as "not selected"."""
     if not paths:
         raise ValueError("no shard files given")
     records = [load(p) for p in paths]
+    missing = _missing_shards(paths, records)
     first = records[0]
     seen: dict[str, Path] = {}
     results: list[BenchmarkResult] = []
@@ -481,10 +486,41 @@ def merge_shards(paths: list[Path]) -> RunRecord:
             results.append(r)
     out = first.copy()
     out.results = results
+    if out.schedule and out.schedule.shard:
+        out.schedule = replace(out.schedule, shard=None)  # the merged run is the whole
     cut = [f"{path}: {rec.interrupted}" for path, rec in zip(paths, records, strict=True) if rec.interrupted]
-    if cut:  # one interrupted shard makes the merged run interrupted: judged so, never adopted
+    if missing:
+        cut.append(missing)
+    if cut:  # one interrupted or missing shard makes the merged run interrupted: judged so, never adopted
         out.mark_interrupted("; ".join(cut))
     return out
+
+
+def _missing_shards(paths: list[Path], records: list[RunRecord]) -> str | None:
+    """Which shards of the run are not among `records`, in words (None: all there, or runs of a version that did
+    not record its shard). Shards of different splits, a shard given twice or a run that is no shard beside
+    shards: a BaselineError naming the file."""
+    parts = [(path, Shard.parse(rec.schedule.shard) if rec.schedule and rec.schedule.shard else None)
+             for path, rec in zip(paths, records, strict=True)]  # fmt: skip
+    known = [(path, part) for path, part in parts if part is not None]
+    if not known:
+        return None
+    first_path, first = known[0]
+    seen: dict[int, Path] = {}
+    for path, part in parts:
+        if part is None:
+            raise BaselineError(path, f"is not a shard (its schedule names none), {first_path} is shard {first}")
+        if part.n != first.n:
+            raise BaselineError(path, f"is shard {part}, {first_path} is shard {first}: runs split differently")
+        if part.k in seen:
+            raise BaselineError(path, f"is shard {part}, as {seen[part.k]} is: the same shard given twice")
+        seen[part.k] = path
+    gone = [f"{k}/{first.n}" for k in range(1, first.n + 1) if k not in seen]
+    if not gone:
+        return None
+    many = len(gone) > 1
+    return (f"shard{'s' if many else ''} {', '.join(gone)} missing: no run of {'them' if many else 'it'} was given "
+            "to merge (did its job fail before keeping one?)")  # fmt: skip
 
 
 def write_atomic(path: Path, record: RunRecord) -> None:
@@ -506,14 +542,18 @@ class KeptRun:
 KeptRuns = tuple[list[KeptRun], list[str]]  # kept runs, oldest first, and what could not be read (`kept_runs`)
 
 
-def keep_run(results_dir: Path, record: RunRecord, suffix: str = "", again: Path | None = None) -> Path:
-    """Add a run to the kept runs: `<time>-<hardware>-<checkpoint><suffix>/run.json`, written atomically. A run is
-    named by its second: another kept in the same second gets `-2`, `-3`, ... rather than overwriting it. `again`:
-    where this same run was kept before (it grew: `--bark-remeasure-noisy`), written over."""
+def keep_run(results_dir: Path, record: RunRecord, again: Path | None = None) -> Path:
+    """Add a run to the kept runs: `<time>-<hardware>-<checkpoint>[-shardKofN]/run.json`, written atomically. A
+    run is named by its second: another kept in the same second gets `-2`, `-3`, ... rather than overwriting it;
+    a shard's name says which, so the shards of one nightly, started in the same second on runners alike, keep
+    their own names when a CI job gathers them into one folder. `again`: where this same run was kept before (it
+    grew: `--bark-remeasure-noisy`), written over."""
     if again is not None:
         write_atomic(again, record)
         return again
     stamp = record.created.replace(":", "").replace("+0000", "Z")
+    part = record.schedule.shard if record.schedule else None
+    suffix = f"-shard{part.replace('/', 'of')}" if part else ""
     name = f"{stamp}-{record.hardware}-{Path(file_name(record.checkpoint['key'])).stem}{suffix}"
     path, n = results_dir / name / RUN_FILE, 1
     while path.exists():

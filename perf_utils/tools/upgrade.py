@@ -207,12 +207,11 @@ def run_chain(
     """Every stack of `specs` (each with its Python) in one session of alternating trials, so any two of them are
     paired; each record kept under `out_dir/<stack>/` (with at most `keep_runs` like it there, `--bark-keep-runs`).
     Returns the records in order and the last one's kept folder. The two ends are checked to be comparable."""
-    from perf_utils.bark import configs
     from perf_utils.measure.alternate import SessionInterrupted, Side, alternate, plan_for_pairs
-    from perf_utils.measure.run import cases
+    from perf_utils.measure.run import select_cases
 
     plan = plan_for_pairs(o)
-    selected = cases(configs.select(o.configs or None), o.batch_sizes)
+    selected = select_cases(o)
     sides = [Side(spec.name, str(python), selected) for spec, python in zip(specs, pythons, strict=True)]
     progress(f"{'both stacks' if len(sides) == 2 else f'{len(sides)} stacks'}, alternating trials: {plan.describe()}")
     try:
