@@ -110,7 +110,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     merged = store.merge_shards(args.shards)
     store.write_atomic(args.output, merged)
-    print(f"merged {len(args.shards)} shards ({len(merged.results)} benchmarks) into {args.output}")
+    n = len(args.shards)
+    print(f"merged {n} shard{'s' if n > 1 else ''} ({len(merged.results)} benchmarks) into {args.output}")
     if merged.interrupted:  # kept and judged as interrupted by `gate`, which says it again above its table
         print(f"INTERRUPTED: {merged.interrupted}")
     return 0

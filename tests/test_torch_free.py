@@ -91,7 +91,7 @@ def test_a_nightly_with_a_shard_missing_merges_and_gates_as_interrupted(tmp_path
     merged = run(["-m", "perf_utils", "merge", "merged.json", "shard1.json"], env, tmp_path)
     assert merged.returncode == 0, merged.stdout + merged.stderr
     missing = "shard 2/2 missing: no run of it was given to merge (did its job fail before keeping one?)"
-    assert f"INTERRUPTED: {missing}" in merged.stdout
+    assert f"merged 1 shard (2 benchmarks) into merged.json\nINTERRUPTED: {missing}\n" in merged.stdout
     gate = run(["-m", "perf_utils", "gate", "merged.json", "--baseline", "base.json"], env, tmp_path)
     assert gate.returncode == 1, gate.stdout + gate.stderr  # failed: the run lacks a part
     assert f"INTERRUPTED ({missing})" in gate.stdout
