@@ -28,6 +28,9 @@ def test_stack_spec_from_string_and_file(tmp_path):
     assert spec.key("torch==2.13.0") != StackSpec.parse("candidate", "transformers==5.23.0").key("torch==2.13.0")
     with pytest.raises(StackError, match="--pinned"):
         StackSpec.parse("pinned", "  ")
+    # a mistyped file is said before a venv is made (pip said it after one, as an invalid requirement)
+    with pytest.raises(StackError, match=r"--pinned stacks/curent.txt: no such requirements file"):
+        StackSpec.parse("pinned", "stacks/curent.txt")
 
 
 def recorded(tmp_path: Path, packages: dict) -> Path:

@@ -57,6 +57,8 @@ class StackSpec:
         if path.is_file():
             lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
             return cls(name, tuple(ln for ln in lines if ln))
+        if path.suffix == ".txt" and " " not in spec.strip():  # a mistyped file, not a requirement: said at once
+            raise StackError(f"--{name} {spec}: no such requirements file")
         reqs = tuple(shlex.split(spec))
         if not reqs:
             raise StackError(f"--{name}: give requirements or a requirements file; got {spec!r}")
