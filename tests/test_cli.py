@@ -192,6 +192,17 @@ def test_unknown_device_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'not-a-device'" in capsys.readouterr().err
 
 
+def test_an_accelerator_this_machine_lacks_is_said_with_what_to_ask_for(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.accelerator.is_available():
+        pytest.skip("this machine has an accelerator; the message is for one without")
+    assert cli.main(["configs", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--bark-device 'cuda' asked for, but it has no accelerator torch can use on this machine" in err
+    assert "(--bark-device cpu)" in err
+
+
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["frobnicate"])

@@ -29,8 +29,8 @@ def resolve_device(spec: str | None = None) -> torch.device:
     if device.type != "cpu":
         acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
         if acc is None or acc.type != device.type:
-            found = acc.type if acc is not None else "none"
-            raise DeviceError(f"--bark-device {spec!r} asked for, but the accelerator here is {found}")
+            found = f"its accelerator is {acc.type}" if acc is not None else "it has no accelerator torch can use"
+            raise DeviceError(f"--bark-device {spec!r} asked for, but {found} on this machine (--bark-device cpu)")
         if device.index is None:
             device = torch.device(device.type, 0)
     return device
