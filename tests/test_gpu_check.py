@@ -192,3 +192,38 @@ def test_the_device_session_script_plans_the_check_and_says_what_it_lacks(tmp_pa
     (tmp_path / "partial" / "site").mkdir(parents=True)
     done = _session(tmp_path, tmp_path / "partial")
     assert done.returncode == 3 and "partial/site: no wheels: run bash .ci/gpu-wheels" in done.stdout
+
+
+def _wheel(folder: Path, name: str) -> None:
+    """A minimal wheel that pip installs offline (an empty package)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-0.0.0.dist-info"
+    files = {
+        f"{name}/__init__.py": "",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-0.0.0-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_the_device_session_goes_on_without_the_legacy_stack_when_its_wheels_fail(tmp_path):
+    """Only the suite's own wheels (site) are needed: a legacy or accelerate 1.9 folder that is missing or does not
+    install costs its steps, said, not the device call."""
+    wheels = tmp_path / "wheels"
+    _wheel(wheels / "site", "bark_site_stub")
+    _wheel(wheels / "acc19", "bark_acc_stub")
+    (wheels / "legacy").mkdir()
+    done = _session(tmp_path, wheels)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "wheels/legacy: no wheels: run bash .ci/gpu-wheels" in done.stdout and "legacy: no legacy stack" in done.stdout
+    )
+    assert (tmp_path / "target" / "site" / "bark_site_stub").is_dir()  # installed where PYTHONPATH points
+    assert (tmp_path / "target" / "acc19" / "bark_acc_stub").is_dir()
+    limits = {step.name: step.timeout_s for step in gpu_check.STEPS}
+    assert f"offload-bare-legacy (at most {limits['offload-bare-legacy']}s): skipped" in done.stdout
