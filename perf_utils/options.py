@@ -82,7 +82,8 @@ def whole(value: str) -> int:
     return _number(value, int, lambda n: n >= 0, "a whole number of at least 0")
 
 
-def shard(value: str) -> Shard:
+def shard_spec(value: str) -> Shard:
+    """`K/N` (`--bark-shard`)."""
     try:
         return Shard.parse(value)
     except ValueError as exc:
@@ -158,7 +159,7 @@ RUN = (
     Option(
         "shard",
         "run the K-th of N shards (whole configurations; fp32 in every shard, for the ratios)",
-        shard,
+        shard_spec,
         metavar="K/N",
     ),
     Option("no-fidelity", "skip the fidelity check against fp32 eager", flag=True),
