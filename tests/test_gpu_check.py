@@ -194,6 +194,26 @@ def test_the_device_session_script_plans_the_check_and_says_what_it_lacks(tmp_pa
     assert done.returncode == 3 and "partial/site: no wheels: run bash .ci/gpu-wheels" in done.stdout
 
 
+def test_the_device_session_brings_back_at_most_eight_files(tmp_path):
+    """The device tool returns at most 8 files from $OUT: every step's log and record of a whole check, the sweep
+    included, must fit, the two short bare calls' logs in one."""
+    check = tmp_path / "check"
+    check.mkdir()
+    steps = [*gpu_check.STEPS, *gpu_check.EXTRA]
+    for step in steps:
+        (check / f"{step.name}.log").write_text(f"{step.name} ran\n")
+        if step.benchmarks:
+            (check / f"{step.name}.json").write_text("{}")
+    done = _session(tmp_path, tmp_path / "no-wheels", CHECK_DIR=str(check))
+    assert done.returncode == 0, done.stdout + done.stderr
+    back = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert len(back) <= 8, back
+    assert "offload-bare ran" in (tmp_path / "out" / "gc" / "bare.log").read_text()
+    assert "offload-bare-legacy ran" in (tmp_path / "out" / "gc" / "bare.log").read_text()
+    for name in ("bark-shapes", "legacy-bettertransformer", "batching"):  # the records the README cites
+        assert f"gc/{name}.json" in back and f"gc/{name}.log" in back, back
+
+
 def _wheel(folder: Path, name: str) -> None:
     """A minimal wheel that pip installs offline (an empty package)."""
     import zipfile
