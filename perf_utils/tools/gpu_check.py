@@ -43,31 +43,31 @@ class CheckStep:
     benchmarks: bool = True  # a `pytest benchmarks` run (its record is kept and the blog set beside it)
 
 
-# Sized from two runs on an NVIDIA H200 (2026-11-27, docs/gpu-2026-11-27-h200 and -h200-b): the tiny matrix
-# took 42 s; bark-shaped fp32/fp16/cpu_offload/offload+fp16 at batch 1 and 8 and 32 tokens ran into 190 s with
-# its last 5 rounds left (loading random:bark's 1.1B parameters 4 times and the fp32 reference take about 50 s;
-# 2-4 warm-up calls of 1.3-7 s each); the legacy BetterTransformer step 101 s. torch_compile is left out of the
-# tiny matrix (compiling alone outran the step). A bare call's generate took 2 s there (6 s under the legacy
-# stack); the whole call 6.5 s on the 2-core CPU, tiny built from nothing. A benchmark step gets GRACE_S of its
-# limit to keep what it measured, so bark-shapes has 237 s to measure where it was killed at 190 s before, plus
-# what the two steps before it leave unused (the tiny matrix took 42 s of its 60).
+# Sized from runs on an NVIDIA H200. 2026-11-27 (docs/gpu-2026-11-27-h200 and -h200-b): the tiny matrix took 42 s;
+# bark-shaped fp32/fp16/cpu_offload/offload+fp16 at batch 1 and 8 and 32 tokens ran into 190 s with its last 5 rounds
+# left; torch_compile is left out of the tiny matrix (compiling alone outran the step). 2026-12-04
+# (docs/gpu-2026-12-04-h200), the whole check in 456 s: bare call 20 s (CUDA's start and tiny built from nothing),
+# tiny 44 s, bark's shapes 216 s (random:bark built on the GPU, then loaded 4 times, the fp32 reference, 2-4
+# warm-up calls of 1.5-8 s each), the legacy bare call 23 s, the legacy BetterTransformer step 130 s. A bare call
+# gets nothing the steps before it left (it is first), so its limit has room; a benchmark step gets GRACE_S of its
+# limit to keep what it measured, plus what the steps before it left unused.
 COMMON = ("--bark-device", "cuda", "--bark-warmup", "1", "--bark-invocations", "1", "--bark-rounds", "2")
 BARE = ("perf_utils.tools.bare_call", "--checkpoint", "tiny", "--batch-size", "1", "--tokens", "16")
 STEPS = (
     CheckStep("offload-bare", "CPU offload with none of the suite's instruments: where do the weights run?",
-              (*BARE, "--config", "cpu_offload"), 25, benchmarks=False),
+              (*BARE, "--config", "cpu_offload"), 30, benchmarks=False),
     CheckStep("tiny-matrix", "every configuration on the accelerator: timers, peaks, NVML, fidelity, golden",
               ("--bark-checkpoint", "tiny", "--bark-configs", "fp32,fp16,bf16,cpu_offload,offload+fp16",
-               "--bark-tokens", "32", *COMMON), 60),
+               "--bark-tokens", "32", *COMMON), 55),
     CheckStep("bark-shapes", "suno/bark's shapes: the blog's configurations at batch 1 and 8 (offload fidelity too)",
               ("--bark-checkpoint", "random:bark", "--bark-configs", "fp32,fp16,cpu_offload,offload+fp16",
-               "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 245),
+               "--bark-batch-sizes", "1,8", "--bark-tokens", "32", *COMMON), 235),
     CheckStep("offload-bare-legacy", "the blog's best combination, bare, under the legacy stack",
-              (*BARE, "--config", "offload+bettertransformer+fp16"), 25, legacy=True, benchmarks=False),
+              (*BARE, "--config", "offload+bettertransformer+fp16"), 30, legacy=True, benchmarks=False),
     CheckStep("legacy-bettertransformer", "BetterTransformer on suno/bark's shapes under transformers 4.48 / optimum 1",
               ("--bark-checkpoint", "random:bark", "--bark-configs",
                "fp32,bettertransformer,bettertransformer+fp16,offload+bettertransformer+fp16",
-               "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 120, legacy=True),
+               "--bark-batch-sizes", "1", "--bark-tokens", "32", *COMMON), 125, legacy=True),
 )  # fmt: skip
 # What a lent GPU's time after the check can hold (`--extra`): the blog's batching question, where throughput stops
 # growing, on suno/bark's shapes in fp16 (the blog's batching configuration), without the fidelity check.
