@@ -13,7 +13,7 @@ from pathlib import Path
 from perf_utils import cli
 from perf_utils.record.ratios import add_ratios
 from perf_utils.record.record import BenchmarkResult, RunRecord
-from perf_utils.report.blog import CLAIMS, claims_table, measured
+from perf_utils.report.blog import CLAIMS, batching_table, claims_table, measured
 from perf_utils.tools import gpu_check
 from perf_utils.tools.gpu_check import CheckStep
 
@@ -247,3 +247,19 @@ def test_the_device_session_goes_on_without_the_legacy_stack_when_its_wheels_fai
     assert (tmp_path / "target" / "acc19" / "bark_acc_stub").is_dir()
     limits = {step.name: step.timeout_s for step in gpu_check.STEPS}
     assert f"offload-bare-legacy (at most {limits['offload-bare-legacy']}s): skipped" in done.stdout
+
+
+def test_the_batching_sweep_says_where_a_larger_batch_stops_paying():
+    """Each configuration's median throughput per batch size and its gain on the batch size before: where the gain
+    falls towards 0%, batching stops paying. A batch size a configuration did not measure reads '-', not a guess."""
+
+    def result(config: str, bs: int, latency: float) -> BenchmarkResult:
+        return BenchmarkResult(config, bs, "ok", rounds=[{"latency_s": latency, "throughput_sps": bs / latency}])
+
+    results = [result("fp16", 1, 2.0), result("fp16", 8, 2.0), result("fp16", 16, 4.0), result("fp32", 8, 4.0)]
+    record = RunRecord("h200", "cuda:0", {"key": "random:bark", "kind": "random"}, {}, {}, results)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in batching_table(record).splitlines()[2:]}  # fmt: skip
+    assert rows["fp16"] == ["0.50", "4.00 (+700%)", "4.00 (+0%)"]  # batch 16 costs twice batch 8: no gain
+    assert rows["fp32"] == ["-", "2.00", "-"]
+    assert batching_table(RunRecord("h200", "cuda:0", {"key": "tiny"}, {}, {}, results[:1])) == ""

@@ -114,6 +114,11 @@ def test_figures_are_valid_images_with_the_expected_panels(regressed_run):
     assert png_panels(folder / "batching.png") == ["throughput by batch size"]  # the blog's batching question
     for name in ("latency.png", "memory.png", "stages.png", "batching.png"):
         assert f"({name})" in regressed_run.markdown
+    sweep = table_rows(regressed_run.markdown, "## Throughput by batch size")  # the same question, as numbers
+    for config in ("fp32", "bf16"):
+        one, eight = (regressed_run.record.by_id()[f"bs{bs}-{config}"] for bs in (1, 8))
+        gain = median(eight, "throughput_sps") / median(one, "throughput_sps") - 1
+        assert sweep[config][1] == f"{median(eight, 'throughput_sps'):.2f} ({gain:+.0%})", sweep
 
 
 def test_job_summary_gets_the_report_without_local_images(regressed_run):

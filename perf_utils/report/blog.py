@@ -55,3 +55,26 @@ def claims_table(record: RunRecord) -> str:
         rows.append([f"bs{c.batch_size}-{c.config}", c.what, f"{c.blog:+.0%}", "-" if got is None else f"{got:+.0%}"])
     headers = ["benchmark", "against fp32", "blog (bark large, TITAN RTX)", f"this run ({record.checkpoint['key']})"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def batching_table(record: RunRecord) -> str:
+    """The blog's batching question as numbers beside `plots.batching_figure`: each configuration's median
+    throughput per batch size, and its gain over the batch size before it, so where the gain falls towards 0%
+    a larger batch stops paying ("" when the run measured fewer than two batch sizes)."""
+    sizes = record.batch_sizes()
+    if len(sizes) < 2:
+        return ""
+    rows, by_id = [], record.by_id()
+    for config in dict.fromkeys(r.config for r in record.measured()):
+        row, before = [config], None
+        for bs in sizes:
+            result = by_id.get(benchmark_id(config, bs))
+            sps = result.median("throughput_sps") if result is not None and result.ran else None
+            cell = "-" if sps is None else f"{sps:.2f}"
+            if sps is not None and before:
+                cell += f" ({sps / before - 1:+.0%})"
+            row.append(cell)
+            before = sps
+        rows.append(row)
+    headers = ["samples/s (gain on the batch before)", *(f"bs{bs}" for bs in sizes)]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

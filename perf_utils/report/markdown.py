@@ -24,7 +24,7 @@ from perf_utils.record.metrics import HOST_ALLOC_PEAK, STAGE_METRICS, STAGES
 from perf_utils.record.ratios import vs_reference
 from perf_utils.record.record import REFERENCE_CONFIG, STACK_PACKAGES, BenchmarkResult, RunRecord, benchmark_id
 from perf_utils.record.store import KeptRun
-from perf_utils.report import details, plots
+from perf_utils.report import blog, details, plots
 from perf_utils.report.table import VERDICT_MARKDOWN, markdown_verdict, moved_most, num
 
 REPORT_FILE = "report.md"
@@ -236,6 +236,8 @@ def markdown(
     for bs in record.batch_sizes():
         parts += [f"## Batch {bs}: each configuration against `{REFERENCE_CONFIG}` in this run"]
         parts += [blog_table(record, bs, comparison)]
+    if sweep := blog.batching_table(record):
+        parts += ["## Throughput by batch size: where does a larger batch stop paying?", sweep]
     parts += [_stages_heading(comparison), stages_table(record, comparison)]
     if any(not r.ran for r in record.results):
         parts += ["## Not measured in this run", unavailable_table(record)]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from perf_utils.record import store
-from perf_utils.report.blog import claims_table
+from perf_utils.report.blog import batching_table, claims_table
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,8 @@ def run(
         kept = sorted((out / step.name / "results").glob("*/run.json"))
         if step.benchmarks and kept:
             shutil.copy(kept[-1], out / f"{step.name}.json")  # beside the log: the record of the step's run
-            table = claims_table(store.load(kept[-1]))
+            record = store.load(kept[-1])
+            table = "\n\n".join(t for t in (claims_table(record), batching_table(record)) if t)
             with log.open("a", encoding="utf-8") as f:
                 f.write("\n" + table + "\n")
             say(table)
