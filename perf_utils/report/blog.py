@@ -57,6 +57,17 @@ def claims_table(record: RunRecord) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def throughput_by_batch_size(record: RunRecord) -> dict[str, dict[int, float]]:
+    """The blog's batching question read from a run: each configuration's median throughput (samples/s) at each
+    batch size it measured, configurations in run order. One reading for `batching_table` and
+    `plots.batching_figure`, so the table and the figure show the same numbers."""
+    series: dict[str, dict[int, float]] = {}
+    for r in record.measured():
+        if (sps := r.median("throughput_sps")) is not None:
+            series.setdefault(r.config, {})[r.batch_size] = sps
+    return series
+
+
 def batching_table(record: RunRecord) -> str:
     """The blog's batching question as numbers beside `plots.batching_figure`: each configuration's median
     throughput per batch size, and its gain over the batch size before it, so where the gain falls towards 0%
@@ -64,12 +75,11 @@ def batching_table(record: RunRecord) -> str:
     sizes = record.batch_sizes()
     if len(sizes) < 2:
         return ""
-    rows, by_id = [], record.by_id()
-    for config in dict.fromkeys(r.config for r in record.measured()):
+    rows = []
+    for config, points in throughput_by_batch_size(record).items():
         row, before = [config], None
         for bs in sizes:
-            result = by_id.get(benchmark_id(config, bs))
-            sps = result.median("throughput_sps") if result is not None and result.ran else None
+            sps = points.get(bs)
             cell = "-" if sps is None else f"{sps:.2f}"
             if sps is not None and before:
                 cell += f" ({sps / before - 1:+.0%})"

@@ -16,6 +16,7 @@ from perf_utils.gate.compare import IMPROVED, LOST, REGRESSED, Comparison
 from perf_utils.gate.trends import Trend
 from perf_utils.record.metrics import METRICS, STAGE_METRICS, STAGES
 from perf_utils.record.record import RunRecord
+from perf_utils.report.blog import throughput_by_batch_size
 
 COLOURS = {REGRESSED: "#d62728", LOST: "#d62728", IMPROVED: "#2ca02c", "now": "#1f77b4", "baseline": "#9a9a9a"}
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
@@ -134,11 +135,9 @@ def batching_figure(record: RunRecord) -> Figure:
     where a line flattens, a larger batch stops paying."""
     fig = Figure(figsize=(6.2, 3.6), layout="constrained")
     ax = fig.subplots()
-    for config in dict.fromkeys(r.config for r in record.measured()):
-        points = sorted((r.batch_size, r.median("throughput_sps")) for r in record.measured() if r.config == config)
-        points = [(b, t) for b, t in points if t is not None]
-        if points:
-            ax.plot([b for b, _ in points], [t for _, t in points], marker="o", label=config)
+    for config, points in throughput_by_batch_size(record).items():
+        measured_at = sorted(points)
+        ax.plot(measured_at, [points[b] for b in measured_at], marker="o", label=config)
     ax.set_xscale("log", base=2)
     sizes = record.batch_sizes()
     ax.set_xticks(sizes, [str(b) for b in sizes])
